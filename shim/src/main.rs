@@ -1,0 +1,123 @@
+//! `nvhook-runtime`: a runc shim. For `create`/`run` of a container that asks for
+//! GPUs it adds nvhook's hook to config.json; then, always, it execs the real runtime
+//! with the argv unchanged, so exit status, signals and stdio are the runtime's own.
+
+mod args;
+
+use nvhook::config::{Config, Loaded};
+use nvhook::spec_edit::{self, HookEntry};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+/// The environment every inserted hook gets: never the runtime's, never the image's.
+const HOOK_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn main() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let rest = &argv[1.min(argv.len())..];
+    let parsed = args::parse(rest);
+    let fail = |msg: String| -> ! {
+        report(&parsed, &msg);
+        std::process::exit(1)
+    };
+    let loaded = Config::load(None).unwrap_or_else(|e| fail(e.to_string()));
+    if matches!(parsed.subcommand.as_deref(), Some("create" | "run")) {
+        let bundle = parsed
+            .bundle
+            .clone()
+            .map(Ok)
+            .unwrap_or_else(std::env::current_dir)
+            .unwrap_or_else(|e| fail(format!("cannot find the bundle: {e}")));
+        if let Err(e) = add_hook(&bundle, &loaded) {
+            fail(e);
+        }
+    }
+    let runtime = find_runtime(&loaded.config.runtime.runtimes).unwrap_or_else(|e| fail(e));
+    let err = std::process::Command::new(&runtime).arg0(&runtime).args(rest).exec();
+    fail(format!("cannot execute {}: {err}", runtime.display()))
+}
+
+/// Writes a one-line error to stderr and, runc-style, to the `--log` file, which is
+/// what Docker and containerd show the user.
+fn report(p: &args::Parsed, msg: &str) {
+    eprintln!("nvhook-runtime: {msg}");
+    let Some(log) = &p.log else { return };
+    let time = nvhook::log::rfc3339(std::time::SystemTime::now());
+    let line = if p.log_json {
+        format!("{}\n", serde_json::json!({"level": "error", "msg": format!("nvhook-runtime: {msg}"), "time": time}))
+    } else {
+        format!("time=\"{time}\" level=error msg=\"nvhook-runtime: {}\"\n", msg.replace('"', "\\\""))
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+fn hook_path(loaded: &Loaded) -> Result<PathBuf, String> {
+    if let Some(p) = &loaded.config.runtime.hook_path {
+        if !p.is_absolute() {
+            return Err(format!("hook-path {} is not absolute", p.display()));
+        }
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    Ok(exe.with_file_name("nvhook"))
+}
+
+fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
+    let (mut spec, meta) = spec_edit::read(bundle).map_err(|e| e.to_string())?;
+    if !nvhook::request::wants_gpus(&spec_edit::env_of(&spec)) {
+        return Ok(());
+    }
+    let path = hook_path(loaded)?;
+    let stage = loaded.config.runtime.stage;
+    let mut args = vec!["nvhook".to_string()];
+    if let Some(c) = &loaded.path {
+        let c = std::path::absolute(c).unwrap_or_else(|_| c.clone());
+        args.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    args.push(stage.subcommand().to_string());
+    let entry = HookEntry {
+        path: path.display().to_string(),
+        args,
+        env: vec![HOOK_PATH_ENV.to_string()],
+    };
+    let config_path = bundle.join("config.json");
+    let changed = spec_edit::add_hook(&mut spec, stage, &entry)
+        .map_err(|m| format!("{} is not a valid OCI config: {m}", config_path.display()))?;
+    if changed {
+        spec_edit::write_atomic(bundle, &spec, &meta).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first candidate found: absolute paths as they are, names on `PATH`. The shim
+/// itself is skipped, so a shim installed as `runc` cannot exec itself forever.
+fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
+    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let not_me = |p: &Path| me.as_deref() != p.canonicalize().ok().as_deref();
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for c in candidates {
+        if c.contains('/') {
+            let p = PathBuf::from(c);
+            if p.is_absolute() && is_executable(&p) && not_me(&p) {
+                return Ok(p);
+            }
+            continue;
+        }
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(c);
+            if dir.is_absolute() && is_executable(&p) && not_me(&p) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!("no OCI runtime found (tried {} on PATH)", candidates.join(", ")))
+}

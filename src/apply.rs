@@ -1,0 +1,221 @@
+//! Executes a plan. Host sources are opened and cloned into detached mounts while
+//! nvhook is still in the host's mount namespace; then it joins the container's mount
+//! namespace, resolves every target inside the container root and attaches the mounts
+//! through file descriptors. On any failure, what was mounted and created is undone.
+
+use crate::cgroup;
+use crate::ldconfig;
+use crate::plan::{MountKind, Plan};
+use crate::rootfs::{self, Root, TargetKind};
+use crate::sys;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {what}: {source}")]
+    Source {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{path} is {found}, expected {expected}")]
+    SourceType {
+        path: PathBuf,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("{path} is device {found}, expected {expected}")]
+    DeviceNumber {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("cannot join the mount namespace of pid {pid}: {source}")]
+    Namespace { pid: i32, source: io::Error },
+    #[error("cannot open container root {path}: {source}")]
+    Root { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Target(#[from] rootfs::Error),
+    #[error("cannot mount {source_path} on {target}: {source}")]
+    Mount {
+        source_path: PathBuf,
+        target: String,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::Error),
+    #[error(transparent)]
+    Ldconfig(#[from] ldconfig::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A host file cloned into a detached mount, ready to attach.
+struct Prepared {
+    mnt: OwnedFd,
+    source: PathBuf,
+    target: String,
+}
+
+fn src_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Source {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Opens a host source without following a final symlink, checks its type (and for a
+/// device, its number), and clones it into a detached mount with `attrs` set.
+fn prepare(path: &Path, want: libc::mode_t, rdev: Option<(u32, u32)>, attrs: u64, target: &str) -> Result<Prepared> {
+    let fd = sys::open(path, libc::O_PATH | libc::O_NOFOLLOW).map_err(src_err(path, "open"))?;
+    let st = sys::fstat(fd.as_fd()).map_err(src_err(path, "stat"))?;
+    if st.st_mode & libc::S_IFMT != want {
+        return Err(Error::SourceType {
+            path: path.into(),
+            found: rootfs::type_name(st.st_mode),
+            expected: rootfs::type_name(want),
+        });
+    }
+    if let Some((ma, mi)) = rdev {
+        let (fa, fi) = sys::dev_split(st.st_rdev);
+        if (fa, fi) != (ma, mi) {
+            return Err(Error::DeviceNumber {
+                path: path.into(),
+                found: format!("{fa}:{fi}"),
+                expected: format!("{ma}:{mi}"),
+            });
+        }
+    }
+    let mnt = sys::clone_tree(fd.as_fd(), false).map_err(src_err(path, "clone mount"))?;
+    sys::mount_setattr(mnt.as_fd(), attrs).map_err(src_err(path, "set mount flags"))?;
+    Ok(Prepared {
+        mnt,
+        source: path.into(),
+        target: target.into(),
+    })
+}
+
+fn attrs(flags: &[&str]) -> u64 {
+    flags.iter().fold(0, |a, f| {
+        a | match *f {
+            "ro" => sys::MOUNT_ATTR_RDONLY,
+            "nosuid" => sys::MOUNT_ATTR_NOSUID,
+            "nodev" => sys::MOUNT_ATTR_NODEV,
+            "noexec" => sys::MOUNT_ATTR_NOEXEC,
+            _ => 0,
+        }
+    })
+}
+
+/// Where and how to apply a plan.
+pub struct Target<'a> {
+    pub pid: i32,
+    pub rootfs: &'a Path,
+    pub ldconfig_timeout: Duration,
+}
+
+/// Timings of the phases, for the debug log and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct Timings {
+    pub prepare: Duration,
+    pub cgroup: Duration,
+    pub mount: Duration,
+    pub ldconfig: Duration,
+}
+
+/// Applies `plan` to the container. Must run single-threaded (it calls `setns`).
+pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
+    let mut times = Timings::default();
+    let clock = std::time::Instant::now();
+    // 1. Everything from the host, while still in the host's mount namespace.
+    let mut prepared = Vec::new();
+    for d in &plan.devices {
+        prepared.push((
+            TargetKind::File,
+            prepare(&d.host_path, libc::S_IFCHR, Some((d.major, d.minor)), attrs(&d.flags), &d.path)?,
+        ));
+    }
+    for m in &plan.mounts {
+        let want = match m.kind {
+            MountKind::Socket => libc::S_IFSOCK,
+            _ => libc::S_IFREG,
+        };
+        prepared.push((TargetKind::File, prepare(&m.source, want, None, attrs(&m.flags), &m.target)?));
+    }
+    let exe = match &plan.ldconfig {
+        Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
+        Some(l) => Some(ldconfig::Exe::InContainer(
+            std::ffi::CString::new(l.path.as_str()).map_err(|_| ldconfig::Error::NotStatic(l.path.clone()))?,
+        )),
+        None => None,
+    };
+    let ns = sys::open(Path::new(&format!("/proc/{}/ns/mnt", t.pid)), libc::O_RDONLY)
+        .map_err(|source| Error::Namespace { pid: t.pid, source })?;
+    times.prepare = clock.elapsed();
+
+    // 2. The device cgroup, found through the host's view of /proc and mounts.
+    let clock = std::time::Instant::now();
+    if !plan.cgroup.is_empty() {
+        let cg = cgroup::for_pid(t.pid)?;
+        cgroup::allow(&cg, &plan.cgroup)?;
+    }
+    times.cgroup = clock.elapsed();
+
+    // 3. Into the container's mount namespace; from here on no host path is opened.
+    let clock = std::time::Instant::now();
+    sys::setns_mnt(ns.as_fd()).map_err(|source| Error::Namespace { pid: t.pid, source })?;
+    let mut root = Root::open(t.rootfs).map_err(|source| Error::Root {
+        path: t.rootfs.into(),
+        source,
+    })?;
+    let mut mounted: Vec<OwnedFd> = Vec::new();
+    let result = attach_all(plan, &mut root, prepared, &mut mounted);
+    times.mount = clock.elapsed();
+    let result = result.and_then(|()| {
+        let clock = std::time::Instant::now();
+        if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
+            root.mkdir_all("/etc")?;
+            ldconfig::run(exe, root.fd(), &l.args, t.ldconfig_timeout)?;
+        }
+        times.ldconfig = clock.elapsed();
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            root.commit();
+            Ok(times)
+        }
+        Err(e) => {
+            for m in mounted.iter().rev() {
+                let _ = sys::umount_fd(m.as_fd());
+            }
+            root.undo();
+            Err(e)
+        }
+    }
+}
+
+fn attach_all(
+    plan: &Plan,
+    root: &mut Root,
+    prepared: Vec<(TargetKind, Prepared)>,
+    mounted: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    for (kind, p) in prepared {
+        let target = root.mount_target(&p.target, kind)?;
+        sys::move_mount_to(p.mnt.as_fd(), target.as_fd()).map_err(|source| Error::Mount {
+            source_path: p.source.clone(),
+            target: p.target.clone(),
+            source,
+        })?;
+        mounted.push(p.mnt);
+    }
+    for s in &plan.symlinks {
+        root.symlink(&s.path, &s.target)?;
+    }
+    Ok(())
+}

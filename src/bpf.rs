@@ -1,0 +1,276 @@
+//! cgroup v2 device access: runc attaches an eBPF program that denies every device
+//! not in the spec. A second program cannot widen access (every attached program must
+//! allow), so the existing program is read back, the GPU allow rules are put in front
+//! of it, and the result atomically replaces it (`BPF_F_REPLACE`).
+
+use crate::plan::CgroupRule;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot extend program {id}: {reason}")]
+    Unsupported { id: u32, reason: String },
+    #[error("the kernel refused the extended program: {0}")]
+    Verifier(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const BPF_PROG_LOAD: i32 = 5;
+const BPF_PROG_ATTACH: i32 = 8;
+const BPF_PROG_GET_FD_BY_ID: i32 = 13;
+const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
+const BPF_PROG_QUERY: i32 = 16;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+const BPF_F_REPLACE: u32 = 4;
+
+/// One eBPF instruction as the kernel lays it out.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Insn {
+    pub code: u8,
+    /// dst in the low nibble, src in the high nibble.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+const LDX_W: u8 = 0x61; // dst = *(u32 *)(src + off)
+const AND32_K: u8 = 0x54;
+const RSH32_K: u8 = 0x74;
+const JNE_K: u8 = 0x55;
+const MOV64_K: u8 = 0xb7;
+const EXIT: u8 = 0x95;
+const LD_IMM64: u8 = 0x18;
+
+const DEVCG_DEV_CHAR: i32 = 2;
+const DEVCG_ACC_READ: i32 = 2;
+const DEVCG_ACC_WRITE: i32 = 4;
+
+/// Instructions that return "allow" for a read/write (not mknod) open of character
+/// device `major:minor` and fall through otherwise. Reads only r1 (the context), so
+/// the original program that follows starts from the state it expects.
+pub fn allow_rule(major: u32, minor: u32) -> Vec<Insn> {
+    const LEN: i16 = 13;
+    let skip = |at: i16| LEN - (at + 1);
+    vec![
+        insn(LDX_W, 2, 1, 0, 0),                                // r2 = access_type
+        insn(AND32_K, 2, 0, 0, 0xffff),                         // r2 = device type
+        insn(JNE_K, 2, 0, skip(2), DEVCG_DEV_CHAR),             // not a char device
+        insn(LDX_W, 3, 1, 0, 0),                                // r3 = access_type
+        insn(RSH32_K, 3, 0, 0, 16),                             // r3 = access
+        insn(AND32_K, 3, 0, 0, !(DEVCG_ACC_READ | DEVCG_ACC_WRITE)), // anything beyond rw?
+        insn(JNE_K, 3, 0, skip(6), 0),
+        insn(LDX_W, 4, 1, 0, 4),                                // r4 = major
+        insn(JNE_K, 4, 0, skip(8), major as i32),
+        insn(LDX_W, 5, 1, 0, 8),                                // r5 = minor
+        insn(JNE_K, 5, 0, skip(10), minor as i32),
+        insn(MOV64_K, 0, 0, 0, 1),                              // allow
+        insn(EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// The allow rules followed by the original program.
+pub fn extend(rules: &[CgroupRule], original: &[Insn], id: u32) -> Result<Vec<Insn>> {
+    for i in original {
+        if i.code == LD_IMM64 && (i.regs >> 4) != 0 {
+            return Err(Error::Unsupported {
+                id,
+                reason: "it refers to maps".into(),
+            });
+        }
+        if (i.regs & 0xf) > 10 || (i.regs >> 4) > 10 {
+            return Err(Error::Unsupported {
+                id,
+                reason: "its dump uses kernel-internal registers (bpf_jit_harden?)".into(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for r in rules.iter().filter(|r| r.kind == 'c') {
+        out.extend(allow_rule(r.major, r.minor));
+    }
+    out.extend_from_slice(original);
+    Ok(out)
+}
+
+#[repr(C, align(8))]
+struct Attr([u8; 128]);
+
+impl Attr {
+    fn new() -> Attr {
+        Attr([0; 128])
+    }
+    fn u32(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn get_u32(&self, off: usize) -> u32 {
+        u32::from_ne_bytes(self.0[off..off + 4].try_into().expect("4"))
+    }
+}
+
+fn bpf(cmd: i32, attr: &mut Attr, what: &'static str) -> Result<i64> {
+    // SAFETY: attr is a zero-padded buffer at least as large as every command's struct.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
+    if r < 0 {
+        Err(Error::Sys {
+            what,
+            source: io::Error::last_os_error(),
+        })
+    } else {
+        Ok(r)
+    }
+}
+
+fn fd_of(r: i64) -> OwnedFd {
+    // SAFETY: the kernel returned a new fd that we own.
+    unsafe { OwnedFd::from_raw_fd(r as i32) }
+}
+
+/// Ids of the device programs attached to a cgroup.
+fn query(cg: &OwnedFd) -> Result<Vec<u32>> {
+    let mut ids = [0u32; 64];
+    let mut a = Attr::new();
+    a.u32(0, cg.as_raw_fd() as u32)
+        .u32(4, BPF_CGROUP_DEVICE)
+        .u64(16, ids.as_mut_ptr() as u64)
+        .u32(24, ids.len() as u32);
+    bpf(BPF_PROG_QUERY, &mut a, "query attached device programs")?;
+    let n = (a.get_u32(24) as usize).min(ids.len());
+    Ok(ids[..n].to_vec())
+}
+
+fn prog_fd(id: u32) -> Result<OwnedFd> {
+    let mut a = Attr::new();
+    a.u32(0, id);
+    Ok(fd_of(bpf(BPF_PROG_GET_FD_BY_ID, &mut a, "open device program")?))
+}
+
+/// The program's instructions as the kernel holds them (for device programs, the
+/// same as loaded: no context rewriting or maps).
+fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
+    let mut info = [0u8; 256];
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32).u32(4, info.len() as u32).u64(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "read device program info")?;
+    let len = u32::from_ne_bytes(info[20..24].try_into().expect("4")) as usize;
+    if len == 0 || len % 8 != 0 || len > 1 << 20 {
+        return Err(Error::Sys {
+            what: "read device program (no instructions visible; is the hook root?)",
+            source: io::Error::from_raw_os_error(libc::EPERM),
+        });
+    }
+    let mut insns = vec![Insn::default(); len / 8];
+    let mut info = [0u8; 256];
+    info[20..24].copy_from_slice(&(len as u32).to_ne_bytes());
+    info[32..40].copy_from_slice(&(insns.as_mut_ptr() as u64).to_ne_bytes());
+    let mut a = Attr::new();
+    a.u32(0, prog.as_raw_fd() as u32).u32(4, info.len() as u32).u64(8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "dump device program")?;
+    Ok(insns)
+}
+
+fn load(insns: &[Insn]) -> Result<OwnedFd> {
+    let license = c"Apache";
+    let mut log = vec![0u8; 65536];
+    let name = b"nvhook_dev\0";
+    let mut a = Attr::new();
+    a.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+        .u32(4, insns.len() as u32)
+        .u64(8, insns.as_ptr() as u64)
+        .u64(16, license.as_ptr() as u64)
+        .u32(24, 1)
+        .u32(28, log.len() as u32)
+        .u64(32, log.as_mut_ptr() as u64);
+    a.0[48..48 + name.len()].copy_from_slice(name);
+    match bpf(BPF_PROG_LOAD, &mut a, "load device program") {
+        Ok(fd) => Ok(fd_of(fd)),
+        Err(e) => {
+            let end = log.iter().position(|&c| c == 0).unwrap_or(0);
+            if end > 0 {
+                let text = String::from_utf8_lossy(&log[..end]);
+                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+                Err(Error::Verifier(last.to_string()))
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Extends every device program attached to cgroup `dir` so the rules' devices are
+/// allowed. With no program attached, the cgroup allows every device already.
+pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
+    let cg = crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
+        what: "open cgroup",
+        source,
+    })?;
+    for id in query(&cg)? {
+        let old = prog_fd(id)?;
+        let insns = extend(rules, &dump(&old)?, id)?;
+        let new = load(&insns)?;
+        let mut a = Attr::new();
+        a.u32(0, cg.as_raw_fd() as u32)
+            .u32(4, new.as_raw_fd() as u32)
+            .u32(8, BPF_CGROUP_DEVICE)
+            .u32(12, BPF_F_ALLOW_MULTI | BPF_F_REPLACE)
+            .u32(16, old.as_raw_fd() as u32);
+        bpf(BPF_PROG_ATTACH, &mut a, "replace device program")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_shape() {
+        let r = allow_rule(195, 3);
+        assert_eq!(r.len(), 13);
+        // every jump lands exactly past the block
+        for (i, ins) in r.iter().enumerate() {
+            if ins.code == JNE_K {
+                assert_eq!(i as i16 + 1 + ins.off, 13);
+            }
+        }
+        assert_eq!(r[8].imm, 195);
+        assert_eq!(r[10].imm, 3);
+        assert_eq!(r[0].regs, 0x12); // dst r2, src r1
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
+    }
+
+    #[test]
+    fn extend_prepends_and_refuses_maps() {
+        let rules = [CgroupRule { kind: 'c', major: 195, minor: 0, access: "rw" }];
+        let orig = [insn(MOV64_K, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
+        let e = extend(&rules, &orig, 1).unwrap();
+        assert_eq!(e.len(), 15);
+        assert_eq!(&e[13..], &orig);
+        let with_map = [insn(LD_IMM64, 1, 1, 0, 5), Insn::default()];
+        assert!(extend(&rules, &with_map, 1).is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The container's device cgroup: found from `/proc/<pid>/cgroup` and the mount
+//! table (never by guessing paths), then widened for exactly the planned devices.
+//! cgroup v1 takes `devices.allow` lines; v2 needs the eBPF program extended (`bpf`).
+
+use crate::plan::CgroupRule;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container cgroup: {0}")]
+    NotFound(String),
+    #[error("cannot write {rule:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        rule: String,
+        source: std::io::Error,
+    },
+    #[error("cgroup v2 device filter in {path}: {source}")]
+    Bpf {
+        path: PathBuf,
+        source: crate::bpf::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One line of `/proc/<pid>/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub hierarchy: u32,
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<Membership> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let h = it.next()?.parse().ok()?;
+            let c = it.next()?;
+            let p = it.next()?;
+            Some(Membership {
+                hierarchy: h,
+                controllers: c.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                path: p.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// One line of `mountinfo`, the fields nvhook uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub root: String,
+    pub mount_point: String,
+    pub fstype: String,
+    pub super_options: Vec<String>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            if f.len() < 6 {
+                return None;
+            }
+            let mut p = post.split(' ');
+            let fstype = p.next()?.to_string();
+            let _source = p.next()?;
+            let sopts = p.next().unwrap_or("");
+            Some(MountEntry {
+                root: unescape(f[3]),
+                mount_point: unescape(f[4]),
+                fstype,
+                super_options: sopts.split(',').map(str::to_owned).collect(),
+            })
+        })
+        .collect()
+}
+
+/// Joins a cgroup path to the mount that shows its hierarchy, allowing for a mount
+/// of a sub-tree (`root` not `/`).
+fn dir_under(mount: &MountEntry, cg_path: &str) -> Option<PathBuf> {
+    let rel = if mount.root == "/" {
+        cg_path.strip_prefix('/')?
+    } else {
+        let r = cg_path.strip_prefix(&mount.root)?;
+        if !(r.is_empty() || r.starts_with('/')) {
+            return None;
+        }
+        r.trim_start_matches('/')
+    };
+    if rel.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(Path::new(&mount.mount_point).join(rel))
+}
+
+/// The device cgroup of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCgroup {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+/// Finds the device cgroup of `pid`. `unified` says whether `/sys/fs/cgroup` is a
+/// cgroup2 mount (decided by `statfs`, as runc does).
+pub fn locate(proc_cgroup: &str, mountinfo: &str, unified: bool) -> Result<DeviceCgroup> {
+    let members = parse_proc_cgroup(proc_cgroup);
+    let mounts = parse_mountinfo(mountinfo);
+    if unified {
+        let m = members
+            .iter()
+            .find(|m| m.hierarchy == 0 && m.controllers.is_empty())
+            .ok_or_else(|| Error::NotFound("no cgroup v2 entry in /proc/<pid>/cgroup".into()))?;
+        // The last cgroup2 mount listed is the one on top.
+        let mount = mounts
+            .iter()
+            .rev()
+            .find(|e| e.fstype == "cgroup2" && e.mount_point == "/sys/fs/cgroup")
+            .or_else(|| mounts.iter().rev().find(|e| e.fstype == "cgroup2"))
+            .ok_or_else(|| Error::NotFound("no cgroup2 mount".into()))?;
+        let dir = dir_under(mount, &m.path)
+            .ok_or_else(|| Error::NotFound(format!("{} is outside the cgroup2 mount of {}", m.path, mount.root)))?;
+        return Ok(DeviceCgroup::V2(dir));
+    }
+    let m = members
+        .iter()
+        .find(|m| m.controllers.iter().any(|c| c == "devices"))
+        .ok_or_else(|| Error::NotFound("no devices controller in /proc/<pid>/cgroup".into()))?;
+    let mount = mounts
+        .iter()
+        .rev()
+        .find(|e| e.fstype == "cgroup" && e.super_options.iter().any(|o| o == "devices"))
+        .ok_or_else(|| Error::NotFound("the devices controller is not mounted".into()))?;
+    let dir = dir_under(mount, &m.path)
+        .ok_or_else(|| Error::NotFound(format!("{} is outside the devices mount of {}", m.path, mount.root)))?;
+    Ok(DeviceCgroup::V1(dir))
+}
+
+fn read(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).map_err(|source| Error::Read {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether `/sys/fs/cgroup` is cgroup v2 in this mount namespace.
+pub fn is_unified() -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    // SAFETY: zeroed statfs is a valid out-buffer; the path is a literal C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// Finds `pid`'s device cgroup in the caller's (host) namespaces.
+pub fn for_pid(pid: i32) -> Result<DeviceCgroup> {
+    let pc = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
+    let mi = read(Path::new("/proc/self/mountinfo"))?;
+    locate(&pc, &mi, is_unified())
+}
+
+/// Allows the planned devices in the container's cgroup.
+pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule]) -> Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    match cg {
+        DeviceCgroup::V1(dir) => {
+            use std::io::Write;
+            let path = dir.join("devices.allow");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::Read { path: path.clone(), source })?;
+            for r in rules {
+                // One write per rule: the kernel parses each write as one rule.
+                let line = r.v1_line();
+                f.write_all(line.as_bytes()).map_err(|source| Error::Write {
+                    path: path.clone(),
+                    rule: line.clone(),
+                    source,
+                })?;
+            }
+            Ok(())
+        }
+        DeviceCgroup::V2(dir) => crate::bpf::allow_devices(dir, rules).map_err(|source| Error::Bpf {
+            path: dir.clone(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MI: &str = "\
+22 1 0:21 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755
+25 22 0:24 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+26 22 0:25 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+30 22 0:29 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+40 1 0:29 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw
+41 1 0:33 /sub /mnt/with\\040space rw - cgroup cgroup rw,devices
+";
+
+    #[test]
+    fn v1_devices_dir() {
+        let pc = "5:devices:/default/c1\n4:memory:/x\n0::/user.slice\n";
+        let mi = MI.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(locate(pc, &mi, false).unwrap(), DeviceCgroup::V1("/sys/fs/cgroup/devices/default/c1".into()));
+    }
+
+    #[test]
+    fn v2_dir_uses_top_mount() {
+        let pc = "0::/c2\n";
+        assert_eq!(locate(pc, MI, true).unwrap(), DeviceCgroup::V2("/sys/fs/cgroup/c2".into()));
+    }
+
+    #[test]
+    fn subtree_mount_and_escapes() {
+        let e = parse_mountinfo(MI);
+        assert_eq!(e[5].mount_point, "/mnt/with space");
+        assert_eq!(dir_under(&e[5], "/sub/c3"), Some("/mnt/with space/c3".into()));
+        assert_eq!(dir_under(&e[5], "/subother"), None);
+        assert_eq!(dir_under(&e[5], "/other"), None);
+        assert_eq!(dir_under(&e[0], "/a/../../etc"), None);
+    }
+
+    #[test]
+    fn missing_controller_is_error() {
+        assert!(locate("4:memory:/x\n", MI, false).is_err());
+        assert!(locate("5:devices:/x\n", "", false).is_err());
+        assert!(locate("5:devices:/x\n", MI, true).is_err());
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for s in ["", ":::", "a:b:c", "\\", "1 2 3 4 5 6 - \\777", "x - y"] {
+            let _ = parse_proc_cgroup(s);
+            let _ = parse_mountinfo(s);
+            let _ = unescape(s);
+        }
+    }
+}

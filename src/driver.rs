@@ -1,0 +1,425 @@
+//! Host driver discovery: what the installed NVIDIA driver offers, found from files
+//! alone (procfs, `/dev`, `ld.so.cache`), so no NVML or child process is needed.
+
+use crate::ldcache::{self, Arch};
+use crate::procfs::{self, BusId};
+use crate::request::Capability;
+use crate::sys;
+use serde::Serialize;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NVIDIA driver not found: cannot read {path}: {source}")]
+    NoDriver {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Proc(#[from] procfs::Error),
+    #[error("{path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: ldcache::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where discovery looks; all three are configuration keys.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub driver_root: PathBuf,
+    pub dev_root: PathBuf,
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceNode {
+    /// Path inside a container (`/dev/nvidia0`).
+    pub path: String,
+    pub host_path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gpu {
+    /// NVML-style index: position in PCI bus order.
+    pub index: u32,
+    pub minor: u32,
+    pub uuid: String,
+    pub bus_id: BusId,
+    pub model: String,
+    pub node: Option<DeviceNode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Library {
+    pub capability: Capability,
+    pub arch: Arch,
+    /// The real file (symlinks resolved), whose name ends in the driver version.
+    pub host_path: PathBuf,
+    pub file_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binary {
+    pub capability: Capability,
+    pub name: String,
+    pub host_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Socket {
+    pub capability: Capability,
+    /// Path inside the container (the conventional host path).
+    pub path: String,
+    pub host_path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Firmware {
+    /// Path inside the container, same as on a host with `/` as driver root.
+    pub path: String,
+    pub host_path: PathBuf,
+}
+
+/// Everything discovered about the host driver.
+#[derive(Debug, Clone, Serialize)]
+pub struct Driver {
+    pub version: String,
+    pub gpus: Vec<Gpu>,
+    pub nvidiactl: Option<DeviceNode>,
+    pub uvm: Option<DeviceNode>,
+    pub uvm_tools: Option<DeviceNode>,
+    pub modeset: Option<DeviceNode>,
+    pub libraries: Vec<Library>,
+    pub binaries: Vec<Binary>,
+    pub firmware: Vec<Firmware>,
+    pub sockets: Vec<Socket>,
+    /// Things found but not usable, for `nvhook info` and the debug log.
+    pub warnings: Vec<String>,
+}
+
+/// Driver libraries by capability (file names are `lib<name>.so.<version>`).
+pub const LIBRARIES: &[(Capability, &[&str])] = &[
+    (Capability::Utility, &["nvidia-ml", "nvidia-cfg", "nvidia-nscq"]),
+    (
+        Capability::Compute,
+        &[
+            "cuda",
+            "cudadebugger",
+            "nvidia-opencl",
+            "nvidia-gpucomp",
+            "nvidia-ptxjitcompiler",
+            "nvidia-fatbinaryloader",
+            "nvidia-allocator",
+            "nvidia-compiler",
+            "nvidia-pkcs11",
+            "nvidia-pkcs11-openssl3",
+            "nvidia-nvvm",
+        ],
+    ),
+    (Capability::Video, &["vdpau_nvidia", "nvidia-encode", "nvidia-opticalflow", "nvcuvid"]),
+    (
+        Capability::Graphics,
+        &[
+            "nvidia-eglcore",
+            "nvidia-glcore",
+            "nvidia-tls",
+            "nvidia-glsi",
+            "nvidia-fbc",
+            "nvidia-ifr",
+            "nvidia-rtcore",
+            "nvoptix",
+            "GLX_nvidia",
+            "EGL_nvidia",
+            "GLESv2_nvidia",
+            "GLESv1_CM_nvidia",
+            "nvidia-glvkspirv",
+            "nvidia-cbl",
+        ],
+    ),
+    (Capability::Ngx, &["nvidia-ngx"]),
+];
+
+/// Driver binaries by capability.
+pub const BINARIES: &[(Capability, &[&str])] = &[
+    (
+        Capability::Utility,
+        &["nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager"],
+    ),
+    (Capability::Compute, &["nvidia-cuda-mps-control", "nvidia-cuda-mps-server"]),
+];
+
+const SOCKETS: &[(Capability, &str)] = &[
+    (Capability::Utility, "/var/run/nvidia-persistenced/socket"),
+    (Capability::Utility, "/var/run/nvidia-fabricmanager/socket"),
+];
+
+const BIN_DIRS: &[&str] = &["usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin"];
+/// Searched for libraries only when the driver root has no `etc/ld.so.cache`.
+const LIB_DIRS: &[&str] = &["usr/lib/x86_64-linux-gnu", "usr/lib64", "lib64", "usr/lib", "lib"];
+
+/// The capability a library file belongs to, if it is a driver library of `version`.
+pub fn classify_library(file_name: &str, version: &str) -> Option<Capability> {
+    let stem = file_name.strip_prefix("lib")?.strip_suffix(version)?.strip_suffix(".so.")?;
+    LIBRARIES
+        .iter()
+        .find(|(_, names)| names.contains(&stem))
+        .map(|(c, _)| *c)
+}
+
+/// Resolves `path` (absolute, as seen from inside `root`) with every symlink kept
+/// inside `root`, and returns the real host path and the file's `stat`.
+fn resolve_in(root: &std::os::fd::OwnedFd, path: &str) -> std::io::Result<(PathBuf, libc::stat)> {
+    let fd = sys::openat2(
+        root.as_fd(),
+        Path::new(path.trim_start_matches('/')),
+        libc::O_PATH,
+        0,
+        sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
+    )?;
+    let st = sys::fstat(fd.as_fd())?;
+    Ok((sys::fd_path(fd.as_fd())?, st))
+}
+
+fn is_type(st: &libc::stat, t: libc::mode_t) -> bool {
+    st.st_mode & libc::S_IFMT == t
+}
+
+impl Driver {
+    pub fn discover(roots: &Roots) -> Result<Driver> {
+        let proc_nv = roots.proc_root.join("driver/nvidia");
+        let vpath = proc_nv.join("version");
+        let vtext = std::fs::read_to_string(&vpath)
+            .map_err(|source| Error::NoDriver { path: vpath, source })?;
+        let version = procfs::parse_version(&vtext)?;
+        let mut warnings = Vec::new();
+
+        let devices_path = roots.proc_root.join("devices");
+        let majors = std::fs::read_to_string(&devices_path)
+            .map(|t| procfs::parse_char_majors(&t))
+            .unwrap_or_default();
+        let major_of = |names: &[&str]| {
+            majors.iter().find(|(_, n)| names.contains(&n.as_str())).map(|(m, _)| *m)
+        };
+        let nv_major = major_of(&["nvidia-frontend", "nvidia"]).unwrap_or(195);
+        let uvm_major = major_of(&["nvidia-uvm"]);
+
+        let dev = roots.dev_root.join("dev");
+        let mut node = |name: &str, major: Option<u32>, minor: Option<u32>| -> Option<DeviceNode> {
+            let host_path = dev.join(name);
+            let fd = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+            let st = sys::fstat(fd.as_fd()).ok()?;
+            let (ma, mi) = sys::dev_split(st.st_rdev);
+            if !is_type(&st, libc::S_IFCHR)
+                || major.is_some_and(|m| m != ma)
+                || minor.is_some_and(|m| m != mi)
+            {
+                warnings.push(format!(
+                    "{} is not the expected character device ({ma}:{mi})",
+                    host_path.display()
+                ));
+                return None;
+            }
+            Some(DeviceNode {
+                path: format!("/dev/{name}"),
+                host_path,
+                major: ma,
+                minor: mi,
+            })
+        };
+
+        let mut infos = Vec::new();
+        let mut excluded = Vec::new();
+        let gpus_dir = proc_nv.join("gpus");
+        if let Ok(rd) = std::fs::read_dir(&gpus_dir) {
+            for ent in rd.flatten() {
+                let p = ent.path().join("information");
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|source| Error::Read { path: p.clone(), source })?;
+                let info = procfs::parse_gpu_information(&text, &p.display().to_string())?;
+                if info.excluded {
+                    excluded.push(format!("GPU {} is excluded by the driver", info.uuid));
+                    continue;
+                }
+                infos.push(info);
+            }
+        }
+        infos.sort_by_key(|g| g.bus_id);
+        let gpus = infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| Gpu {
+                index: i as u32,
+                minor: g.minor,
+                node: node(&format!("nvidia{}", g.minor), Some(nv_major), Some(g.minor)),
+                uuid: g.uuid,
+                bus_id: g.bus_id,
+                model: g.model,
+            })
+            .collect();
+        let nvidiactl = node("nvidiactl", Some(nv_major), Some(255));
+        let modeset = node("nvidia-modeset", Some(nv_major), Some(254));
+        let uvm = node("nvidia-uvm", uvm_major, None);
+        let uvm_tools = node("nvidia-uvm-tools", uvm_major, None);
+        warnings.extend(excluded);
+
+        let root = sys::open(&roots.driver_root, libc::O_PATH | libc::O_DIRECTORY).map_err(|source| {
+            Error::Read {
+                path: roots.driver_root.clone(),
+                source,
+            }
+        })?;
+        let libraries = find_libraries(&root, &roots.driver_root, &version)?;
+
+        let mut binaries = Vec::new();
+        for (cap, names) in BINARIES {
+            for name in *names {
+                let found = BIN_DIRS.iter().find_map(|d| {
+                    let (p, st) = resolve_in(&root, &format!("{d}/{name}")).ok()?;
+                    is_type(&st, libc::S_IFREG).then_some(p)
+                });
+                if let Some(host_path) = found {
+                    binaries.push(Binary {
+                        capability: *cap,
+                        name: name.to_string(),
+                        host_path,
+                    });
+                }
+            }
+        }
+
+        let mut firmware = Vec::new();
+        let fw_dir = format!("/lib/firmware/nvidia/{version}");
+        if let Ok((real_dir, st)) = resolve_in(&root, &fw_dir) {
+            if is_type(&st, libc::S_IFDIR) {
+                let mut names: Vec<String> = std::fs::read_dir(&real_dir)
+                    .map(|rd| {
+                        rd.flatten()
+                            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .filter(|n| n.starts_with("gsp") && n.ends_with(".bin"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                firmware = names
+                    .into_iter()
+                    .map(|n| Firmware {
+                        path: format!("{fw_dir}/{n}"),
+                        host_path: real_dir.join(&n),
+                    })
+                    .collect();
+            }
+        }
+
+        let mut sockets = Vec::new();
+        for (cap, path) in SOCKETS {
+            if let Ok((host_path, st)) = resolve_in(&root, path) {
+                if is_type(&st, libc::S_IFSOCK) {
+                    sockets.push(Socket {
+                        capability: *cap,
+                        path: path.to_string(),
+                        host_path,
+                    });
+                }
+            }
+        }
+
+        Ok(Driver {
+            version,
+            gpus,
+            nvidiactl,
+            uvm,
+            uvm_tools,
+            modeset,
+            libraries,
+            binaries,
+            firmware,
+            sockets,
+            warnings,
+        })
+    }
+}
+
+fn find_libraries(root: &std::os::fd::OwnedFd, root_path: &Path, version: &str) -> Result<Vec<Library>> {
+    let cache_path = root_path.join("etc/ld.so.cache");
+    let candidates: Vec<(String, Arch)> = match std::fs::read(&cache_path) {
+        Ok(bytes) => ldcache::parse(&bytes)
+            .map_err(|source| Error::Cache {
+                path: cache_path.clone(),
+                source,
+            })?
+            .into_iter()
+            .map(|e| (e.path, e.arch))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No cache under the driver root (a driver unpacked in its own tree): scan
+            // the usual library dirs instead.
+            let mut v = Vec::new();
+            for d in LIB_DIRS {
+                if let Ok(rd) = std::fs::read_dir(root_path.join(d)) {
+                    for ent in rd.flatten() {
+                        if let Ok(n) = ent.file_name().into_string() {
+                            v.push((format!("/{d}/{n}"), Arch::X8664));
+                        }
+                    }
+                }
+            }
+            v
+        }
+        Err(source) => return Err(Error::Read { path: cache_path, source }),
+    };
+    let mut out: Vec<Library> = Vec::new();
+    for (path, arch) in candidates {
+        let Ok((host_path, st)) = resolve_in(root, &path) else { continue };
+        if !is_type(&st, libc::S_IFREG) {
+            continue;
+        }
+        let Some(file_name) = host_path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let Some(capability) = classify_library(&file_name, version) else { continue };
+        if out.iter().any(|l| l.host_path == host_path) {
+            continue;
+        }
+        // One file per name and arch: the cache lists the preferred one first.
+        if out.iter().any(|l| l.file_name == file_name && l.arch == arch) {
+            continue;
+        }
+        out.push(Library {
+            capability,
+            arch,
+            host_path,
+            file_name,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify() {
+        let v = "550.54.14";
+        assert_eq!(classify_library("libcuda.so.550.54.14", v), Some(Capability::Compute));
+        assert_eq!(classify_library("libnvidia-ml.so.550.54.14", v), Some(Capability::Utility));
+        assert_eq!(classify_library("libGLX_nvidia.so.550.54.14", v), Some(Capability::Graphics));
+        assert_eq!(classify_library("libnvcuvid.so.550.54.14", v), Some(Capability::Video));
+        assert_eq!(classify_library("libcuda.so.1", v), None);
+        assert_eq!(classify_library("libcuda.so.550.54.15", v), None);
+        assert_eq!(classify_library("libfoo.so.550.54.14", v), None);
+        assert_eq!(classify_library("libcuda.so550.54.14", v), None);
+    }
+}

@@ -1,0 +1,236 @@
+//! A reader for glibc's `ld.so.cache`, so library discovery needs no `ldconfig -p`
+//! child process and trusts no output format meant for humans.
+//!
+//! Formats: the old `ld.so-1.7.0` table optionally followed by the new
+//! `glibc-ld.so.cache1.1` table, or the new table alone. The file is outside input:
+//! every offset and length is checked, and a bad file is an error, never a panic.
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("ld.so.cache: unknown format (bad magic)")]
+    Magic,
+    #[error("ld.so.cache: truncated ({0})")]
+    Truncated(&'static str),
+    #[error("ld.so.cache: string offset {0} out of bounds")]
+    StringOffset(u64),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
+const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+const OLD_HEADER: usize = 16; // magic[11] + pad + u32 nlibs
+const OLD_ENTRY: usize = 12;
+const NEW_HEADER: usize = 48;
+const NEW_ENTRY: usize = 24;
+
+const FLAG_TYPE_MASK: i32 = 0x00ff;
+const FLAG_ELF_LIBC6: i32 = 0x0003;
+const FLAG_REQUIRED_MASK: i32 = 0xff00;
+const FLAG_X8664_LIB64: i32 = 0x0300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X8664,
+    I386,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key, normally the SONAME (`libcuda.so.1`).
+    pub name: String,
+    /// The path ldconfig recorded (`/usr/lib/x86_64-linux-gnu/libcuda.so.1`).
+    pub path: String,
+    pub arch: Arch,
+}
+
+fn u32_at(b: &[u8], off: usize, what: &'static str) -> Result<u32> {
+    let s = b.get(off..off.checked_add(4).ok_or(Error::Truncated(what))?).ok_or(Error::Truncated(what))?;
+    Ok(u32::from_ne_bytes(s.try_into().expect("4 bytes")))
+}
+
+fn cstr_at(b: &[u8], base: usize, off: u32) -> Result<String> {
+    let start = base
+        .checked_add(off as usize)
+        .filter(|s| *s < b.len())
+        .ok_or(Error::StringOffset(off as u64))?;
+    let len = b[start..]
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(Error::StringOffset(off as u64))?;
+    Ok(String::from_utf8_lossy(&b[start..start + len]).into_owned())
+}
+
+fn arch_of(flags: i32) -> Option<Arch> {
+    if flags & FLAG_TYPE_MASK != FLAG_ELF_LIBC6 {
+        return None;
+    }
+    match flags & FLAG_REQUIRED_MASK {
+        FLAG_X8664_LIB64 => Some(Arch::X8664),
+        0 => Some(Arch::I386),
+        _ => None,
+    }
+}
+
+/// Parses a cache and returns its x86-64 and i386 glibc entries, in file order
+/// (ldconfig sorts them so that the preferred entry for a name comes first).
+pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
+    if b.starts_with(NEW_MAGIC) {
+        return parse_new(b, 0);
+    }
+    if !b.starts_with(OLD_MAGIC) {
+        return Err(Error::Magic);
+    }
+    let nlibs = u32_at(b, 12, "old header")? as usize;
+    let old_end = nlibs
+        .checked_mul(OLD_ENTRY)
+        .and_then(|n| n.checked_add(OLD_HEADER))
+        .filter(|e| *e <= b.len())
+        .ok_or(Error::Truncated("old entries"))?;
+    let new_start = (old_end + 7) & !7;
+    if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
+        return parse_new(b, new_start);
+    }
+    // Old format alone: strings follow the entries.
+    let mut out = Vec::new();
+    for i in 0..nlibs {
+        let e = OLD_HEADER + i * OLD_ENTRY;
+        let flags = u32_at(b, e, "old entry")? as i32;
+        let Some(arch) = arch_of(flags) else { continue };
+        out.push(Entry {
+            name: cstr_at(b, old_end, u32_at(b, e + 4, "old entry")?)?,
+            path: cstr_at(b, old_end, u32_at(b, e + 8, "old entry")?)?,
+            arch,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_new(b: &[u8], start: usize) -> Result<Vec<Entry>> {
+    let hdr = b
+        .get(start..start.checked_add(NEW_HEADER).ok_or(Error::Truncated("new header"))?)
+        .ok_or(Error::Truncated("new header"))?;
+    let nlibs = u32_at(hdr, 20, "new header")? as usize;
+    let entries_end = nlibs
+        .checked_mul(NEW_ENTRY)
+        .and_then(|n| n.checked_add(start + NEW_HEADER))
+        .filter(|e| *e <= b.len())
+        .ok_or(Error::Truncated("new entries"))?;
+    let mut out = Vec::with_capacity(nlibs.min(4096));
+    let mut e = start + NEW_HEADER;
+    while e < entries_end {
+        let flags = u32_at(b, e, "new entry")? as i32;
+        if let Some(arch) = arch_of(flags) {
+            // String offsets are relative to the new header.
+            out.push(Entry {
+                name: cstr_at(b, start, u32_at(b, e + 4, "new entry")?)?,
+                path: cstr_at(b, start, u32_at(b, e + 8, "new entry")?)?,
+                arch,
+            });
+        }
+        e += NEW_ENTRY;
+    }
+    Ok(out)
+}
+
+/// Builds a cache in the new format; used by tests and fuzzing seeds.
+#[doc(hidden)]
+pub fn build_new(entries: &[(i32, &str, &str)]) -> Vec<u8> {
+    let mut strings = Vec::new();
+    let strings_base = NEW_HEADER + entries.len() * NEW_ENTRY;
+    let mut offs = Vec::new();
+    for (_, k, v) in entries {
+        let ko = strings_base + strings.len();
+        strings.extend_from_slice(k.as_bytes());
+        strings.push(0);
+        let vo = strings_base + strings.len();
+        strings.extend_from_slice(v.as_bytes());
+        strings.push(0);
+        offs.push((ko as u32, vo as u32));
+    }
+    let mut b = Vec::new();
+    b.extend_from_slice(NEW_MAGIC);
+    b.extend_from_slice(&(entries.len() as u32).to_ne_bytes());
+    b.extend_from_slice(&(strings.len() as u32).to_ne_bytes());
+    b.resize(NEW_HEADER, 0);
+    for ((flags, _, _), (ko, vo)) in entries.iter().zip(offs) {
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&ko.to_ne_bytes());
+        b.extend_from_slice(&vo.to_ne_bytes());
+        b.extend_from_slice(&0u32.to_ne_bytes());
+        b.extend_from_slice(&0u64.to_ne_bytes());
+    }
+    b.extend_from_slice(&strings);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X64: i32 = 0x0303;
+    const I386: i32 = 0x0003;
+
+    #[test]
+    fn new_format() {
+        let b = build_new(&[
+            (X64, "libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"),
+            (I386, "libcuda.so.1", "/usr/lib/i386-linux-gnu/libcuda.so.1"),
+            (0x0a03, "libaarch.so", "/x"), // another arch: skipped
+            (0x0001, "libc5.so", "/y"),    // not libc6: skipped
+        ]);
+        let e = parse(&b).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].name, "libcuda.so.1");
+        assert_eq!(e[0].path, "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
+        assert_eq!(e[0].arch, Arch::X8664);
+        assert_eq!(e[1].arch, Arch::I386);
+    }
+
+    #[test]
+    fn old_plus_new_format() {
+        let new = build_new(&[(X64, "libnvidia-ml.so.1", "/lib/libnvidia-ml.so.1")]);
+        let mut b = Vec::new();
+        b.extend_from_slice(OLD_MAGIC);
+        b.push(0);
+        b.extend_from_slice(&1u32.to_ne_bytes());
+        b.extend_from_slice(&[0u8; 12]); // one old entry, ignored
+        while b.len() % 8 != 0 {
+            b.push(0);
+        }
+        b.extend_from_slice(&new);
+        let e = parse(&b).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].name, "libnvidia-ml.so.1");
+    }
+
+    #[test]
+    fn bad_input_is_error_not_panic() {
+        assert_eq!(parse(b"garbage"), Err(Error::Magic));
+        assert!(parse(NEW_MAGIC).is_err());
+        let mut b = build_new(&[(X64, "a", "b")]);
+        b[NEW_HEADER + 4..NEW_HEADER + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(parse(&b), Err(Error::StringOffset(u32::MAX as u64)));
+        let mut b = build_new(&[(X64, "a", "b")]);
+        b[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert!(parse(&b).is_err());
+        let b = build_new(&[(X64, "a", "b")]);
+        let cut = &b[..b.len() - 1]; // last string loses its NUL
+        assert!(parse(cut).is_err());
+        // every truncation of a valid file is handled
+        for n in 0..b.len() {
+            let _ = parse(&b[..n]);
+        }
+    }
+
+    #[test]
+    fn real_host_cache_parses() {
+        // The machine running the tests has a glibc cache; it must parse and list libc.
+        let Ok(b) = std::fs::read("/etc/ld.so.cache") else {
+            panic!("/etc/ld.so.cache missing on the test host")
+        };
+        let e = parse(&b).unwrap();
+        assert!(e.iter().any(|e| e.name == "libc.so.6" && e.arch == Arch::X8664), "{e:?}");
+    }
+}

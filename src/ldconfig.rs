@@ -1,0 +1,263 @@
+//! Running ldconfig for the container without trusting the container.
+//!
+//! The host binary is copied into a sealed memfd before nvhook enters the container,
+//! so the image cannot swap it; it must be static, because a dynamic one would load
+//! the image's loader and libc. The child chroots into the container root, gets an
+//! empty environment and `no_new_privs`, and is killed after a timeout.
+
+use crate::sys;
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ldconfig {path}: {what}: {source}")]
+    Io {
+        path: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("ldconfig {0} is not a statically linked ELF executable; a dynamic one would run the image's libc")]
+    NotStatic(String),
+    #[error("ldconfig failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
+    #[error("ldconfig did not finish within {0:?} and was killed")]
+    Timeout(Duration),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The executable to run: a sealed copy of a host binary, or a path in the container.
+#[derive(Debug)]
+pub enum Exe {
+    Sealed(OwnedFd),
+    InContainer(CString),
+}
+
+fn io_err<'a>(path: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        path: path.into(),
+        what,
+        source,
+    }
+}
+
+/// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
+pub fn is_static_elf(elf: &[u8]) -> bool {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let e_type = u16_at(16);
+    if e_type != 2 && e_type != 3 {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8")) as usize;
+    let phentsize = u16_at(54);
+    let phnum = u16_at(56);
+    if phentsize < 4 {
+        return false;
+    }
+    for i in 0..phnum {
+        let Some(off) = phoff.checked_add(i * phentsize) else { return false };
+        let Some(p) = off.checked_add(4).and_then(|end| elf.get(off..end)) else { return false };
+        if u32::from_le_bytes(p.try_into().expect("4")) == 3 {
+            return false; // PT_INTERP
+        }
+    }
+    true
+}
+
+/// Copies the host binary into a sealed memfd. Must run before entering the container.
+pub fn seal_host(path: &str) -> Result<Exe> {
+    let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
+    let mut bytes = Vec::new();
+    std::fs::File::from(src).read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
+    if !is_static_elf(&bytes) {
+        return Err(Error::NotStatic(path.into()));
+    }
+    let mfd = sys::memfd(c"nvhook-ldconfig").map_err(io_err(path, "memfd"))?;
+    let mut f = std::fs::File::from(mfd);
+    io::Write::write_all(&mut f, &bytes).map_err(io_err(path, "copy"))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: valid fd.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io_err(path, "seal")(io::Error::last_os_error()));
+    }
+    Ok(Exe::Sealed(f.into()))
+}
+
+/// Runs ldconfig chrooted into `root` (an fd opened inside the container's mount
+/// namespace, which the caller has joined), with an empty environment.
+pub fn run(exe: &Exe, root: std::os::fd::BorrowedFd<'_>, args: &[String], timeout: Duration) -> Result<()> {
+    let argv0 = c"ldconfig".to_owned();
+    let mut argv: Vec<CString> = vec![argv0];
+    for a in args {
+        argv.push(CString::new(a.as_str()).map_err(|_| Error::Failed {
+            status: "not started".into(),
+            stderr: format!("argument {a:?} holds a NUL"),
+        })?);
+    }
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let label = match exe {
+        Exe::Sealed(_) => "host ldconfig".to_string(),
+        Exe::InContainer(p) => p.to_string_lossy().into_owned(),
+    };
+
+    let mut fds = [0; 2];
+    // SAFETY: valid out-array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io_err(&label, "pipe")(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fds we own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(io_err(&label, "open /dev/null"))?;
+
+    // SAFETY: nvhook is single-threaded here, so the child may do anything; it only
+    // makes raw system calls and exits with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io_err(&label, "fork")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // Child. Any failure exits 127 after a short message on the pipe.
+        let fail = |msg: &[u8]| -> ! {
+            // SAFETY: raw write and _exit in the forked child.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(127)
+            }
+        };
+        // SAFETY: plain system calls on fds and literals we own.
+        unsafe {
+            if libc::dup2(devnull.as_raw_fd(), 0) < 0
+                || libc::dup2(wr.as_raw_fd(), 1) < 0
+                || libc::dup2(wr.as_raw_fd(), 2) < 0
+            {
+                libc::_exit(127);
+            }
+            if libc::fchdir(root.as_raw_fd()) != 0 {
+                fail(b"nvhook: cannot enter container root\n");
+            }
+            if libc::chroot(c".".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                fail(b"nvhook: cannot chroot into container root\n");
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(b"nvhook: cannot set no_new_privs\n");
+            }
+            match exe {
+                Exe::Sealed(fd) => {
+                    libc::syscall(
+                        libc::SYS_execveat,
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        argv_p.as_ptr(),
+                        envp.as_ptr(),
+                        libc::AT_EMPTY_PATH,
+                    );
+                }
+                Exe::InContainer(p) => {
+                    libc::execve(p.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
+                }
+            }
+            fail(b"nvhook: cannot execute ldconfig\n");
+        }
+    }
+    drop(wr);
+    drop(devnull);
+    let out = read_until(&rd, Instant::now() + timeout);
+    let timed_out = out.is_none();
+    if timed_out {
+        // SAFETY: pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    if timed_out {
+        return Err(Error::Timeout(timeout));
+    }
+    let out = out.unwrap_or_default();
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        return Ok(());
+    }
+    let status = if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    };
+    let text = String::from_utf8_lossy(&out);
+    let stderr: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(400).collect();
+    Err(Error::Failed { status, stderr })
+}
+
+/// Reads the child's output to EOF, or `None` at the deadline.
+fn read_until(fd: &OwnedFd, deadline: Instant) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if r == 0 {
+            return None;
+        }
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Some(out);
+        }
+        // SAFETY: valid fd and buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return Some(out);
+        }
+        if out.len() < 65536 {
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_detection() {
+        let host = std::fs::read("/sbin/ldconfig").expect("the test host has /sbin/ldconfig");
+        assert!(is_static_elf(&host), "Debian's ldconfig is static-pie");
+        let dynamic = std::fs::read("/bin/sh").unwrap();
+        assert!(!is_static_elf(&dynamic));
+        assert!(!is_static_elf(b"#!/bin/sh\necho hi\n"));
+        assert!(!is_static_elf(&[]));
+        let mut t = host[..64].to_vec();
+        t[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(!is_static_elf(&t));
+    }
+
+    #[test]
+    fn refuses_script() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ldconfig");
+        std::fs::write(&p, "#!/bin/sh\ntouch /pwned\n").unwrap();
+        assert!(matches!(seal_host(p.to_str().unwrap()), Err(Error::NotStatic(_))));
+    }
+}

@@ -1,0 +1,24 @@
+//! nvhook: gives OCI containers their NVIDIA GPUs.
+//!
+//! The pipeline (see `pipeline`): the container's state and config.json become a
+//! [`request::Request`], the host driver is discovered into a [`driver::Driver`], the
+//! two make a [`plan::Plan`] (pure data), and [`apply`] executes the plan inside the
+//! container's mount namespace with kernel-scoped path resolution.
+
+pub mod apply;
+pub mod bpf;
+pub mod cgroup;
+pub mod config;
+pub mod driver;
+pub mod image;
+pub mod ldcache;
+pub mod ldconfig;
+pub mod log;
+pub mod pipeline;
+pub mod plan;
+pub mod procfs;
+pub mod request;
+pub mod rootfs;
+pub mod spec_edit;
+pub mod state;
+pub mod sys;

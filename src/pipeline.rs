@@ -1,0 +1,151 @@
+//! The hook's pipeline end to end: state → spec → request → driver → plan → apply.
+//! Binaries call these; each phase's error says which phase failed.
+
+use crate::apply::{self, Timings};
+use crate::config::Config;
+use crate::driver::{self, Driver, Roots};
+use crate::image;
+use crate::plan::{self, Plan};
+use crate::request::{self, Request};
+use crate::rootfs::{self, Root};
+use crate::state::{self, Spec, State};
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the container state: {0}")]
+    Stdin(std::io::Error),
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Request(#[from] request::Error),
+    #[error(transparent)]
+    Driver(#[from] driver::Error),
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    #[error("container root {path}: {source}")]
+    Root { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Image(#[from] rootfs::Error),
+    #[error("the container state has no pid; the hook must run at prestart or createRuntime")]
+    NoPid,
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Reads the state from `file`, or stdin when `None`.
+pub fn read_state(file: Option<&Path>) -> Result<State> {
+    let bytes = match file {
+        Some(f) => std::fs::read(f).map_err(Error::Stdin)?,
+        None => {
+            let mut b = Vec::new();
+            std::io::stdin().lock().take(16 << 20).read_to_end(&mut b).map_err(Error::Stdin)?;
+            b
+        }
+    };
+    Ok(State::parse(&bytes)?)
+}
+
+pub fn roots(cfg: &Config) -> Roots {
+    Roots {
+        driver_root: cfg.driver_root.clone(),
+        dev_root: cfg.dev_root.clone(),
+        proc_root: cfg.proc_root.clone(),
+    }
+}
+
+/// Everything decided for one container.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    pub container: ContainerInfo,
+    pub request: Option<Request>,
+    pub plan: Option<Plan>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub pid: Option<i32>,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+/// Phase timings, logged at debug level and read by the benchmark.
+#[derive(Debug, Default, Clone)]
+pub struct PhaseTimes {
+    pub parse: Duration,
+    pub discover: Duration,
+    pub plan: Duration,
+    pub apply: Timings,
+}
+
+/// Runs the pipeline up to the plan. Changes nothing.
+pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Decision> {
+    let clock = Instant::now();
+    let spec = Spec::load(&state.bundle)?;
+    let request = Request::from_env(&spec.env)?;
+    times.parse = clock.elapsed();
+    let container = ContainerInfo {
+        id: state.id.clone(),
+        pid: state.pid(),
+        bundle: state.bundle.clone(),
+        rootfs: spec.rootfs.clone(),
+    };
+    let Some(req) = request else {
+        return Ok(Decision {
+            container,
+            request: None,
+            plan: None,
+        });
+    };
+    let clock = Instant::now();
+    let driver = Driver::discover(&roots(cfg))?;
+    for w in &driver.warnings {
+        crate::log::warn(w);
+    }
+    times.discover = clock.elapsed();
+    let clock = Instant::now();
+    let root = Root::open(&spec.rootfs).map_err(|source| Error::Root {
+        path: spec.rootfs.clone(),
+        source,
+    })?;
+    let facts = image::inspect(&root)?;
+    let plan = plan::build(
+        &req,
+        &driver,
+        &facts,
+        &plan::Options {
+            ldconfig: cfg.ldconfig.clone(),
+            no_cgroups: cfg.no_cgroups,
+        },
+    )?;
+    times.plan = clock.elapsed();
+    Ok(Decision {
+        container,
+        request: Some(req),
+        plan: Some(plan),
+    })
+}
+
+/// The whole hook: decide, then apply inside the container.
+pub fn run_hook(cfg: &Config, state: &State) -> Result<(Decision, PhaseTimes)> {
+    let mut times = PhaseTimes::default();
+    let d = decide(cfg, state, &mut times)?;
+    if let Some(plan) = &d.plan {
+        let pid = state.pid().ok_or(Error::NoPid)?;
+        times.apply = apply::apply(
+            plan,
+            &apply::Target {
+                pid,
+                rootfs: &d.container.rootfs,
+                ldconfig_timeout: Duration::from_secs(30),
+            },
+        )?;
+    }
+    Ok((d, times))
+}

@@ -1,0 +1,500 @@
+//! Request × Driver → Plan: pure data that says everything nvhook will do to a
+//! container. Nothing before the plan touches the container and nothing after it
+//! decides anything, so `nvhook plan`, CDI and the tests all share this one function.
+
+use crate::driver::{DeviceNode, Driver, Gpu};
+use crate::ldcache::Arch;
+use crate::procfs::BusId;
+use crate::request::{Capability, Devices, Request};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("unknown GPU {0:?} in NVIDIA_VISIBLE_DEVICES (this host has {1})")]
+    UnknownDevice(String, String),
+    #[error("GPU {index} ({uuid}) has no usable device node /dev/nvidia{minor} under the dev root")]
+    NoNode { index: u32, uuid: String, minor: u32 },
+    #[error("device node /dev/nvidiactl not found under the dev root")]
+    NoControl,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What nvhook needs to know about the image to place files (read safely by `image`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageFacts {
+    /// The image's x86-64 library dir.
+    pub lib_dir: String,
+    /// The image's i386 library dir, if it has one that is not the 64-bit one.
+    pub lib32_dir: Option<String>,
+}
+
+impl ImageFacts {
+    pub fn debian() -> ImageFacts {
+        ImageFacts {
+            lib_dir: "/usr/lib/x86_64-linux-gnu".into(),
+            lib32_dir: Some("/usr/lib/i386-linux-gnu".into()),
+        }
+    }
+    pub fn rhel() -> ImageFacts {
+        ImageFacts {
+            lib_dir: "/usr/lib64".into(),
+            lib32_dir: Some("/usr/lib".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Library,
+    Binary,
+    Firmware,
+    Socket,
+}
+
+/// A read-only (or, for sockets, read-write) bind mount of a host file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    pub source: PathBuf,
+    pub target: String,
+    pub flags: Vec<&'static str>,
+}
+
+impl Mount {
+    pub fn readonly(&self) -> bool {
+        self.flags.contains(&"ro")
+    }
+    pub fn noexec(&self) -> bool {
+        self.flags.contains(&"noexec")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    pub path: String,
+    pub host_path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    pub flags: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Symlink {
+    pub path: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupRule {
+    #[serde(rename = "type")]
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+    pub access: &'static str,
+}
+
+impl CgroupRule {
+    /// The rule in `devices.allow` syntax.
+    pub fn v1_line(&self) -> String {
+        format!("{} {}:{} {}", self.kind, self.major, self.minor, self.access)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ldconfig {
+    /// Path of the binary: on the host when `host`, else inside the container.
+    pub path: String,
+    pub host: bool,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectedGpu {
+    pub index: u32,
+    pub minor: u32,
+    pub uuid: String,
+    pub bus_id: BusId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub driver_version: String,
+    pub capabilities: Vec<Capability>,
+    pub gpus: Vec<SelectedGpu>,
+    pub devices: Vec<Device>,
+    pub mounts: Vec<Mount>,
+    pub symlinks: Vec<Symlink>,
+    pub cgroup: Vec<CgroupRule>,
+    pub ldconfig: Option<Ldconfig>,
+}
+
+const LIB_FLAGS: &[&str] = &["ro", "nosuid", "nodev"];
+const DEV_FLAGS: &[&str] = &["nosuid", "noexec"];
+const SOCK_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
+
+/// Options that come from configuration rather than the container.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ldconfig: String,
+    pub no_cgroups: bool,
+}
+
+fn select<'a>(req: &Devices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
+    let ids = match req {
+        Devices::None => return Ok(Vec::new()),
+        Devices::All => return Ok(gpus.iter().collect()),
+        Devices::List(ids) => ids,
+    };
+    let mut out: Vec<&Gpu> = Vec::new();
+    for id in ids {
+        let found = if id.bytes().all(|c| c.is_ascii_digit()) {
+            id.parse::<u32>().ok().and_then(|i| gpus.iter().find(|g| g.index == i))
+        } else if id.len() > 4 && id[..4].eq_ignore_ascii_case("GPU-") {
+            gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(id))
+        } else {
+            BusId::parse(id).and_then(|b| gpus.iter().find(|g| g.bus_id == b))
+        };
+        let g = found.ok_or_else(|| {
+            let have = if gpus.is_empty() {
+                "no GPUs".to_string()
+            } else {
+                format!("GPUs 0-{}", gpus.len() - 1)
+            };
+            Error::UnknownDevice(id.clone(), have)
+        })?;
+        if !out.iter().any(|o| o.minor == g.minor) {
+            out.push(g);
+        }
+    }
+    Ok(out)
+}
+
+fn device(n: &DeviceNode) -> Device {
+    Device {
+        path: n.path.clone(),
+        host_path: n.host_path.clone(),
+        major: n.major,
+        minor: n.minor,
+        flags: DEV_FLAGS.to_vec(),
+    }
+}
+
+/// Builds the plan. Pure: same inputs, same plan.
+pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options) -> Result<Plan> {
+    let caps = &req.capabilities;
+    let has = |c: Capability| caps.contains(&c);
+    let chosen = select(&req.devices, &driver.gpus)?;
+
+    let mut devices = Vec::new();
+    if !chosen.is_empty() {
+        devices.push(device(driver.nvidiactl.as_ref().ok_or(Error::NoControl)?));
+        for g in &chosen {
+            let n = g.node.as_ref().ok_or_else(|| Error::NoNode {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                minor: g.minor,
+            })?;
+            devices.push(device(n));
+        }
+        if has(Capability::Compute) {
+            devices.extend(driver.uvm.iter().map(device));
+            devices.extend(driver.uvm_tools.iter().map(device));
+        }
+        if has(Capability::Display) {
+            devices.extend(driver.modeset.iter().map(device));
+        }
+    }
+
+    let mut mounts = Vec::new();
+    let mut lib_names = Vec::new();
+    for lib in &driver.libraries {
+        if !has(lib.capability) {
+            continue;
+        }
+        let dir = match lib.arch {
+            Arch::X8664 => &image.lib_dir,
+            Arch::I386 if has(Capability::Compat32) => match &image.lib32_dir {
+                Some(d) => d,
+                None => continue,
+            },
+            Arch::I386 => continue,
+        };
+        if lib.arch == Arch::X8664 {
+            lib_names.push(lib.file_name.as_str());
+        }
+        mounts.push(Mount {
+            kind: MountKind::Library,
+            source: lib.host_path.clone(),
+            target: format!("{dir}/{}", lib.file_name),
+            flags: LIB_FLAGS.to_vec(),
+        });
+    }
+    for b in &driver.binaries {
+        if has(b.capability) {
+            mounts.push(Mount {
+                kind: MountKind::Binary,
+                source: b.host_path.clone(),
+                target: format!("/usr/bin/{}", b.name),
+                flags: LIB_FLAGS.to_vec(),
+            });
+        }
+    }
+    if has(Capability::Compute) || has(Capability::Utility) {
+        for f in &driver.firmware {
+            mounts.push(Mount {
+                kind: MountKind::Firmware,
+                source: f.host_path.clone(),
+                target: f.path.clone(),
+                flags: LIB_FLAGS.to_vec(),
+            });
+        }
+    }
+    for s in &driver.sockets {
+        if has(s.capability) {
+            mounts.push(Mount {
+                kind: MountKind::Socket,
+                source: s.host_path.clone(),
+                target: s.path.clone(),
+                flags: SOCK_FLAGS.to_vec(),
+            });
+        }
+    }
+
+    let lib_has = |prefix: &str| lib_names.iter().any(|n| n.starts_with(prefix));
+    let mut symlinks = Vec::new();
+    let mut link = |cond: bool, name: &str, target: &str| {
+        if cond {
+            symlinks.push(Symlink {
+                path: format!("{}/{name}", image.lib_dir),
+                target: target.into(),
+            });
+        }
+    };
+    link(has(Capability::Compute) && lib_has("libcuda.so."), "libcuda.so", "libcuda.so.1");
+    link(
+        has(Capability::Video) && lib_has("libnvidia-opticalflow.so."),
+        "libnvidia-opticalflow.so",
+        "libnvidia-opticalflow.so.1",
+    );
+    link(
+        has(Capability::Graphics) && lib_has("libGLX_nvidia.so."),
+        "libGLX_indirect.so.0",
+        "libGLX_nvidia.so.0",
+    );
+
+    let cgroup = if opts.no_cgroups {
+        Vec::new()
+    } else {
+        devices
+            .iter()
+            .map(|d| CgroupRule {
+                kind: 'c',
+                major: d.major,
+                minor: d.minor,
+                access: "rw",
+            })
+            .collect()
+    };
+
+    let ldconfig = mounts.iter().any(|m| m.kind == MountKind::Library).then(|| {
+        let (host, path) = match opts.ldconfig.strip_prefix('@') {
+            Some(p) => (true, p.to_string()),
+            None => (false, opts.ldconfig.clone()),
+        };
+        let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
+            .map(String::from)
+            .to_vec();
+        args.push(image.lib_dir.clone());
+        if has(Capability::Compat32) {
+            if let Some(d) = &image.lib32_dir {
+                if mounts.iter().any(|m| m.kind == MountKind::Library && m.target.starts_with(&format!("{d}/"))) {
+                    args.push(d.clone());
+                }
+            }
+        }
+        Ldconfig { path, host, args }
+    });
+
+    Ok(Plan {
+        driver_version: driver.version.clone(),
+        capabilities: caps.iter().copied().collect(),
+        gpus: chosen
+            .iter()
+            .map(|g| SelectedGpu {
+                index: g.index,
+                minor: g.minor,
+                uuid: g.uuid.clone(),
+                bus_id: g.bus_id,
+            })
+            .collect(),
+        devices,
+        mounts,
+        symlinks,
+        cgroup,
+        ldconfig,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{Binary, Firmware, Library};
+    use crate::request::Request;
+
+    fn node(name: &str, major: u32, minor: u32) -> DeviceNode {
+        DeviceNode {
+            path: format!("/dev/{name}"),
+            host_path: format!("/h/dev/{name}").into(),
+            major,
+            minor,
+        }
+    }
+
+    fn lib(cap: Capability, arch: Arch, name: &str) -> Library {
+        let file_name = format!("lib{name}.so.550.54.14");
+        Library {
+            capability: cap,
+            arch,
+            host_path: format!("/h/lib/{file_name}").into(),
+            file_name,
+        }
+    }
+
+    fn driver() -> Driver {
+        let gpu = |index: u32, minor: u32, bus: &str| Gpu {
+            index,
+            minor,
+            uuid: format!("GPU-0000000{index}-aaaa"),
+            bus_id: BusId::parse(bus).unwrap(),
+            model: "NVIDIA Synthetic".into(),
+            node: Some(node(&format!("nvidia{minor}"), 195, minor)),
+        };
+        Driver {
+            version: "550.54.14".into(),
+            gpus: vec![gpu(0, 3, "0000:1a:00.0"), gpu(1, 0, "0000:3b:00.0")],
+            nvidiactl: Some(node("nvidiactl", 195, 255)),
+            uvm: Some(node("nvidia-uvm", 508, 0)),
+            uvm_tools: Some(node("nvidia-uvm-tools", 508, 1)),
+            modeset: Some(node("nvidia-modeset", 195, 254)),
+            libraries: vec![
+                lib(Capability::Compute, Arch::X8664, "cuda"),
+                lib(Capability::Compute, Arch::I386, "cuda"),
+                lib(Capability::Utility, Arch::X8664, "nvidia-ml"),
+                lib(Capability::Video, Arch::X8664, "nvidia-encode"),
+                lib(Capability::Graphics, Arch::X8664, "GLX_nvidia"),
+            ],
+            binaries: vec![Binary {
+                capability: Capability::Utility,
+                name: "nvidia-smi".into(),
+                host_path: "/h/bin/nvidia-smi".into(),
+            }],
+            firmware: vec![Firmware {
+                path: "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin".into(),
+                host_path: "/h/fw/gsp_ga10x.bin".into(),
+            }],
+            sockets: vec![],
+            warnings: vec![],
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            ldconfig: "@/sbin/ldconfig".into(),
+            no_cgroups: false,
+        }
+    }
+
+    fn plan(env: &[&str], image: ImageFacts) -> Result<Plan> {
+        let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        let req = Request::from_env(&env).unwrap().unwrap();
+        build(&req, &driver(), &image, &opts())
+    }
+
+    fn targets(p: &Plan) -> Vec<&str> {
+        p.mounts.iter().map(|m| m.target.as_str()).collect()
+    }
+
+    #[test]
+    fn one_gpu_by_index_default_caps() {
+        let p = plan(&["NVIDIA_VISIBLE_DEVICES=1"], ImageFacts::debian()).unwrap();
+        let devs: Vec<&str> = p.devices.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(devs, ["/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]);
+        assert_eq!(p.gpus[0].uuid, "GPU-00000001-aaaa");
+        assert_eq!(
+            targets(&p),
+            [
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
+                "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14",
+                "/usr/bin/nvidia-smi",
+                "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
+            ]
+        );
+        assert!(p.mounts.iter().all(|m| m.readonly() && m.flags.contains(&"nosuid") && m.flags.contains(&"nodev")));
+        assert!(p.devices.iter().all(|d| d.flags == ["nosuid", "noexec"]));
+        assert_eq!(p.symlinks, [Symlink { path: "/usr/lib/x86_64-linux-gnu/libcuda.so".into(), target: "libcuda.so.1".into() }]);
+        let rules: Vec<String> = p.cgroup.iter().map(CgroupRule::v1_line).collect();
+        assert_eq!(rules, ["c 195:255 rw", "c 195:0 rw", "c 508:0 rw", "c 508:1 rw"]);
+        let l = p.ldconfig.unwrap();
+        assert!(l.host);
+        assert_eq!(l.path, "/sbin/ldconfig");
+        assert_eq!(l.args.last().unwrap(), "/usr/lib/x86_64-linux-gnu");
+    }
+
+    #[test]
+    fn selection_by_uuid_and_bus_id_rhel_image() {
+        let p = plan(
+            &["NVIDIA_VISIBLE_DEVICES=GPU-00000000-AAAA,00000000:3B:00.0", "NVIDIA_DRIVER_CAPABILITIES=utility"],
+            ImageFacts::rhel(),
+        )
+        .unwrap();
+        let minors: Vec<u32> = p.gpus.iter().map(|g| g.minor).collect();
+        assert_eq!(minors, [3, 0]);
+        assert_eq!(targets(&p)[0], "/usr/lib64/libnvidia-ml.so.550.54.14");
+        assert!(!targets(&p).iter().any(|t| t.contains("libcuda")));
+        assert!(p.symlinks.is_empty());
+        assert!(!p.devices.iter().any(|d| d.path.contains("uvm")));
+    }
+
+    #[test]
+    fn unknown_device_is_named() {
+        let e = plan(&["NVIDIA_VISIBLE_DEVICES=0,7"], ImageFacts::debian()).unwrap_err();
+        assert_eq!(e, Error::UnknownDevice("7".into(), "GPUs 0-1".into()));
+        assert!(e.to_string().contains("\"7\""));
+        assert!(plan(&["NVIDIA_VISIBLE_DEVICES=GPU-nope"], ImageFacts::debian()).is_err());
+        assert!(plan(&["NVIDIA_VISIBLE_DEVICES=0000:99:00.0"], ImageFacts::debian()).is_err());
+    }
+
+    #[test]
+    fn none_gives_driver_without_devices() {
+        let p = plan(&["NVIDIA_VISIBLE_DEVICES=none"], ImageFacts::debian()).unwrap();
+        assert!(p.devices.is_empty() && p.cgroup.is_empty() && p.gpus.is_empty());
+        assert!(!p.mounts.is_empty());
+        assert!(p.ldconfig.is_some());
+    }
+
+    #[test]
+    fn all_caps_and_compat32() {
+        let p = plan(&["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"], ImageFacts::debian()).unwrap();
+        assert_eq!(p.gpus.len(), 2);
+        assert!(p.devices.iter().any(|d| d.path == "/dev/nvidia-modeset"));
+        assert!(targets(&p).contains(&"/usr/lib/i386-linux-gnu/libcuda.so.550.54.14"));
+        assert_eq!(p.ldconfig.unwrap().args.last().unwrap(), "/usr/lib/i386-linux-gnu");
+        assert!(p.symlinks.iter().any(|s| s.path.ends_with("libGLX_indirect.so.0")));
+    }
+
+    #[test]
+    fn no_cgroups_and_missing_node() {
+        let env: Vec<String> = vec!["NVIDIA_VISIBLE_DEVICES=0".into()];
+        let req = Request::from_env(&env).unwrap().unwrap();
+        let p = build(&req, &driver(), &ImageFacts::debian(), &Options { ldconfig: "/sbin/ldconfig".into(), no_cgroups: true }).unwrap();
+        assert!(p.cgroup.is_empty());
+        assert!(!p.ldconfig.unwrap().host);
+        let mut d = driver();
+        d.gpus[0].node = None;
+        let e = build(&req, &d, &ImageFacts::debian(), &opts()).unwrap_err();
+        assert!(matches!(e, Error::NoNode { minor: 3, .. }));
+    }
+}

@@ -1,0 +1,281 @@
+//! What a container asks for, read from its `process.env` with the meaning NVIDIA's
+//! toolkit gives these variables, so existing images keep working.
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt;
+
+pub const VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+pub const DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
+pub const REQUIRE_CUDA: &str = "NVIDIA_REQUIRE_CUDA";
+pub const CUDA_VERSION: &str = "CUDA_VERSION";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("unknown driver capability {0:?} in NVIDIA_DRIVER_CAPABILITIES (known: compute, compat32, display, graphics, ngx, utility, video, all)")]
+    UnknownCapability(String),
+    #[error("MIG device {0:?} in NVIDIA_VISIBLE_DEVICES is not supported yet")]
+    Mig(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A driver capability: which part of the driver a container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Compute,
+    Compat32,
+    Display,
+    Graphics,
+    Ngx,
+    Utility,
+    Video,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 7] = [
+        Capability::Compute,
+        Capability::Compat32,
+        Capability::Display,
+        Capability::Graphics,
+        Capability::Ngx,
+        Capability::Utility,
+        Capability::Video,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Compute => "compute",
+            Capability::Compat32 => "compat32",
+            Capability::Display => "display",
+            Capability::Graphics => "graphics",
+            Capability::Ngx => "ngx",
+            Capability::Utility => "utility",
+            Capability::Video => "video",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which GPUs the container asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "ids")]
+pub enum Devices {
+    /// Driver files only, no GPU (`none`).
+    None,
+    All,
+    /// Indices, UUIDs or PCI bus ids, as written, deduplicated, in order.
+    List(Vec<String>),
+}
+
+/// A container's GPU request; `None` from [`Request::from_env`] means "leave it alone".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Request {
+    pub devices: Devices,
+    pub capabilities: BTreeSet<Capability>,
+    /// Set for an image with `CUDA_VERSION` but no `NVIDIA_REQUIRE_CUDA`.
+    pub legacy_cuda: bool,
+}
+
+/// Looks a variable up as the container will see it: the last assignment wins.
+pub fn getenv<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter().rev().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+fn is_legacy_cuda(env: &[String]) -> bool {
+    getenv(env, CUDA_VERSION).is_some() && getenv(env, REQUIRE_CUDA).is_none()
+}
+
+/// The cheap check the shim makes: does this environment ask for the driver at all?
+pub fn wants_gpus(env: &[String]) -> bool {
+    match getenv(env, VISIBLE_DEVICES) {
+        None => is_legacy_cuda(env),
+        Some(v) => !is_void(v),
+    }
+}
+
+fn is_void(v: &str) -> bool {
+    v.trim().is_empty() || v.split(',').any(|d| d.trim() == "void")
+}
+
+impl Request {
+    pub fn from_env(env: &[String]) -> Result<Option<Request>> {
+        let legacy_cuda = is_legacy_cuda(env);
+        let devices = match getenv(env, VISIBLE_DEVICES) {
+            None if legacy_cuda => Devices::All,
+            None => return Ok(None),
+            Some(v) if is_void(v) => return Ok(None),
+            Some(v) => parse_devices(v)?,
+        };
+        let capabilities = match getenv(env, DRIVER_CAPABILITIES) {
+            None if legacy_cuda => Capability::ALL.into_iter().collect(),
+            None => default_caps(),
+            Some(v) if v.trim().is_empty() => default_caps(),
+            Some(v) => parse_capabilities(v)?,
+        };
+        Ok(Some(Request {
+            devices,
+            capabilities,
+            legacy_cuda,
+        }))
+    }
+}
+
+fn default_caps() -> BTreeSet<Capability> {
+    [Capability::Utility, Capability::Compute].into_iter().collect()
+}
+
+fn parse_devices(v: &str) -> Result<Devices> {
+    let mut ids: Vec<String> = Vec::new();
+    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d {
+            "all" => return Ok(Devices::All),
+            "none" => continue,
+            _ if d.starts_with("MIG-") || (d.contains(':') && is_mig_index(d)) => {
+                return Err(Error::Mig(d.to_string()))
+            }
+            _ => {
+                if !ids.iter().any(|x| x == d) {
+                    ids.push(d.to_string())
+                }
+            }
+        }
+    }
+    Ok(if ids.is_empty() {
+        Devices::None
+    } else {
+        Devices::List(ids)
+    })
+}
+
+/// `GPU:MIG` such as `0:1` (a PCI bus id also has colons but is not all digits).
+fn is_mig_index(d: &str) -> bool {
+    let mut parts = d.split(':');
+    matches!((parts.next(), parts.next(), parts.next()),
+        (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty()
+            && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// Parses a capability list; `all` expands to every capability, and the implied ones
+/// (video → compute, display → graphics) are added.
+pub fn parse_capabilities(v: &str) -> Result<BTreeSet<Capability>> {
+    let mut caps = BTreeSet::new();
+    for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        if c == "all" {
+            caps.extend(Capability::ALL);
+            continue;
+        }
+        caps.insert(Capability::from_name(c).ok_or_else(|| Error::UnknownCapability(c.into()))?);
+    }
+    if caps.contains(&Capability::Video) {
+        caps.insert(Capability::Compute);
+    }
+    if caps.contains(&Capability::Display) {
+        caps.insert(Capability::Graphics);
+    }
+    if caps.is_empty() {
+        return Ok(default_caps());
+    }
+    Ok(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Capability::*;
+
+    fn env(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn req(v: &[&str]) -> Option<Request> {
+        Request::from_env(&env(v)).unwrap()
+    }
+
+    #[test]
+    fn visible_devices_forms() {
+        assert_eq!(req(&["PATH=/bin"]), None);
+        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES="]), None);
+        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=void"]), None);
+        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=0,void"]), None);
+        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=none"]).unwrap().devices, Devices::None);
+        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=all"]).unwrap().devices, Devices::All);
+        assert_eq!(
+            req(&["NVIDIA_VISIBLE_DEVICES= 1, GPU-abc ,1,0000:3b:00.0"]).unwrap().devices,
+            Devices::List(vec!["1".into(), "GPU-abc".into(), "0000:3b:00.0".into()])
+        );
+        // last assignment wins, as in the container
+        assert_eq!(
+            req(&["NVIDIA_VISIBLE_DEVICES=void", "NVIDIA_VISIBLE_DEVICES=0"]).unwrap().devices,
+            Devices::List(vec!["0".into()])
+        );
+    }
+
+    #[test]
+    fn mig_is_refused_by_name() {
+        let e = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0:1"])).unwrap_err();
+        assert_eq!(e, Error::Mig("0:1".into()));
+        assert!(Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=MIG-x"])).is_err());
+    }
+
+    #[test]
+    fn capabilities() {
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0"]).unwrap();
+        assert_eq!(r.capabilities, [Compute, Utility].into());
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES="]).unwrap();
+        assert_eq!(r.capabilities, [Compute, Utility].into());
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=video"]).unwrap();
+        assert_eq!(r.capabilities, [Compute, Video].into());
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=display"]).unwrap();
+        assert_eq!(r.capabilities, [Display, Graphics].into());
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=all"]).unwrap();
+        assert_eq!(r.capabilities.len(), Capability::ALL.len());
+        let e = Request::from_env(&env(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=compute,gaming",
+        ]))
+        .unwrap_err();
+        assert_eq!(e, Error::UnknownCapability("gaming".into()));
+        assert!(e.to_string().contains("gaming"));
+    }
+
+    #[test]
+    fn legacy_cuda_image() {
+        let r = req(&["CUDA_VERSION=9.0"]).unwrap();
+        assert_eq!(r.devices, Devices::All);
+        assert!(r.legacy_cuda);
+        assert_eq!(r.capabilities.len(), Capability::ALL.len());
+        assert_eq!(req(&["CUDA_VERSION=9.0", "NVIDIA_REQUIRE_CUDA=cuda>=9.0"]), None);
+        assert!(wants_gpus(&env(&["CUDA_VERSION=9.0"])));
+        assert!(!wants_gpus(&env(&["CUDA_VERSION=9.0", "NVIDIA_REQUIRE_CUDA=cuda>=9"])));
+        assert!(!wants_gpus(&env(&["CUDA_VERSION=9.0", "NVIDIA_VISIBLE_DEVICES=void"])));
+    }
+
+    #[test]
+    fn wants_gpus_matches_from_env() {
+        for e in [
+            &["NVIDIA_VISIBLE_DEVICES=0"][..],
+            &["NVIDIA_VISIBLE_DEVICES=none"],
+            &["NVIDIA_VISIBLE_DEVICES=all"],
+            &["NVIDIA_VISIBLE_DEVICES="],
+            &["NVIDIA_VISIBLE_DEVICES=void"],
+            &["X=1"],
+        ] {
+            let e = env(e);
+            assert_eq!(wants_gpus(&e), Request::from_env(&e).unwrap().is_some(), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Safe work inside a container root: every path is resolved by the kernel with the
+//! root as `/` (`openat2(RESOLVE_IN_ROOT)`), held as a file descriptor, and new
+//! entries are made relative to their parent's descriptor, one component at a time.
+//! A hostile image's symlinks can only lead to other places inside its own root.
+
+use crate::sys;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} in the container: {what}: {source}")]
+    Io {
+        path: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("{path} in the container is {found}, expected {expected}")]
+    WrongType {
+        path: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("{0:?} is not a clean absolute container path")]
+    BadPath(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What a mount target must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    File,
+    Dir,
+}
+
+/// Something nvhook created, to be removed again if applying fails.
+#[derive(Debug)]
+struct Created {
+    parent: OwnedFd,
+    name: CString,
+    dir: bool,
+}
+
+/// A container root held open, with a log of what was created in it.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    created: Vec<Created>,
+}
+
+const RESOLVE: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
+const BENEATH_NOFOLLOW: u64 = sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | 0x08; // RESOLVE_BENEATH
+
+pub fn type_name(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFSOCK => "a socket",
+        _ => "an unknown file type",
+    }
+}
+
+/// Splits a clean absolute path into its components; `..`, `.` and empty names are
+/// refused so a plan can never name a place outside the root by itself.
+fn components(path: &str) -> Result<Vec<&str>> {
+    let rest = path.strip_prefix('/').ok_or_else(|| Error::BadPath(path.into()))?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0')) {
+        return Err(Error::BadPath(path.into()));
+    }
+    Ok(parts)
+}
+
+fn cname(s: &str) -> CString {
+    CString::new(s).expect("components hold no NUL")
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        Ok(Root {
+            fd: sys::open(path, libc::O_PATH | libc::O_DIRECTORY)?,
+            created: Vec::new(),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens `path` (inside the root) as `O_PATH` and returns its stat; `None` when absent.
+    pub fn stat(&self, path: &str) -> Result<Option<(OwnedFd, libc::stat)>> {
+        let parts = components(path)?;
+        match sys::openat2(self.fd.as_fd(), Path::new(&parts.join("/")), libc::O_PATH, 0, RESOLVE) {
+            Ok(fd) => {
+                let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
+                    path: path.into(),
+                    what: "stat",
+                    source,
+                })?;
+                Ok(Some((fd, st)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(source) => Err(Error::Io {
+                path: path.into(),
+                what: "resolve",
+                source,
+            }),
+        }
+    }
+
+    /// Makes sure directory `dir` exists (creating what is missing, mode 0755) and
+    /// returns it open as `O_PATH`.
+    pub fn mkdir_all(&mut self, dir: &str) -> Result<OwnedFd> {
+        let parts = if dir == "/" { Vec::new() } else { components(dir)? };
+        // Deepest existing ancestor, resolved in the root.
+        let mut have = parts.len();
+        let mut cur = loop {
+            let p = parts[..have].join("/");
+            let p = if p.is_empty() { ".".to_string() } else { p };
+            match sys::openat2(self.fd.as_fd(), Path::new(&p), libc::O_PATH | libc::O_DIRECTORY, 0, RESOLVE) {
+                Ok(fd) => break fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && have > 0 => have -= 1,
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: format!("/{p}"),
+                        what: "open directory",
+                        source,
+                    })
+                }
+            }
+        };
+        for (i, name) in parts.iter().enumerate().skip(have) {
+            let path = format!("/{}", parts[..=i].join("/"));
+            let c = cname(name);
+            match sys::mkdirat(cur.as_fd(), &c, 0o755) {
+                Ok(()) => self.created.push(Created {
+                    parent: dup(&cur, &path)?,
+                    name: c.clone(),
+                    dir: true,
+                }),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    // Made meanwhile, or a symlink the scoped lookup found dangling:
+                    // resolve it inside the root again; a dangling link stays an error.
+                    cur = sys::openat2(
+                        self.fd.as_fd(),
+                        Path::new(path.trim_start_matches('/')),
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                        RESOLVE,
+                    )
+                    .map_err(|source| Error::Io {
+                        path: path.clone(),
+                        what: "resolve existing entry (dangling symlink?)",
+                        source,
+                    })?;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        path,
+                        what: "create directory",
+                        source,
+                    })
+                }
+            }
+            // The new entry must be a plain directory: a symlink swapped in meanwhile fails.
+            cur = sys::openat2(cur.as_fd(), Path::new(name), libc::O_PATH | libc::O_DIRECTORY, 0, BENEATH_NOFOLLOW)
+                .map_err(|source| Error::Io {
+                    path,
+                    what: "open new directory",
+                    source,
+                })?;
+        }
+        Ok(cur)
+    }
+
+    /// Makes `path` exist as an empty file or directory to mount on, and returns it
+    /// open as `O_PATH` without following a final symlink. An existing entry of the
+    /// wrong type is an error naming both types.
+    pub fn mount_target(&mut self, path: &str, kind: TargetKind) -> Result<OwnedFd> {
+        let parts = components(path)?;
+        let (name, parent_parts) = parts.split_last().expect("components are never empty");
+        let parent_path = format!("/{}", parent_parts.join("/"));
+        let parent = self.mkdir_all(&parent_path)?;
+        let c = cname(name);
+        let made = match kind {
+            TargetKind::Dir => sys::mkdirat(parent.as_fd(), &c, 0o755),
+            TargetKind::File => sys::openat2(
+                parent.as_fd(),
+                Path::new(name),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o644,
+                BENEATH_NOFOLLOW,
+            )
+            .map(drop),
+        };
+        match made {
+            Ok(()) => self.created.push(Created {
+                parent: dup(&parent, path)?,
+                name: c,
+                dir: kind == TargetKind::Dir,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    path: path.into(),
+                    what: "create mount target",
+                    source,
+                })
+            }
+        }
+        let fd = sys::openat2(parent.as_fd(), Path::new(name), libc::O_PATH | libc::O_NOFOLLOW, 0, BENEATH_NOFOLLOW)
+            .map_err(|source| Error::Io {
+                path: path.into(),
+                what: "open mount target",
+                source,
+            })?;
+        let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
+            path: path.into(),
+            what: "stat mount target",
+            source,
+        })?;
+        let (want, expected) = match kind {
+            TargetKind::File => (libc::S_IFREG, "a regular file"),
+            TargetKind::Dir => (libc::S_IFDIR, "a directory"),
+        };
+        if st.st_mode & libc::S_IFMT != want {
+            return Err(Error::WrongType {
+                path: path.into(),
+                found: type_name(st.st_mode),
+                expected,
+            });
+        }
+        Ok(fd)
+    }
+
+    /// Creates symlink `path -> target` unless something already exists at `path`.
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<bool> {
+        let parts = components(path)?;
+        let (name, parent_parts) = parts.split_last().expect("non-empty");
+        let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        let c = cname(name);
+        let t = CString::new(target).map_err(|_| Error::BadPath(target.into()))?;
+        match sys::symlinkat(&t, parent.as_fd(), &c) {
+            Ok(()) => {
+                self.created.push(Created {
+                    parent,
+                    name: c,
+                    dir: false,
+                });
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(source) => Err(Error::Io {
+                path: path.into(),
+                what: "create symlink",
+                source,
+            }),
+        }
+    }
+
+    /// Removes everything this `Root` created, newest first. Best effort: used on the
+    /// failure path, after the mounts on top have been taken down.
+    pub fn undo(&mut self) {
+        while let Some(c) = self.created.pop() {
+            let _ = sys::unlinkat(c.parent.as_fd(), &c.name, c.dir);
+        }
+    }
+
+    /// Forgets the creation log: what was made now belongs to the container.
+    pub fn commit(&mut self) {
+        self.created.clear();
+    }
+
+    /// Host path of the root (for messages).
+    pub fn describe(&self) -> String {
+        sys::fd_path(self.fd.as_fd())
+            .map(|p| String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn dup(fd: &OwnedFd, path: &str) -> Result<OwnedFd> {
+    fd.try_clone().map_err(|source| Error::Io {
+        path: path.into(),
+        what: "dup",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn bad_paths_refused() {
+        for p in ["rel", "/a/../b", "/a//b", "/a/./b", "/"] {
+            assert!(components(p).is_err() || p == "/", "{p}");
+        }
+    }
+
+    #[test]
+    fn symlinks_stay_inside() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(root.join("usr")).unwrap();
+        std::fs::create_dir_all(root.join("opt")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // an absolute link to a host dir (dangling inside the root) and a climbing one
+        symlink(&outside, root.join("usr/lib")).unwrap();
+        symlink("../../../../../../opt", root.join("usr/bin")).unwrap();
+        symlink("/opt", root.join("usr/lib64")).unwrap();
+        let mut r = Root::open(&root).unwrap();
+        let e = r.mount_target("/usr/lib/x86_64-linux-gnu/libcuda.so.1", TargetKind::File).unwrap_err();
+        assert!(e.to_string().contains("/usr/lib"), "{e}");
+        r.mount_target("/usr/bin/nvidia-smi", TargetKind::File).unwrap();
+        r.mount_target("/usr/lib64/sub/libcuda.so.1", TargetKind::File).unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing made outside");
+        assert!(root.join("opt/nvidia-smi").is_file());
+        assert!(root.join("opt/sub/libcuda.so.1").is_file());
+        r.undo();
+        assert_eq!(std::fs::read_dir(root.join("opt")).unwrap().count(), 0, "undo removes what was made");
+    }
+
+    #[test]
+    fn wrong_types_named() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("dev/nvidia0")).unwrap();
+        symlink("/etc/passwd", t.path().join("dev/nvidiactl")).unwrap();
+        let mut r = Root::open(t.path()).unwrap();
+        let e = r.mount_target("/dev/nvidia0", TargetKind::File).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
+        let e = r.mount_target("/dev/nvidiactl", TargetKind::File).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        std::fs::write(t.path().join("file"), "").unwrap();
+        let e = r.mount_target("/file/sub", TargetKind::File).unwrap_err();
+        assert!(e.to_string().contains("/file"), "{e}");
+    }
+
+    #[test]
+    fn symlink_created_once() {
+        let t = tempfile::tempdir().unwrap();
+        let mut r = Root::open(t.path()).unwrap();
+        assert!(r.symlink("/usr/lib64/libcuda.so", "libcuda.so.1").unwrap());
+        assert!(!r.symlink("/usr/lib64/libcuda.so", "libcuda.so.1").unwrap());
+        assert_eq!(std::fs::read_link(t.path().join("usr/lib64/libcuda.so")).unwrap(), Path::new("libcuda.so.1"));
+    }
+}
