@@ -91,7 +91,10 @@ fn prepare(path: &Path, want: libc::mode_t, rdev: Option<(u32, u32)>, attrs: u64
         }
     }
     let mnt = sys::clone_tree(fd.as_fd(), false).map_err(src_err(path, "clone mount"))?;
-    sys::mount_setattr(mnt.as_fd(), attrs).map_err(src_err(path, "set mount flags"))?;
+    // A device node must stay usable even where the host's /dev copy sits on a nodev
+    // mount; everything else keeps whatever restrictions its source had.
+    let clear = if want == libc::S_IFCHR { sys::MOUNT_ATTR_NODEV } else { 0 };
+    sys::mount_setattr(mnt.as_fd(), attrs, clear).map_err(src_err(path, "set mount flags"))?;
     Ok(Prepared {
         mnt,
         source: path.into(),

@@ -79,9 +79,9 @@ pub fn allow_rule(major: u32, minor: u32) -> Vec<Insn> {
         insn(RSH32_K, 3, 0, 0, 16),                             // r3 = access
         insn(AND32_K, 3, 0, 0, !(DEVCG_ACC_READ | DEVCG_ACC_WRITE)), // anything beyond rw?
         insn(JNE_K, 3, 0, skip(6), 0),
-        insn(LDX_W, 4, 1, 0, 4),                                // r4 = major
+        insn(LDX_W, 4, 1, 4, 0),                                // r4 = major
         insn(JNE_K, 4, 0, skip(8), major as i32),
-        insn(LDX_W, 5, 1, 0, 8),                                // r5 = minor
+        insn(LDX_W, 5, 1, 8, 0),                                // r5 = minor
         insn(JNE_K, 5, 0, skip(10), minor as i32),
         insn(MOV64_K, 0, 0, 0, 1),                              // allow
         insn(EXIT, 0, 0, 0, 0),
@@ -212,8 +212,7 @@ fn load(insns: &[Insn]) -> Result<OwnedFd> {
             let end = log.iter().position(|&c| c == 0).unwrap_or(0);
             if end > 0 {
                 let text = String::from_utf8_lossy(&log[..end]);
-                let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                Err(Error::Verifier(last.to_string()))
+                Err(Error::Verifier(format!("{e}; verifier: {}", text.lines().next().unwrap_or(""))))
             } else {
                 Err(e)
             }
@@ -230,7 +229,8 @@ pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
     })?;
     for id in query(&cg)? {
         let old = prog_fd(id)?;
-        let insns = extend(rules, &dump(&old)?, id)?;
+        let original = dump(&old)?;
+        let insns = extend(rules, &original, id)?;
         let new = load(&insns)?;
         let mut a = Attr::new();
         a.u32(0, cg.as_raw_fd() as u32)
@@ -257,6 +257,12 @@ mod tests {
                 assert_eq!(i as i16 + 1 + ins.off, 13);
             }
         }
+        // loads carry their context offset in `off` and nothing in `imm`
+        for i in [0, 3, 7, 9] {
+            assert_eq!(r[i].code, LDX_W);
+            assert_eq!(r[i].imm, 0);
+        }
+        assert_eq!((r[7].off, r[9].off), (4, 8));
         assert_eq!(r[8].imm, 195);
         assert_eq!(r[10].imm, 3);
         assert_eq!(r[0].regs, 0x12); // dst r2, src r1

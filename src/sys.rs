@@ -113,11 +113,11 @@ pub fn clone_tree(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags) })
 }
 
-/// Sets mount attributes on a (detached) mount.
-pub fn mount_setattr(mnt: BorrowedFd<'_>, set: u64) -> io::Result<()> {
+/// Sets and clears mount attributes on a (detached) mount.
+pub fn mount_setattr(mnt: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: set,
-        attr_clr: 0,
+        attr_clr: clear,
         propagation: 0,
         userns_fd: 0,
     };

@@ -47,12 +47,29 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        let msg = format!("{e:#}");
+        let msg = one_line(&e);
         nvhook::log::error(&msg);
         // One line: runtimes show a failed hook's stderr to the user.
-        eprintln!("nvhook: {}", msg.replace('\n', " "));
+        eprintln!("nvhook: {msg}");
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, skipping causes whose text an outer message
+/// already includes (module errors embed their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.replace('\n', " ")
 }
 
 fn run(cli: Cli) -> Result<()> {

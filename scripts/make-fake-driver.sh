@@ -1,0 +1,105 @@
+#!/bin/sh
+# Builds a synthetic NVIDIA driver that nvhook cannot tell from a real one by its
+# files: real ELF libraries with the driver's SONAMEs, an nvidia-smi that links
+# libnvidia-ml.so.1, real character device nodes (195:N, uvm on a dynamic major),
+# /proc-style files and an ld.so.cache made by ldconfig -r. Needs root (mknod) and gcc.
+#
+#   scripts/make-fake-driver.sh OUT [NGPUS] [VERSION]
+#
+# OUT/root is the driver root, OUT/dev the dev root, OUT/proc the proc root, and
+# OUT/config.toml an nvhook configuration pointing at them.
+set -eu
+out=${1:?usage: make-fake-driver.sh OUT [NGPUS] [VERSION]}
+ngpus=${2:-4}
+ver=${3:-550.54.14}
+here=$(cd "$(dirname "$0")" && pwd)
+uvm_major=508
+
+rm -rf "$out"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+root=$out/root
+lib=$root/usr/lib/x86_64-linux-gnu
+mkdir -p "$lib" "$root/usr/bin" "$root/etc" "$root/lib/firmware/nvidia/$ver" \
+    "$root/var/run/nvidia-persistenced" "$out/dev" "$out/proc/driver/nvidia/gpus" "$out/build"
+
+# GPUs: index i (PCI order) gets minor ngpus-1-i, so index and minor differ.
+hdr=$out/build/gpus.h
+{
+    echo "#define FAKE_DRIVER_VERSION \"$ver\""
+    echo "static const struct { unsigned minor; const char *uuid, *model, *bus; } fake_gpus[] = {"
+} >"$hdr"
+i=0
+while [ "$i" -lt "$ngpus" ]; do
+    minor=$((ngpus - 1 - i))
+    bus=$(printf '0000:%02x:00.0' $((0x18 + i)))
+    uuid=$(printf 'GPU-%08x-5a1e-4e7f-9c2d-%012x' $((0x1000 + i)) $((0xabc000 + i)))
+    d=$out/proc/driver/nvidia/gpus/$bus
+    mkdir -p "$d"
+    printf 'Model: \t\t NVIDIA Synthetic H200\nIRQ:   \t\t %d\nGPU UUID: \t %s\nVideo BIOS: \t 96.00.99.00.01\nBus Type: \t PCIe\nDMA Size: \t 52 bits\nDMA Mask: \t 0xfffffffffffff\nBus Location: \t %s\nDevice Minor: \t %d\nGPU Excluded:\t No\n' \
+        $((100 + i)) "$uuid" "$bus" "$minor" >"$d/information"
+    echo "  { $minor, \"$uuid\", \"NVIDIA Synthetic H200\", \"$bus\" }," >>"$hdr"
+    mknod -m 666 "$out/dev/nvidia$minor" c 195 "$minor"
+    i=$((i + 1))
+done
+echo "};" >>"$hdr"
+mknod -m 666 "$out/dev/nvidiactl" c 195 255
+mknod -m 666 "$out/dev/nvidia-modeset" c 195 254
+mknod -m 666 "$out/dev/nvidia-uvm" c $uvm_major 0
+mknod -m 666 "$out/dev/nvidia-uvm-tools" c $uvm_major 1
+
+printf 'NVRM version: NVIDIA UNIX x86_64 Kernel Module  %s  Thu Feb 22 01:44:30 UTC 2024\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n' "$ver" \
+    >"$out/proc/driver/nvidia/version"
+printf 'ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n' \
+    >"$out/proc/driver/nvidia/params"
+printf 'Character devices:\n  1 mem\n195 nvidia-frontend\n%d nvidia-uvm\n\nBlock devices:\n  7 loop\n' "$uvm_major" \
+    >"$out/proc/devices"
+
+# Libraries: name:soname (soname empty = versioned name).
+cc=${CC:-gcc}
+for spec in nvidia-ml:libnvidia-ml.so.1 nvidia-cfg:libnvidia-cfg.so.1 \
+    cuda:libcuda.so.1 nvidia-ptxjitcompiler:libnvidia-ptxjitcompiler.so.1 nvidia-nvvm:libnvidia-nvvm.so.4 \
+    nvidia-opencl:libnvidia-opencl.so.1 \
+    nvidia-encode:libnvidia-encode.so.1 nvcuvid:libnvcuvid.so.1 nvidia-opticalflow:libnvidia-opticalflow.so.1 \
+    nvidia-glcore: nvidia-eglcore: nvidia-tls: GLX_nvidia:libGLX_nvidia.so.0 EGL_nvidia:libEGL_nvidia.so.0 \
+    nvidia-ngx:libnvidia-ngx.so.1; do
+    name=${spec%%:*}
+    soname=${spec#*:}
+    file=lib$name.so.$ver
+    [ -n "$soname" ] || soname=$file
+    src=$here/fake/lib.c
+    [ "$name" = nvidia-ml ] && src=$here/fake/nvml.c
+    $cc -shared -fPIC -O1 -I"$out/build" -Wl,-soname,"$soname" -o "$lib/$file" "$src"
+    [ "$soname" = "$file" ] || ln -sf "$file" "$lib/$soname"
+done
+# A library of another version and a non-driver library: both must be ignored.
+$cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so.1.0.0-old" "$here/fake/lib.c"
+$cc -shared -fPIC -Wl,-soname,libz-fake.so.1 -o "$lib/libz-fake.so.1.2.3" "$here/fake/lib.c"
+ln -sf libz-fake.so.1.2.3 "$lib/libz-fake.so.1"
+
+# Binaries: nvidia-smi really links libnvidia-ml.so.1.
+$cc -O1 -o "$root/usr/bin/nvidia-smi" "$here/fake/nvidia-smi.c" -L"$lib" -l:libnvidia-ml.so.1
+for b in nvidia-debugdump nvidia-cuda-mps-control; do
+    printf '#!/bin/sh\necho %s synthetic\n' "$b" >"$root/usr/bin/$b"
+    chmod 755 "$root/usr/bin/$b"
+done
+
+head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_ga10x.bin"
+head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_tu10x.bin"
+$cc -O1 -o "$out/build/mksock" "$here/fake/mksock.c"
+"$out/build/mksock" "$root/var/run/nvidia-persistenced/socket"
+
+echo /usr/lib/x86_64-linux-gnu >"$root/etc/ld.so.conf"
+ldconfig -r "$root"
+
+cat >"$out/config.toml" <<CONF
+# nvhook configuration for the synthetic driver in $out
+driver-root = "$root"
+dev-root = "$out"
+proc-root = "$out/proc"
+ldconfig = "@/sbin/ldconfig"
+
+[runtime]
+runtimes = ["runc"]
+CONF
+echo "synthetic driver $ver with $ngpus GPUs in $out"

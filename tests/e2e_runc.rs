@@ -1,0 +1,266 @@
+//! End to end with real runc through the shim, on the synthetic driver: what a
+//! container sees with each kind of request, on cgroup v1 and v2, Debian and RHEL images.
+//! Needs root, runc, gcc and busybox-static; fails (does not skip) without them.
+
+mod common;
+use common::*;
+
+const ENXIO: &str = "No such device or address";
+const EPERM: &str = "Operation not permitted";
+
+struct Seen {
+    out: String,
+    err: String,
+    ok: bool,
+}
+
+impl Seen {
+    fn sec(&self, name: &str) -> Vec<String> {
+        section(&self.out, name)
+    }
+    fn smi_uuids(&self) -> Vec<String> {
+        self.sec("smi")
+            .iter()
+            .filter_map(|l| l.split("(UUID: ").nth(1).map(|u| u.trim_end_matches(')').to_string()))
+            .collect()
+    }
+    fn devs(&self) -> Vec<String> {
+        self.sec("dev")
+    }
+}
+
+fn run(flavor: Flavor, cg: Cgroup, env: &[&str]) -> (Container, Seen) {
+    let c = Container::new(flavor, env, PROBE);
+    let o = c.run(cg);
+    let (out, err) = text(&o);
+    let seen = Seen { out, err, ok: o.status.success() };
+    (c, seen)
+}
+
+fn assert_gpus(c: &Container, s: &Seen, indices: &[u32]) {
+    assert!(s.ok, "container failed: {}\n{}\nlog:\n{}", s.out, s.err, c.log_text());
+    let want: Vec<String> = indices.iter().map(|i| gpu_uuid(*i)).collect();
+    let mut got = s.smi_uuids();
+    got.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(got, want_sorted, "nvidia-smi output:\n{}", s.out);
+    // exactly the chosen GPU nodes, plus the control nodes
+    let mut nodes: Vec<String> = s.devs().into_iter().filter(|d| d.trim_start_matches("nvidia").parse::<u32>().is_ok()).collect();
+    nodes.sort();
+    let mut want_nodes: Vec<String> = indices.iter().map(|i| format!("nvidia{}", gpu_minor(*i))).collect();
+    want_nodes.sort();
+    assert_eq!(nodes, want_nodes, "{}", s.out);
+    assert!(s.devs().contains(&"nvidiactl".to_string()), "{}", s.out);
+    // the cgroup allows each node: opening reaches the (absent) driver, ENXIO not EPERM
+    let open = s.sec("open");
+    assert!(!open.is_empty(), "{}", s.out);
+    for l in &open {
+        assert!(l.ends_with(ENXIO), "cgroup did not allow: {l}\n{}", s.out);
+    }
+    // ldconfig ran in the container
+    let ld = s.sec("ldconfig");
+    assert!(ld.iter().any(|l| l.starts_with("libcuda.so.1 ")), "ldconfig -p:\n{ld:?}");
+    assert!(ld.iter().any(|l| l.starts_with("libnvidia-ml.so.1 ")), "ldconfig -p:\n{ld:?}");
+    // driver files are read-only
+    let w = s.sec("write").join(" ");
+    assert!(w.contains("Read-only file system"), "binary was writable: {w}");
+}
+
+#[test]
+fn v1_debian_gpu_by_index() {
+    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=1"]);
+    assert_gpus(&c, &s, &[1]);
+    let ld = s.sec("ldconfig");
+    assert!(ld.iter().any(|l| l.contains("=> /usr/lib/x86_64-linux-gnu/libcuda.so.1")), "{ld:?}");
+    assert!(c.log_text().contains("timings_us"), "debug log has the phase timings");
+}
+
+#[test]
+fn v2_debian_gpus_by_uuid() {
+    let (a, b) = (gpu_uuid(0), gpu_uuid(3));
+    let env = format!("NVIDIA_VISIBLE_DEVICES={a},{b}");
+    let (c, s) = run(Flavor::Debian, Cgroup::V2, &[&env]);
+    assert_gpus(&c, &s, &[0, 3]);
+}
+
+#[test]
+fn v1_rhel_gpu_by_bus_id() {
+    let (c, s) = run(Flavor::Rhel, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=00000000:1A:00.0"]);
+    assert_gpus(&c, &s, &[2]);
+    let ld = s.sec("ldconfig");
+    assert!(ld.iter().any(|l| l.contains("=> /usr/lib64/libcuda.so.1")), "{ld:?}");
+    assert!(!c.rootfs.join("usr/lib/x86_64-linux-gnu").exists(), "no Debian dir made in a RHEL image");
+}
+
+#[test]
+fn v2_rhel_all_gpus() {
+    let (c, s) = run(Flavor::Rhel, Cgroup::V2, &["NVIDIA_VISIBLE_DEVICES=all"]);
+    assert_gpus(&c, &s, &[0, 1, 2, 3]);
+}
+
+/// The control for the two cgroup tests above: without nvhook's cgroup rules the same
+/// opens fail with EPERM, so ENXIO really means "allowed by the cgroup".
+#[test]
+fn cgroup_control_without_rules_is_eperm() {
+    for cg in [Cgroup::V1, Cgroup::V2] {
+        let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
+        c.write_config("no-cgroups = true");
+        let (out, err) = text(&c.run(cg));
+        let open = section(&out, "open");
+        assert!(!open.is_empty(), "{out}{err}");
+        for l in &open {
+            assert!(l.ends_with(EPERM), "{cg:?}: {l}");
+        }
+    }
+}
+
+#[test]
+fn capability_filtering() {
+    // utility only: nvidia-smi works, no CUDA library, no uvm nodes
+    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=utility"]);
+    assert!(s.ok, "{}{}", s.out, s.err);
+    assert_eq!(s.smi_uuids(), [gpu_uuid(0)]);
+    let ld = s.sec("ldconfig");
+    assert!(!ld.iter().any(|l| l.contains("libcuda")), "{ld:?}");
+    assert!(!s.devs().iter().any(|d| d.contains("uvm")), "{:?}", s.devs());
+    assert!(!c.rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so").exists());
+
+    // compute only: CUDA and uvm, but no nvidia-smi
+    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=compute"]);
+    assert!(s.ok, "{}{}", s.out, s.err);
+    assert!(s.sec("bin").iter().all(|b| b != "nvidia-smi"), "{:?}", s.sec("bin"));
+    assert!(s.sec("smi").iter().any(|l| l.contains("not found")), "{:?}", s.sec("smi"));
+    let ld = s.sec("ldconfig");
+    assert!(ld.iter().any(|l| l.starts_with("libcuda.so.1 ")), "{ld:?}");
+    assert!(!ld.iter().any(|l| l.contains("libnvidia-ml")), "{ld:?}");
+    assert!(s.devs().contains(&"nvidia-uvm".to_string()));
+    assert_eq!(std::fs::read_link(c.rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap().to_str(), Some("libcuda.so.1"));
+
+    // graphics adds the GL libraries; display adds nvidia-modeset
+    let (_c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=display,utility"]);
+    assert!(s.ok, "{}{}", s.out, s.err);
+    assert!(s.sec("ldconfig").iter().any(|l| l.starts_with("libGLX_nvidia.so.0 ")), "{:?}", s.sec("ldconfig"));
+    assert!(s.devs().contains(&"nvidia-modeset".to_string()), "{:?}", s.devs());
+}
+
+#[test]
+fn none_gives_driver_without_gpus() {
+    let (_c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=none"]);
+    assert!(s.ok, "{}{}", s.out, s.err);
+    assert!(s.devs().is_empty(), "{:?}", s.devs());
+    assert!(s.sec("smi").iter().any(|l| l.contains("No devices were found")), "{:?}", s.sec("smi"));
+    assert!(s.sec("ldconfig").iter().any(|l| l.starts_with("libcuda.so.1 ")));
+}
+
+#[test]
+fn no_request_is_untouched() {
+    for env in [&[][..], &["NVIDIA_VISIBLE_DEVICES=void"], &["NVIDIA_VISIBLE_DEVICES="]] {
+        let c = Container::new(Flavor::Debian, env, PROBE);
+        let before = std::fs::read(c.bundle.join("config.json")).unwrap();
+        let o = c.run(Cgroup::V1);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        assert_eq!(std::fs::read(c.bundle.join("config.json")).unwrap(), before, "config.json changed for {env:?}");
+        assert!(section(&out, "dev").is_empty(), "{out}");
+        assert!(!c.log.exists() || !c.log_text().contains("mounts"), "hook ran for {env:?}");
+    }
+}
+
+#[test]
+fn legacy_cuda_image_gets_all_gpus() {
+    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["CUDA_VERSION=9.0.176"]);
+    assert_gpus(&c, &s, &[0, 1, 2, 3]);
+}
+
+#[test]
+fn unknown_device_is_refused_clearly() {
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0,9"], PROBE);
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    let err = err.replace("\\\"", "\""); // runc quotes the hook's stderr
+    assert!(!o.status.success(), "container started: {out}");
+    assert!(err.contains("unknown GPU \"9\" in NVIDIA_VISIBLE_DEVICES"), "{err}");
+    assert!(host_mounts_under(&fixtures().driver).is_empty());
+    assert!(!c.rootfs.join("dev/nvidia3").exists());
+
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=compute,gaming"], PROBE);
+    let (_, err) = text(&c.run(Cgroup::V1));
+    let err = err.replace("\\\"", "\"");
+    assert!(err.contains("unknown driver capability \"gaming\""), "{err}");
+}
+
+#[test]
+fn config_json_keeps_unknown_fields_order_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
+    let mut spec = c.spec();
+    spec["zzFutureField"] = serde_json::json!({"keep": [1, 2, 3]});
+    spec["process"]["futureProcessField"] = "x".into();
+    c.set_spec(&spec);
+    let path = c.bundle.join("config.json");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let keys_before: Vec<String> = spec.as_object().unwrap().keys().cloned().collect();
+    let o = c.run(Cgroup::V1);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let after = c.spec();
+    assert_eq!(after["zzFutureField"]["keep"][2], 3);
+    assert_eq!(after["process"]["futureProcessField"], "x");
+    let keys_after: Vec<String> = after.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(&keys_after[..keys_before.len()], &keys_before[..]);
+    let hooks = after["hooks"]["prestart"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["path"], fixtures().bin.join("nvhook").display().to_string());
+    assert!(hooks[0]["env"].as_array().is_some_and(|e| !e.is_empty()), "hook env is explicit");
+    let args: Vec<&str> = hooks[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args, ["nvhook", "--config", c.config.to_str().unwrap(), "prestart"]);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+
+    // a second create through the shim adds no second entry
+    let b = c.bundle.display().to_string();
+    let id2 = format!("{}-again", c.id);
+    // `create` leaves the container's init holding stdio: do not wait on pipes.
+    let st = c
+        .shim(Cgroup::V1, &["create", "--bundle", &b, &id2])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let _ = c.shim(Cgroup::V1, &["delete", "--force", &id2]).output();
+    assert!(st.success());
+    assert_eq!(c.spec()["hooks"]["prestart"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn create_runtime_stage() {
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=2"], PROBE);
+    let cfg = std::fs::read_to_string(&c.config).unwrap().replace("[runtime]\n", "[runtime]\nstage = \"createRuntime\"\n");
+    std::fs::write(&c.config, cfg).unwrap();
+    let o = c.run(Cgroup::V2);
+    let (out, err) = text(&o);
+    let s = Seen { out, err, ok: o.status.success() };
+    assert_gpus(&c, &s, &[2]);
+    let spec = c.spec();
+    assert!(spec["hooks"].get("prestart").is_none());
+    assert_eq!(spec["hooks"]["createRuntime"][0]["args"][3], "create-runtime");
+}
+
+#[test]
+fn firmware_dir_symlinked_to_host_stays_untouched() {
+    let host_dir = tempfile::Builder::new().prefix("nvhook-hostile-").tempdir().unwrap();
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
+    std::fs::create_dir_all(c.rootfs.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink(host_dir.path(), c.rootfs.join("usr/lib/firmware")).unwrap();
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert_eq!(std::fs::read_dir(host_dir.path()).unwrap().count(), 0, "wrote into the host dir");
+    if o.status.success() {
+        assert_eq!(section(&out, "smi").len(), 2, "{out}");
+    } else {
+        assert!(err.contains("/lib/firmware"), "unclear error: {err}");
+        // the failed start left no mount behind on the host
+        assert!(host_mounts_under(&fixtures().driver).is_empty());
+    }
+}
