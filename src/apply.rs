@@ -70,7 +70,13 @@ fn src_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> 
 
 /// Opens a host source without following a final symlink, checks its type (and for a
 /// device, its number), and clones it into a detached mount with `attrs` set.
-fn prepare(path: &Path, want: libc::mode_t, rdev: Option<(u32, u32)>, attrs: u64, target: &str) -> Result<Prepared> {
+fn prepare(
+    path: &Path,
+    want: libc::mode_t,
+    rdev: Option<(u32, u32)>,
+    attrs: u64,
+    target: &str,
+) -> Result<Prepared> {
     let fd = sys::open(path, libc::O_PATH | libc::O_NOFOLLOW).map_err(src_err(path, "open"))?;
     let st = sys::fstat(fd.as_fd()).map_err(src_err(path, "stat"))?;
     if st.st_mode & libc::S_IFMT != want {
@@ -93,7 +99,11 @@ fn prepare(path: &Path, want: libc::mode_t, rdev: Option<(u32, u32)>, attrs: u64
     let mnt = sys::clone_tree(fd.as_fd(), false).map_err(src_err(path, "clone mount"))?;
     // A device node must stay usable even where the host's /dev copy sits on a nodev
     // mount; everything else keeps whatever restrictions its source had.
-    let clear = if want == libc::S_IFCHR { sys::MOUNT_ATTR_NODEV } else { 0 };
+    let clear = if want == libc::S_IFCHR {
+        sys::MOUNT_ATTR_NODEV
+    } else {
+        0
+    };
     sys::mount_setattr(mnt.as_fd(), attrs, clear).map_err(src_err(path, "set mount flags"))?;
     Ok(Prepared {
         mnt,
@@ -139,7 +149,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     for d in &plan.devices {
         prepared.push((
             TargetKind::File,
-            prepare(&d.host_path, libc::S_IFCHR, Some((d.major, d.minor)), attrs(&d.flags), &d.path)?,
+            prepare(
+                &d.host_path,
+                libc::S_IFCHR,
+                Some((d.major, d.minor)),
+                attrs(&d.flags),
+                &d.path,
+            )?,
         ));
     }
     for m in &plan.mounts {
@@ -147,17 +163,24 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             MountKind::Socket => libc::S_IFSOCK,
             _ => libc::S_IFREG,
         };
-        prepared.push((TargetKind::File, prepare(&m.source, want, None, attrs(&m.flags), &m.target)?));
+        prepared.push((
+            TargetKind::File,
+            prepare(&m.source, want, None, attrs(&m.flags), &m.target)?,
+        ));
     }
     let exe = match &plan.ldconfig {
         Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
         Some(l) => Some(ldconfig::Exe::InContainer(
-            std::ffi::CString::new(l.path.as_str()).map_err(|_| ldconfig::Error::NotStatic(l.path.clone()))?,
+            std::ffi::CString::new(l.path.as_str())
+                .map_err(|_| ldconfig::Error::NotStatic(l.path.clone()))?,
         )),
         None => None,
     };
-    let ns = sys::open(Path::new(&format!("/proc/{}/ns/mnt", t.pid)), libc::O_RDONLY)
-        .map_err(|source| Error::Namespace { pid: t.pid, source })?;
+    let ns = sys::open(
+        Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
+        libc::O_RDONLY,
+    )
+    .map_err(|source| Error::Namespace { pid: t.pid, source })?;
     times.prepare = clock.elapsed();
 
     // 2. The device cgroup, found through the host's view of /proc and mounts.

@@ -72,18 +72,18 @@ pub fn allow_rule(major: u32, minor: u32) -> Vec<Insn> {
     const LEN: i16 = 13;
     let skip = |at: i16| LEN - (at + 1);
     vec![
-        insn(LDX_W, 2, 1, 0, 0),                                // r2 = access_type
-        insn(AND32_K, 2, 0, 0, 0xffff),                         // r2 = device type
-        insn(JNE_K, 2, 0, skip(2), DEVCG_DEV_CHAR),             // not a char device
-        insn(LDX_W, 3, 1, 0, 0),                                // r3 = access_type
-        insn(RSH32_K, 3, 0, 0, 16),                             // r3 = access
+        insn(LDX_W, 2, 1, 0, 0),                    // r2 = access_type
+        insn(AND32_K, 2, 0, 0, 0xffff),             // r2 = device type
+        insn(JNE_K, 2, 0, skip(2), DEVCG_DEV_CHAR), // not a char device
+        insn(LDX_W, 3, 1, 0, 0),                    // r3 = access_type
+        insn(RSH32_K, 3, 0, 0, 16),                 // r3 = access
         insn(AND32_K, 3, 0, 0, !(DEVCG_ACC_READ | DEVCG_ACC_WRITE)), // anything beyond rw?
         insn(JNE_K, 3, 0, skip(6), 0),
-        insn(LDX_W, 4, 1, 4, 0),                                // r4 = major
+        insn(LDX_W, 4, 1, 4, 0), // r4 = major
         insn(JNE_K, 4, 0, skip(8), major as i32),
-        insn(LDX_W, 5, 1, 8, 0),                                // r5 = minor
+        insn(LDX_W, 5, 1, 8, 0), // r5 = minor
         insn(JNE_K, 5, 0, skip(10), minor as i32),
-        insn(MOV64_K, 0, 0, 0, 1),                              // allow
+        insn(MOV64_K, 0, 0, 0, 1), // allow
         insn(EXIT, 0, 0, 0, 0),
     ]
 }
@@ -166,7 +166,11 @@ fn query(cg: &OwnedFd) -> Result<Vec<u32>> {
 fn prog_fd(id: u32) -> Result<OwnedFd> {
     let mut a = Attr::new();
     a.u32(0, id);
-    Ok(fd_of(bpf(BPF_PROG_GET_FD_BY_ID, &mut a, "open device program")?))
+    Ok(fd_of(bpf(
+        BPF_PROG_GET_FD_BY_ID,
+        &mut a,
+        "open device program",
+    )?))
 }
 
 /// The program's instructions as the kernel holds them (for device programs, the
@@ -174,7 +178,9 @@ fn prog_fd(id: u32) -> Result<OwnedFd> {
 fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
     let mut info = [0u8; 256];
     let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32).u32(4, info.len() as u32).u64(8, info.as_mut_ptr() as u64);
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, info.len() as u32)
+        .u64(8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "read device program info")?;
     let len = u32::from_ne_bytes(info[20..24].try_into().expect("4")) as usize;
     if len == 0 || len % 8 != 0 || len > 1 << 20 {
@@ -188,7 +194,9 @@ fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
     info[20..24].copy_from_slice(&(len as u32).to_ne_bytes());
     info[32..40].copy_from_slice(&(insns.as_mut_ptr() as u64).to_ne_bytes());
     let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32).u32(4, info.len() as u32).u64(8, info.as_mut_ptr() as u64);
+    a.u32(0, prog.as_raw_fd() as u32)
+        .u32(4, info.len() as u32)
+        .u64(8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "dump device program")?;
     Ok(insns)
 }
@@ -212,7 +220,10 @@ fn load(insns: &[Insn]) -> Result<OwnedFd> {
             let end = log.iter().position(|&c| c == 0).unwrap_or(0);
             if end > 0 {
                 let text = String::from_utf8_lossy(&log[..end]);
-                Err(Error::Verifier(format!("{e}; verifier: {}", text.lines().next().unwrap_or(""))))
+                Err(Error::Verifier(format!(
+                    "{e}; verifier: {}",
+                    text.lines().next().unwrap_or("")
+                )))
             } else {
                 Err(e)
             }
@@ -223,10 +234,11 @@ fn load(insns: &[Insn]) -> Result<OwnedFd> {
 /// Extends every device program attached to cgroup `dir` so the rules' devices are
 /// allowed. With no program attached, the cgroup allows every device already.
 pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
-    let cg = crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
-        what: "open cgroup",
-        source,
-    })?;
+    let cg =
+        crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
+            what: "open cgroup",
+            source,
+        })?;
     for id in query(&cg)? {
         let old = prog_fd(id)?;
         let original = dump(&old)?;
@@ -271,7 +283,12 @@ mod tests {
 
     #[test]
     fn extend_prepends_and_refuses_maps() {
-        let rules = [CgroupRule { kind: 'c', major: 195, minor: 0, access: "rw" }];
+        let rules = [CgroupRule {
+            kind: 'c',
+            major: 195,
+            minor: 0,
+            access: "rw",
+        }];
         let orig = [insn(MOV64_K, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
         let e = extend(&rules, &orig, 1).unwrap();
         assert_eq!(e.len(), 15);

@@ -46,7 +46,11 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<Membership> {
             let p = it.next()?;
             Some(Membership {
                 hierarchy: h,
-                controllers: c.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                controllers: c
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 path: p.to_string(),
             })
         })
@@ -68,8 +72,13 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(v) = u8::try_from(v) {
                 out.push(v);
                 i += 4;
@@ -146,8 +155,12 @@ pub fn locate(proc_cgroup: &str, mountinfo: &str, unified: bool) -> Result<Devic
             .find(|e| e.fstype == "cgroup2" && e.mount_point == "/sys/fs/cgroup")
             .or_else(|| mounts.iter().rev().find(|e| e.fstype == "cgroup2"))
             .ok_or_else(|| Error::NotFound("no cgroup2 mount".into()))?;
-        let dir = dir_under(mount, &m.path)
-            .ok_or_else(|| Error::NotFound(format!("{} is outside the cgroup2 mount of {}", m.path, mount.root)))?;
+        let dir = dir_under(mount, &m.path).ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} is outside the cgroup2 mount of {}",
+                m.path, mount.root
+            ))
+        })?;
         return Ok(DeviceCgroup::V2(dir));
     }
     let m = members
@@ -159,8 +172,12 @@ pub fn locate(proc_cgroup: &str, mountinfo: &str, unified: bool) -> Result<Devic
         .rev()
         .find(|e| e.fstype == "cgroup" && e.super_options.iter().any(|o| o == "devices"))
         .ok_or_else(|| Error::NotFound("the devices controller is not mounted".into()))?;
-    let dir = dir_under(mount, &m.path)
-        .ok_or_else(|| Error::NotFound(format!("{} is outside the devices mount of {}", m.path, mount.root)))?;
+    let dir = dir_under(mount, &m.path).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} is outside the devices mount of {}",
+            m.path, mount.root
+        ))
+    })?;
     Ok(DeviceCgroup::V1(dir))
 }
 
@@ -199,22 +216,28 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule]) -> Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .map_err(|source| Error::Read { path: path.clone(), source })?;
+                .map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
             for r in rules {
                 // One write per rule: the kernel parses each write as one rule.
                 let line = r.v1_line();
-                f.write_all(line.as_bytes()).map_err(|source| Error::Write {
-                    path: path.clone(),
-                    rule: line.clone(),
-                    source,
-                })?;
+                f.write_all(line.as_bytes())
+                    .map_err(|source| Error::Write {
+                        path: path.clone(),
+                        rule: line.clone(),
+                        source,
+                    })?;
             }
             Ok(())
         }
-        DeviceCgroup::V2(dir) => crate::bpf::allow_devices(dir, rules).map_err(|source| Error::Bpf {
-            path: dir.clone(),
-            source,
-        }),
+        DeviceCgroup::V2(dir) => {
+            crate::bpf::allow_devices(dir, rules).map_err(|source| Error::Bpf {
+                path: dir.clone(),
+                source,
+            })
+        }
     }
 }
 
@@ -235,20 +258,29 @@ mod tests {
     fn v1_devices_dir() {
         let pc = "5:devices:/default/c1\n4:memory:/x\n0::/user.slice\n";
         let mi = MI.lines().take(3).collect::<Vec<_>>().join("\n");
-        assert_eq!(locate(pc, &mi, false).unwrap(), DeviceCgroup::V1("/sys/fs/cgroup/devices/default/c1".into()));
+        assert_eq!(
+            locate(pc, &mi, false).unwrap(),
+            DeviceCgroup::V1("/sys/fs/cgroup/devices/default/c1".into())
+        );
     }
 
     #[test]
     fn v2_dir_uses_top_mount() {
         let pc = "0::/c2\n";
-        assert_eq!(locate(pc, MI, true).unwrap(), DeviceCgroup::V2("/sys/fs/cgroup/c2".into()));
+        assert_eq!(
+            locate(pc, MI, true).unwrap(),
+            DeviceCgroup::V2("/sys/fs/cgroup/c2".into())
+        );
     }
 
     #[test]
     fn subtree_mount_and_escapes() {
         let e = parse_mountinfo(MI);
         assert_eq!(e[5].mount_point, "/mnt/with space");
-        assert_eq!(dir_under(&e[5], "/sub/c3"), Some("/mnt/with space/c3".into()));
+        assert_eq!(
+            dir_under(&e[5], "/sub/c3"),
+            Some("/mnt/with space/c3".into())
+        );
         assert_eq!(dir_under(&e[5], "/subother"), None);
         assert_eq!(dir_under(&e[5], "/other"), None);
         assert_eq!(dir_under(&e[0], "/a/../../etc"), None);

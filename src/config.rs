@@ -211,7 +211,10 @@ format = "json"
         assert!(c.no_cgroups);
         assert_eq!(c.ldconfig_target(), (false, "/sbin/ldconfig"));
         assert_eq!(c.runtime.stage, Stage::CreateRuntime);
-        assert_eq!(c.runtime.hook_path.as_deref(), Some(Path::new("/opt/nvhook")));
+        assert_eq!(
+            c.runtime.hook_path.as_deref(),
+            Some(Path::new("/opt/nvhook"))
+        );
         assert_eq!(c.log.level, Level::Debug);
         assert_eq!(c.log.format, Format::Json);
     }

@@ -110,7 +110,10 @@ pub struct Driver {
 
 /// Driver libraries by capability (file names are `lib<name>.so.<version>`).
 pub const LIBRARIES: &[(Capability, &[&str])] = &[
-    (Capability::Utility, &["nvidia-ml", "nvidia-cfg", "nvidia-nscq"]),
+    (
+        Capability::Utility,
+        &["nvidia-ml", "nvidia-cfg", "nvidia-nscq"],
+    ),
     (
         Capability::Compute,
         &[
@@ -127,7 +130,15 @@ pub const LIBRARIES: &[(Capability, &[&str])] = &[
             "nvidia-nvvm",
         ],
     ),
-    (Capability::Video, &["vdpau_nvidia", "nvidia-encode", "nvidia-opticalflow", "nvcuvid"]),
+    (
+        Capability::Video,
+        &[
+            "vdpau_nvidia",
+            "nvidia-encode",
+            "nvidia-opticalflow",
+            "nvcuvid",
+        ],
+    ),
     (
         Capability::Graphics,
         &[
@@ -154,9 +165,17 @@ pub const LIBRARIES: &[(Capability, &[&str])] = &[
 pub const BINARIES: &[(Capability, &[&str])] = &[
     (
         Capability::Utility,
-        &["nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nv-fabricmanager"],
+        &[
+            "nvidia-smi",
+            "nvidia-debugdump",
+            "nvidia-persistenced",
+            "nv-fabricmanager",
+        ],
     ),
-    (Capability::Compute, &["nvidia-cuda-mps-control", "nvidia-cuda-mps-server"]),
+    (
+        Capability::Compute,
+        &["nvidia-cuda-mps-control", "nvidia-cuda-mps-server"],
+    ),
 ];
 
 const SOCKETS: &[(Capability, &str)] = &[
@@ -166,11 +185,20 @@ const SOCKETS: &[(Capability, &str)] = &[
 
 const BIN_DIRS: &[&str] = &["usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin"];
 /// Searched for libraries only when the driver root has no `etc/ld.so.cache`.
-const LIB_DIRS: &[&str] = &["usr/lib/x86_64-linux-gnu", "usr/lib64", "lib64", "usr/lib", "lib"];
+const LIB_DIRS: &[&str] = &[
+    "usr/lib/x86_64-linux-gnu",
+    "usr/lib64",
+    "lib64",
+    "usr/lib",
+    "lib",
+];
 
 /// The capability a library file belongs to, if it is a driver library of `version`.
 pub fn classify_library(file_name: &str, version: &str) -> Option<Capability> {
-    let stem = file_name.strip_prefix("lib")?.strip_suffix(version)?.strip_suffix(".so.")?;
+    let stem = file_name
+        .strip_prefix("lib")?
+        .strip_suffix(version)?
+        .strip_suffix(".so.")?;
     LIBRARIES
         .iter()
         .find(|(_, names)| names.contains(&stem))
@@ -199,8 +227,10 @@ impl Driver {
     pub fn discover(roots: &Roots) -> Result<Driver> {
         let proc_nv = roots.proc_root.join("driver/nvidia");
         let vpath = proc_nv.join("version");
-        let vtext = std::fs::read_to_string(&vpath)
-            .map_err(|source| Error::NoDriver { path: vpath, source })?;
+        let vtext = std::fs::read_to_string(&vpath).map_err(|source| Error::NoDriver {
+            path: vpath,
+            source,
+        })?;
         let version = procfs::parse_version(&vtext)?;
         let mut warnings = Vec::new();
 
@@ -209,7 +239,10 @@ impl Driver {
             .map(|t| procfs::parse_char_majors(&t))
             .unwrap_or_default();
         let major_of = |names: &[&str]| {
-            majors.iter().find(|(_, n)| names.contains(&n.as_str())).map(|(m, _)| *m)
+            majors
+                .iter()
+                .find(|(_, n)| names.contains(&n.as_str()))
+                .map(|(m, _)| *m)
         };
         let nv_major = major_of(&["nvidia-frontend", "nvidia"]).unwrap_or(195);
         let uvm_major = major_of(&["nvidia-uvm"]);
@@ -244,8 +277,10 @@ impl Driver {
         if let Ok(rd) = std::fs::read_dir(&gpus_dir) {
             for ent in rd.flatten() {
                 let p = ent.path().join("information");
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|source| Error::Read { path: p.clone(), source })?;
+                let text = std::fs::read_to_string(&p).map_err(|source| Error::Read {
+                    path: p.clone(),
+                    source,
+                })?;
                 let info = procfs::parse_gpu_information(&text, &p.display().to_string())?;
                 if info.excluded {
                     excluded.push(format!("GPU {} is excluded by the driver", info.uuid));
@@ -273,12 +308,13 @@ impl Driver {
         let uvm_tools = node("nvidia-uvm-tools", uvm_major, None);
         warnings.extend(excluded);
 
-        let root = sys::open(&roots.driver_root, libc::O_PATH | libc::O_DIRECTORY).map_err(|source| {
-            Error::Read {
-                path: roots.driver_root.clone(),
-                source,
-            }
-        })?;
+        let root =
+            sys::open(&roots.driver_root, libc::O_PATH | libc::O_DIRECTORY).map_err(|source| {
+                Error::Read {
+                    path: roots.driver_root.clone(),
+                    source,
+                }
+            })?;
         let libraries = find_libraries(&root, &roots.driver_root, &version)?;
 
         let mut binaries = Vec::new();
@@ -351,7 +387,11 @@ impl Driver {
     }
 }
 
-fn find_libraries(root: &std::os::fd::OwnedFd, root_path: &Path, version: &str) -> Result<Vec<Library>> {
+fn find_libraries(
+    root: &std::os::fd::OwnedFd,
+    root_path: &Path,
+    version: &str,
+) -> Result<Vec<Library>> {
     let cache_path = root_path.join("etc/ld.so.cache");
     let candidates: Vec<(String, Arch)> = match std::fs::read(&cache_path) {
         Ok(bytes) => ldcache::parse(&bytes)
@@ -377,23 +417,39 @@ fn find_libraries(root: &std::os::fd::OwnedFd, root_path: &Path, version: &str) 
             }
             v
         }
-        Err(source) => return Err(Error::Read { path: cache_path, source }),
+        Err(source) => {
+            return Err(Error::Read {
+                path: cache_path,
+                source,
+            })
+        }
     };
     let mut out: Vec<Library> = Vec::new();
     for (path, arch) in candidates {
-        let Ok((host_path, st)) = resolve_in(root, &path) else { continue };
+        let Ok((host_path, st)) = resolve_in(root, &path) else {
+            continue;
+        };
         if !is_type(&st, libc::S_IFREG) {
             continue;
         }
-        let Some(file_name) = host_path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+        let Some(file_name) = host_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+        else {
             continue;
         };
-        let Some(capability) = classify_library(&file_name, version) else { continue };
+        let Some(capability) = classify_library(&file_name, version) else {
+            continue;
+        };
         if out.iter().any(|l| l.host_path == host_path) {
             continue;
         }
         // One file per name and arch: the cache lists the preferred one first.
-        if out.iter().any(|l| l.file_name == file_name && l.arch == arch) {
+        if out
+            .iter()
+            .any(|l| l.file_name == file_name && l.arch == arch)
+        {
             continue;
         }
         out.push(Library {
@@ -413,10 +469,22 @@ mod tests {
     #[test]
     fn classify() {
         let v = "550.54.14";
-        assert_eq!(classify_library("libcuda.so.550.54.14", v), Some(Capability::Compute));
-        assert_eq!(classify_library("libnvidia-ml.so.550.54.14", v), Some(Capability::Utility));
-        assert_eq!(classify_library("libGLX_nvidia.so.550.54.14", v), Some(Capability::Graphics));
-        assert_eq!(classify_library("libnvcuvid.so.550.54.14", v), Some(Capability::Video));
+        assert_eq!(
+            classify_library("libcuda.so.550.54.14", v),
+            Some(Capability::Compute)
+        );
+        assert_eq!(
+            classify_library("libnvidia-ml.so.550.54.14", v),
+            Some(Capability::Utility)
+        );
+        assert_eq!(
+            classify_library("libGLX_nvidia.so.550.54.14", v),
+            Some(Capability::Graphics)
+        );
+        assert_eq!(
+            classify_library("libnvcuvid.so.550.54.14", v),
+            Some(Capability::Video)
+        );
         assert_eq!(classify_library("libcuda.so.1", v), None);
         assert_eq!(classify_library("libcuda.so.550.54.15", v), None);
         assert_eq!(classify_library("libfoo.so.550.54.14", v), None);

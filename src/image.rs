@@ -8,10 +8,15 @@ use crate::rootfs::{self, Root};
 /// others `/usr/lib64`, with `/usr/lib32` or a distinct `/usr/lib` for i386.
 pub fn inspect(root: &Root) -> rootfs::Result<ImageFacts> {
     let is_file = |p: &str| -> rootfs::Result<bool> {
-        Ok(root.stat(p)?.is_some_and(|(_, st)| st.st_mode & libc::S_IFMT == libc::S_IFREG))
+        Ok(root
+            .stat(p)?
+            .is_some_and(|(_, st)| st.st_mode & libc::S_IFMT == libc::S_IFREG))
     };
     let dir = |p: &str| -> rootfs::Result<Option<libc::stat>> {
-        Ok(root.stat(p)?.map(|(_, st)| st).filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+        Ok(root
+            .stat(p)?
+            .map(|(_, st)| st)
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR))
     };
     if is_file("/etc/debian_version")? {
         return Ok(ImageFacts::debian());

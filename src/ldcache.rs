@@ -46,7 +46,9 @@ pub struct Entry {
 }
 
 fn u32_at(b: &[u8], off: usize, what: &'static str) -> Result<u32> {
-    let s = b.get(off..off.checked_add(4).ok_or(Error::Truncated(what))?).ok_or(Error::Truncated(what))?;
+    let s = b
+        .get(off..off.checked_add(4).ok_or(Error::Truncated(what))?)
+        .ok_or(Error::Truncated(what))?;
     Ok(u32::from_ne_bytes(s.try_into().expect("4 bytes")))
 }
 
@@ -109,7 +111,12 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
 
 fn parse_new(b: &[u8], start: usize) -> Result<Vec<Entry>> {
     let hdr = b
-        .get(start..start.checked_add(NEW_HEADER).ok_or(Error::Truncated("new header"))?)
+        .get(
+            start
+                ..start
+                    .checked_add(NEW_HEADER)
+                    .ok_or(Error::Truncated("new header"))?,
+        )
         .ok_or(Error::Truncated("new header"))?;
     let nlibs = u32_at(hdr, 20, "new header")? as usize;
     let entries_end = nlibs
@@ -175,7 +182,11 @@ mod tests {
     #[test]
     fn new_format() {
         let b = build_new(&[
-            (X64, "libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"),
+            (
+                X64,
+                "libcuda.so.1",
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+            ),
             (I386, "libcuda.so.1", "/usr/lib/i386-linux-gnu/libcuda.so.1"),
             (0x0a03, "libaarch.so", "/x"), // another arch: skipped
             (0x0001, "libc5.so", "/y"),    // not libc6: skipped
@@ -231,6 +242,10 @@ mod tests {
             panic!("/etc/ld.so.cache missing on the test host")
         };
         let e = parse(&b).unwrap();
-        assert!(e.iter().any(|e| e.name == "libc.so.6" && e.arch == Arch::X8664), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.name == "libc.so.6" && e.arch == Arch::X8664),
+            "{e:?}"
+        );
     }
 }

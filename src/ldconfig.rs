@@ -62,8 +62,12 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
         return false;
     }
     for i in 0..phnum {
-        let Some(off) = phoff.checked_add(i * phentsize) else { return false };
-        let Some(p) = off.checked_add(4).and_then(|end| elf.get(off..end)) else { return false };
+        let Some(off) = phoff.checked_add(i * phentsize) else {
+            return false;
+        };
+        let Some(p) = off.checked_add(4).and_then(|end| elf.get(off..end)) else {
+            return false;
+        };
         if u32::from_le_bytes(p.try_into().expect("4")) == 3 {
             return false; // PT_INTERP
         }
@@ -75,7 +79,9 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
 pub fn seal_host(path: &str) -> Result<Exe> {
     let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
     let mut bytes = Vec::new();
-    std::fs::File::from(src).read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
+    std::fs::File::from(src)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path, "read"))?;
     if !is_static_elf(&bytes) {
         return Err(Error::NotStatic(path.into()));
     }
@@ -92,7 +98,12 @@ pub fn seal_host(path: &str) -> Result<Exe> {
 
 /// Runs ldconfig chrooted into `root` (an fd opened inside the container's mount
 /// namespace, which the caller has joined), with an empty environment.
-pub fn run(exe: &Exe, root: std::os::fd::BorrowedFd<'_>, args: &[String], timeout: Duration) -> Result<()> {
+pub fn run(
+    exe: &Exe,
+    root: std::os::fd::BorrowedFd<'_>,
+    args: &[String],
+    timeout: Duration,
+) -> Result<()> {
     let argv0 = c"ldconfig".to_owned();
     let mut argv: Vec<CString> = vec![argv0];
     for a in args {
@@ -116,7 +127,8 @@ pub fn run(exe: &Exe, root: std::os::fd::BorrowedFd<'_>, args: &[String], timeou
     }
     // SAFETY: pipe2 returned two fds we own.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(io_err(&label, "open /dev/null"))?;
+    let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR)
+        .map_err(io_err(&label, "open /dev/null"))?;
 
     // SAFETY: nvhook is single-threaded here, so the child may do anything; it only
     // makes raw system calls and exits with _exit.
@@ -196,7 +208,13 @@ pub fn run(exe: &Exe, root: std::os::fd::BorrowedFd<'_>, args: &[String], timeou
         format!("killed by signal {}", libc::WTERMSIG(status))
     };
     let text = String::from_utf8_lossy(&out);
-    let stderr: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(400).collect();
+    let stderr: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(400)
+        .collect();
     Err(Error::Failed { status, stderr })
 }
 
@@ -258,6 +276,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ldconfig");
         std::fs::write(&p, "#!/bin/sh\ntouch /pwned\n").unwrap();
-        assert!(matches!(seal_host(p.to_str().unwrap()), Err(Error::NotStatic(_))));
+        assert!(matches!(
+            seal_host(p.to_str().unwrap()),
+            Err(Error::NotStatic(_))
+        ));
     }
 }

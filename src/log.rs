@@ -40,7 +40,9 @@ pub fn init(cfg: &LogConfig, program: &'static str) {
 
 /// Whether records at `level` are written anywhere (so callers can skip costly work).
 pub fn enabled(level: Level) -> bool {
-    LOGGER.get().is_some_and(|l| l.file.is_some() && level <= l.level)
+    LOGGER
+        .get()
+        .is_some_and(|l| l.file.is_some() && level <= l.level)
 }
 
 pub fn log(level: Level, msg: &str) {
@@ -75,12 +77,21 @@ fn level_name(l: Level) -> &'static str {
     }
 }
 
-pub fn format_record(format: Format, level: Level, program: &str, msg: &str, at: SystemTime) -> String {
+pub fn format_record(
+    format: Format,
+    level: Level,
+    program: &str,
+    msg: &str,
+    at: SystemTime,
+) -> String {
     let time = rfc3339(at);
     let pid = std::process::id();
     match format {
         Format::Text => {
-            let msg: String = msg.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+            let msg: String = msg
+                .chars()
+                .map(|c| if c == '\n' { ' ' } else { c })
+                .collect();
             format!("{time} {program}[{pid}] {}: {msg}\n", level_name(level))
         }
         Format::Json => {
@@ -124,8 +135,14 @@ mod tests {
     #[test]
     fn time_format() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_709_164_800_123)), "2024-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_709_164_800_123)),
+            "2024-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub enum Error {
     #[error(transparent)]
     Plan(#[from] plan::Error),
     #[error("container root {path}: {source}")]
-    Root { path: PathBuf, source: std::io::Error },
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] rootfs::Error),
     #[error("the container state has no pid; the hook must run at prestart or createRuntime")]
@@ -44,7 +47,11 @@ pub fn read_state(file: Option<&Path>) -> Result<State> {
         Some(f) => std::fs::read(f).map_err(Error::Stdin)?,
         None => {
             let mut b = Vec::new();
-            std::io::stdin().lock().take(16 << 20).read_to_end(&mut b).map_err(Error::Stdin)?;
+            std::io::stdin()
+                .lock()
+                .take(16 << 20)
+                .read_to_end(&mut b)
+                .map_err(Error::Stdin)?;
             b
         }
     };

@@ -13,8 +13,14 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("unknown GPU {0:?} in NVIDIA_VISIBLE_DEVICES (this host has {1})")]
     UnknownDevice(String, String),
-    #[error("GPU {index} ({uuid}) has no usable device node /dev/nvidia{minor} under the dev root")]
-    NoNode { index: u32, uuid: String, minor: u32 },
+    #[error(
+        "GPU {index} ({uuid}) has no usable device node /dev/nvidia{minor} under the dev root"
+    )]
+    NoNode {
+        index: u32,
+        uuid: String,
+        minor: u32,
+    },
     #[error("device node /dev/nvidiactl not found under the dev root")]
     NoControl,
 }
@@ -99,7 +105,10 @@ pub struct CgroupRule {
 impl CgroupRule {
     /// The rule in `devices.allow` syntax.
     pub fn v1_line(&self) -> String {
-        format!("{} {}:{} {}", self.kind, self.major, self.minor, self.access)
+        format!(
+            "{} {}:{} {}",
+            self.kind, self.major, self.minor, self.access
+        )
     }
 }
 
@@ -151,7 +160,9 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
     let mut out: Vec<&Gpu> = Vec::new();
     for id in ids {
         let found = if id.bytes().all(|c| c.is_ascii_digit()) {
-            id.parse::<u32>().ok().and_then(|i| gpus.iter().find(|g| g.index == i))
+            id.parse::<u32>()
+                .ok()
+                .and_then(|i| gpus.iter().find(|g| g.index == i))
         } else if id.len() > 4 && id[..4].eq_ignore_ascii_case("GPU-") {
             gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(id))
         } else {
@@ -273,7 +284,11 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             });
         }
     };
-    link(has(Capability::Compute) && lib_has("libcuda.so."), "libcuda.so", "libcuda.so.1");
+    link(
+        has(Capability::Compute) && lib_has("libcuda.so."),
+        "libcuda.so",
+        "libcuda.so.1",
+    );
     link(
         has(Capability::Video) && lib_has("libnvidia-opticalflow.so."),
         "libnvidia-opticalflow.so",
@@ -299,24 +314,29 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             .collect()
     };
 
-    let ldconfig = mounts.iter().any(|m| m.kind == MountKind::Library).then(|| {
-        let (host, path) = match opts.ldconfig.strip_prefix('@') {
-            Some(p) => (true, p.to_string()),
-            None => (false, opts.ldconfig.clone()),
-        };
-        let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
-            .map(String::from)
-            .to_vec();
-        args.push(image.lib_dir.clone());
-        if has(Capability::Compat32) {
-            if let Some(d) = &image.lib32_dir {
-                if mounts.iter().any(|m| m.kind == MountKind::Library && m.target.starts_with(&format!("{d}/"))) {
-                    args.push(d.clone());
+    let ldconfig = mounts
+        .iter()
+        .any(|m| m.kind == MountKind::Library)
+        .then(|| {
+            let (host, path) = match opts.ldconfig.strip_prefix('@') {
+                Some(p) => (true, p.to_string()),
+                None => (false, opts.ldconfig.clone()),
+            };
+            let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
+                .map(String::from)
+                .to_vec();
+            args.push(image.lib_dir.clone());
+            if has(Capability::Compat32) {
+                if let Some(d) = &image.lib32_dir {
+                    if mounts.iter().any(|m| {
+                        m.kind == MountKind::Library && m.target.starts_with(&format!("{d}/"))
+                    }) {
+                        args.push(d.clone());
+                    }
                 }
             }
-        }
-        Ldconfig { path, host, args }
-    });
+            Ldconfig { path, host, args }
+        });
 
     Ok(Plan {
         driver_version: driver.version.clone(),
@@ -421,7 +441,15 @@ mod tests {
     fn one_gpu_by_index_default_caps() {
         let p = plan(&["NVIDIA_VISIBLE_DEVICES=1"], ImageFacts::debian()).unwrap();
         let devs: Vec<&str> = p.devices.iter().map(|d| d.path.as_str()).collect();
-        assert_eq!(devs, ["/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]);
+        assert_eq!(
+            devs,
+            [
+                "/dev/nvidiactl",
+                "/dev/nvidia0",
+                "/dev/nvidia-uvm",
+                "/dev/nvidia-uvm-tools"
+            ]
+        );
         assert_eq!(p.gpus[0].uuid, "GPU-00000001-aaaa");
         assert_eq!(
             targets(&p),
@@ -432,11 +460,23 @@ mod tests {
                 "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
             ]
         );
-        assert!(p.mounts.iter().all(|m| m.readonly() && m.flags.contains(&"nosuid") && m.flags.contains(&"nodev")));
+        assert!(p
+            .mounts
+            .iter()
+            .all(|m| m.readonly() && m.flags.contains(&"nosuid") && m.flags.contains(&"nodev")));
         assert!(p.devices.iter().all(|d| d.flags == ["nosuid", "noexec"]));
-        assert_eq!(p.symlinks, [Symlink { path: "/usr/lib/x86_64-linux-gnu/libcuda.so".into(), target: "libcuda.so.1".into() }]);
+        assert_eq!(
+            p.symlinks,
+            [Symlink {
+                path: "/usr/lib/x86_64-linux-gnu/libcuda.so".into(),
+                target: "libcuda.so.1".into()
+            }]
+        );
         let rules: Vec<String> = p.cgroup.iter().map(CgroupRule::v1_line).collect();
-        assert_eq!(rules, ["c 195:255 rw", "c 195:0 rw", "c 508:0 rw", "c 508:1 rw"]);
+        assert_eq!(
+            rules,
+            ["c 195:255 rw", "c 195:0 rw", "c 508:0 rw", "c 508:1 rw"]
+        );
         let l = p.ldconfig.unwrap();
         assert!(l.host);
         assert_eq!(l.path, "/sbin/ldconfig");
@@ -446,7 +486,10 @@ mod tests {
     #[test]
     fn selection_by_uuid_and_bus_id_rhel_image() {
         let p = plan(
-            &["NVIDIA_VISIBLE_DEVICES=GPU-00000000-AAAA,00000000:3B:00.0", "NVIDIA_DRIVER_CAPABILITIES=utility"],
+            &[
+                "NVIDIA_VISIBLE_DEVICES=GPU-00000000-AAAA,00000000:3B:00.0",
+                "NVIDIA_DRIVER_CAPABILITIES=utility",
+            ],
             ImageFacts::rhel(),
         )
         .unwrap();
@@ -464,7 +507,11 @@ mod tests {
         assert_eq!(e, Error::UnknownDevice("7".into(), "GPUs 0-1".into()));
         assert!(e.to_string().contains("\"7\""));
         assert!(plan(&["NVIDIA_VISIBLE_DEVICES=GPU-nope"], ImageFacts::debian()).is_err());
-        assert!(plan(&["NVIDIA_VISIBLE_DEVICES=0000:99:00.0"], ImageFacts::debian()).is_err());
+        assert!(plan(
+            &["NVIDIA_VISIBLE_DEVICES=0000:99:00.0"],
+            ImageFacts::debian()
+        )
+        .is_err());
     }
 
     #[test]
@@ -477,19 +524,41 @@ mod tests {
 
     #[test]
     fn all_caps_and_compat32() {
-        let p = plan(&["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=all"], ImageFacts::debian()).unwrap();
+        let p = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_DRIVER_CAPABILITIES=all",
+            ],
+            ImageFacts::debian(),
+        )
+        .unwrap();
         assert_eq!(p.gpus.len(), 2);
         assert!(p.devices.iter().any(|d| d.path == "/dev/nvidia-modeset"));
         assert!(targets(&p).contains(&"/usr/lib/i386-linux-gnu/libcuda.so.550.54.14"));
-        assert_eq!(p.ldconfig.unwrap().args.last().unwrap(), "/usr/lib/i386-linux-gnu");
-        assert!(p.symlinks.iter().any(|s| s.path.ends_with("libGLX_indirect.so.0")));
+        assert_eq!(
+            p.ldconfig.unwrap().args.last().unwrap(),
+            "/usr/lib/i386-linux-gnu"
+        );
+        assert!(p
+            .symlinks
+            .iter()
+            .any(|s| s.path.ends_with("libGLX_indirect.so.0")));
     }
 
     #[test]
     fn no_cgroups_and_missing_node() {
         let env: Vec<String> = vec!["NVIDIA_VISIBLE_DEVICES=0".into()];
         let req = Request::from_env(&env).unwrap().unwrap();
-        let p = build(&req, &driver(), &ImageFacts::debian(), &Options { ldconfig: "/sbin/ldconfig".into(), no_cgroups: true }).unwrap();
+        let p = build(
+            &req,
+            &driver(),
+            &ImageFacts::debian(),
+            &Options {
+                ldconfig: "/sbin/ldconfig".into(),
+                no_cgroups: true,
+            },
+        )
+        .unwrap();
         assert!(p.cgroup.is_empty());
         assert!(!p.ldconfig.unwrap().host);
         let mut d = driver();

@@ -77,7 +77,11 @@ impl BusId {
 
 impl std::fmt::Display for BusId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.device, self.function)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
     }
 }
 
@@ -105,7 +109,9 @@ pub fn parse_gpu_information(text: &str, path: &str) -> Result<GpuInfo> {
     let mut minor = None;
     let mut excluded = false;
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k.trim() {
             "Model" => model = Some(v.to_string()),
@@ -116,14 +122,20 @@ pub fn parse_gpu_information(text: &str, path: &str) -> Result<GpuInfo> {
             _ => {}
         }
     }
-    let field = |f: &'static str| Error::Field { path: path.into(), field: f };
+    let field = |f: &'static str| Error::Field {
+        path: path.into(),
+        field: f,
+    };
     let bad = |f: &'static str, v: &str| Error::Value {
         path: path.into(),
         field: f,
         value: v.chars().take(80).collect(),
     };
     let uuid = uuid.ok_or_else(|| field("GPU UUID"))?;
-    if !uuid.starts_with("GPU-") || uuid.len() > 64 || !uuid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+    if !uuid.starts_with("GPU-")
+        || uuid.len() > 64
+        || !uuid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+    {
         return Err(bad("GPU UUID", &uuid));
     }
     let bus_s = bus.ok_or_else(|| field("Bus Location"))?;
@@ -184,7 +196,15 @@ mod tests {
         assert_eq!(BusId::parse("00000000:3B:00.0"), Some(a));
         assert_eq!(BusId::parse("3b:00.0"), Some(a));
         assert_eq!(a.to_string(), "0000:3b:00.0");
-        for bad in ["", "3b", "0000:3b:00", "zz:00.0", "0000:3b:40.0", "0000:3b:00.9", "0000:100:00.0"] {
+        for bad in [
+            "",
+            "3b",
+            "0000:3b:00",
+            "zz:00.0",
+            "0000:3b:40.0",
+            "0000:3b:00.9",
+            "0000:100:00.0",
+        ] {
             assert_eq!(BusId::parse(bad), None, "{bad}");
         }
     }
@@ -200,7 +220,10 @@ mod tests {
         assert!(!g.excluded);
         assert!(parse_gpu_information("Model: x\n", "x").is_err());
         let bad = t.replace("Device Minor: \t 2", "Device Minor: 255");
-        assert!(parse_gpu_information(&bad, "x").unwrap_err().to_string().contains("Device Minor"));
+        assert!(parse_gpu_information(&bad, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("Device Minor"));
         let bad = t.replace("GPU-4a1b", "GPU-../../");
         assert!(parse_gpu_information(&bad, "x").is_err());
     }
@@ -208,6 +231,13 @@ mod tests {
     #[test]
     fn majors() {
         let m = parse_char_majors("Character devices:\n  1 mem\n195 nvidia-frontend\n508 nvidia-uvm\n\nBlock devices:\n195 bogus\n");
-        assert_eq!(m, vec![(1, "mem".into()), (195, "nvidia-frontend".into()), (508, "nvidia-uvm".into())]);
+        assert_eq!(
+            m,
+            vec![
+                (1, "mem".into()),
+                (195, "nvidia-frontend".into()),
+                (508, "nvidia-uvm".into())
+            ]
+        );
     }
 }

@@ -135,7 +135,9 @@ impl Request {
 }
 
 fn default_caps() -> BTreeSet<Capability> {
-    [Capability::Utility, Capability::Compute].into_iter().collect()
+    [Capability::Utility, Capability::Compute]
+        .into_iter()
+        .collect()
 }
 
 fn parse_devices(v: &str) -> Result<Devices> {
@@ -211,15 +213,25 @@ mod tests {
         assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES="]), None);
         assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=void"]), None);
         assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=0,void"]), None);
-        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=none"]).unwrap().devices, Devices::None);
-        assert_eq!(req(&["NVIDIA_VISIBLE_DEVICES=all"]).unwrap().devices, Devices::All);
         assert_eq!(
-            req(&["NVIDIA_VISIBLE_DEVICES= 1, GPU-abc ,1,0000:3b:00.0"]).unwrap().devices,
+            req(&["NVIDIA_VISIBLE_DEVICES=none"]).unwrap().devices,
+            Devices::None
+        );
+        assert_eq!(
+            req(&["NVIDIA_VISIBLE_DEVICES=all"]).unwrap().devices,
+            Devices::All
+        );
+        assert_eq!(
+            req(&["NVIDIA_VISIBLE_DEVICES= 1, GPU-abc ,1,0000:3b:00.0"])
+                .unwrap()
+                .devices,
             Devices::List(vec!["1".into(), "GPU-abc".into(), "0000:3b:00.0".into()])
         );
         // last assignment wins, as in the container
         assert_eq!(
-            req(&["NVIDIA_VISIBLE_DEVICES=void", "NVIDIA_VISIBLE_DEVICES=0"]).unwrap().devices,
+            req(&["NVIDIA_VISIBLE_DEVICES=void", "NVIDIA_VISIBLE_DEVICES=0"])
+                .unwrap()
+                .devices,
             Devices::List(vec!["0".into()])
         );
     }
@@ -237,9 +249,17 @@ mod tests {
         assert_eq!(r.capabilities, [Compute, Utility].into());
         let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES="]).unwrap();
         assert_eq!(r.capabilities, [Compute, Utility].into());
-        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=video"]).unwrap();
+        let r = req(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=video",
+        ])
+        .unwrap();
         assert_eq!(r.capabilities, [Compute, Video].into());
-        let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=display"]).unwrap();
+        let r = req(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=display",
+        ])
+        .unwrap();
         assert_eq!(r.capabilities, [Display, Graphics].into());
         let r = req(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=all"]).unwrap();
         assert_eq!(r.capabilities.len(), Capability::ALL.len());
@@ -258,10 +278,19 @@ mod tests {
         assert_eq!(r.devices, Devices::All);
         assert!(r.legacy_cuda);
         assert_eq!(r.capabilities.len(), Capability::ALL.len());
-        assert_eq!(req(&["CUDA_VERSION=9.0", "NVIDIA_REQUIRE_CUDA=cuda>=9.0"]), None);
+        assert_eq!(
+            req(&["CUDA_VERSION=9.0", "NVIDIA_REQUIRE_CUDA=cuda>=9.0"]),
+            None
+        );
         assert!(wants_gpus(&env(&["CUDA_VERSION=9.0"])));
-        assert!(!wants_gpus(&env(&["CUDA_VERSION=9.0", "NVIDIA_REQUIRE_CUDA=cuda>=9"])));
-        assert!(!wants_gpus(&env(&["CUDA_VERSION=9.0", "NVIDIA_VISIBLE_DEVICES=void"])));
+        assert!(!wants_gpus(&env(&[
+            "CUDA_VERSION=9.0",
+            "NVIDIA_REQUIRE_CUDA=cuda>=9"
+        ])));
+        assert!(!wants_gpus(&env(&[
+            "CUDA_VERSION=9.0",
+            "NVIDIA_VISIBLE_DEVICES=void"
+        ])));
     }
 
     #[test]
@@ -275,7 +304,11 @@ mod tests {
             &["X=1"],
         ] {
             let e = env(e);
-            assert_eq!(wants_gpus(&e), Request::from_env(&e).unwrap().is_some(), "{e:?}");
+            assert_eq!(
+                wants_gpus(&e),
+                Request::from_env(&e).unwrap().is_some(),
+                "{e:?}"
+            );
         }
     }
 }

@@ -71,9 +71,14 @@ pub fn type_name(mode: libc::mode_t) -> &'static str {
 /// Splits a clean absolute path into its components; `..`, `.` and empty names are
 /// refused so a plan can never name a place outside the root by itself.
 fn components(path: &str) -> Result<Vec<&str>> {
-    let rest = path.strip_prefix('/').ok_or_else(|| Error::BadPath(path.into()))?;
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| Error::BadPath(path.into()))?;
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0')) {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+    {
         return Err(Error::BadPath(path.into()));
     }
     Ok(parts)
@@ -98,7 +103,13 @@ impl Root {
     /// Opens `path` (inside the root) as `O_PATH` and returns its stat; `None` when absent.
     pub fn stat(&self, path: &str) -> Result<Option<(OwnedFd, libc::stat)>> {
         let parts = components(path)?;
-        match sys::openat2(self.fd.as_fd(), Path::new(&parts.join("/")), libc::O_PATH, 0, RESOLVE) {
+        match sys::openat2(
+            self.fd.as_fd(),
+            Path::new(&parts.join("/")),
+            libc::O_PATH,
+            0,
+            RESOLVE,
+        ) {
             Ok(fd) => {
                 let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
                     path: path.into(),
@@ -119,13 +130,23 @@ impl Root {
     /// Makes sure directory `dir` exists (creating what is missing, mode 0755) and
     /// returns it open as `O_PATH`.
     pub fn mkdir_all(&mut self, dir: &str) -> Result<OwnedFd> {
-        let parts = if dir == "/" { Vec::new() } else { components(dir)? };
+        let parts = if dir == "/" {
+            Vec::new()
+        } else {
+            components(dir)?
+        };
         // Deepest existing ancestor, resolved in the root.
         let mut have = parts.len();
         let mut cur = loop {
             let p = parts[..have].join("/");
             let p = if p.is_empty() { ".".to_string() } else { p };
-            match sys::openat2(self.fd.as_fd(), Path::new(&p), libc::O_PATH | libc::O_DIRECTORY, 0, RESOLVE) {
+            match sys::openat2(
+                self.fd.as_fd(),
+                Path::new(&p),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+                RESOLVE,
+            ) {
                 Ok(fd) => break fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && have > 0 => have -= 1,
                 Err(source) => {
@@ -172,12 +193,18 @@ impl Root {
                 }
             }
             // The new entry must be a plain directory: a symlink swapped in meanwhile fails.
-            cur = sys::openat2(cur.as_fd(), Path::new(name), libc::O_PATH | libc::O_DIRECTORY, 0, BENEATH_NOFOLLOW)
-                .map_err(|source| Error::Io {
-                    path,
-                    what: "open new directory",
-                    source,
-                })?;
+            cur = sys::openat2(
+                cur.as_fd(),
+                Path::new(name),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+                BENEATH_NOFOLLOW,
+            )
+            .map_err(|source| Error::Io {
+                path,
+                what: "open new directory",
+                source,
+            })?;
         }
         Ok(cur)
     }
@@ -217,12 +244,18 @@ impl Root {
                 })
             }
         }
-        let fd = sys::openat2(parent.as_fd(), Path::new(name), libc::O_PATH | libc::O_NOFOLLOW, 0, BENEATH_NOFOLLOW)
-            .map_err(|source| Error::Io {
-                path: path.into(),
-                what: "open mount target",
-                source,
-            })?;
+        let fd = sys::openat2(
+            parent.as_fd(),
+            Path::new(name),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+            BENEATH_NOFOLLOW,
+        )
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            what: "open mount target",
+            source,
+        })?;
         let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
             path: path.into(),
             what: "stat mount target",
@@ -321,15 +354,27 @@ mod tests {
         symlink("../../../../../../opt", root.join("usr/bin")).unwrap();
         symlink("/opt", root.join("usr/lib64")).unwrap();
         let mut r = Root::open(&root).unwrap();
-        let e = r.mount_target("/usr/lib/x86_64-linux-gnu/libcuda.so.1", TargetKind::File).unwrap_err();
+        let e = r
+            .mount_target("/usr/lib/x86_64-linux-gnu/libcuda.so.1", TargetKind::File)
+            .unwrap_err();
         assert!(e.to_string().contains("/usr/lib"), "{e}");
-        r.mount_target("/usr/bin/nvidia-smi", TargetKind::File).unwrap();
-        r.mount_target("/usr/lib64/sub/libcuda.so.1", TargetKind::File).unwrap();
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing made outside");
+        r.mount_target("/usr/bin/nvidia-smi", TargetKind::File)
+            .unwrap();
+        r.mount_target("/usr/lib64/sub/libcuda.so.1", TargetKind::File)
+            .unwrap();
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing made outside"
+        );
         assert!(root.join("opt/nvidia-smi").is_file());
         assert!(root.join("opt/sub/libcuda.so.1").is_file());
         r.undo();
-        assert_eq!(std::fs::read_dir(root.join("opt")).unwrap().count(), 0, "undo removes what was made");
+        assert_eq!(
+            std::fs::read_dir(root.join("opt")).unwrap().count(),
+            0,
+            "undo removes what was made"
+        );
     }
 
     #[test]
@@ -338,9 +383,13 @@ mod tests {
         std::fs::create_dir_all(t.path().join("dev/nvidia0")).unwrap();
         symlink("/etc/passwd", t.path().join("dev/nvidiactl")).unwrap();
         let mut r = Root::open(t.path()).unwrap();
-        let e = r.mount_target("/dev/nvidia0", TargetKind::File).unwrap_err();
+        let e = r
+            .mount_target("/dev/nvidia0", TargetKind::File)
+            .unwrap_err();
         assert!(e.to_string().contains("a directory"), "{e}");
-        let e = r.mount_target("/dev/nvidiactl", TargetKind::File).unwrap_err();
+        let e = r
+            .mount_target("/dev/nvidiactl", TargetKind::File)
+            .unwrap_err();
         assert!(e.to_string().contains("symlink"), "{e}");
         std::fs::write(t.path().join("file"), "").unwrap();
         let e = r.mount_target("/file/sub", TargetKind::File).unwrap_err();
@@ -353,6 +402,9 @@ mod tests {
         let mut r = Root::open(t.path()).unwrap();
         assert!(r.symlink("/usr/lib64/libcuda.so", "libcuda.so.1").unwrap());
         assert!(!r.symlink("/usr/lib64/libcuda.so", "libcuda.so.1").unwrap());
-        assert_eq!(std::fs::read_link(t.path().join("usr/lib64/libcuda.so")).unwrap(), Path::new("libcuda.so.1"));
+        assert_eq!(
+            std::fs::read_link(t.path().join("usr/lib64/libcuda.so")).unwrap(),
+            Path::new("libcuda.so.1")
+        );
     }
 }

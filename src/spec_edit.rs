@@ -30,7 +30,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Basenames of hooks that already give a container its GPUs: with one of these
 /// present, nothing is added (Docker's `--gpus` inserts the first).
-pub const GPU_HOOK_NAMES: &[&str] = &["nvidia-container-runtime-hook", "nvidia-container-toolkit", "nvhook"];
+pub const GPU_HOOK_NAMES: &[&str] = &[
+    "nvidia-container-runtime-hook",
+    "nvidia-container-toolkit",
+    "nvhook",
+];
 
 /// The hook entry the shim inserts.
 #[derive(Debug, Clone)]
@@ -47,20 +51,32 @@ pub fn env_of(config: &Value) -> Vec<String> {
     config
         .pointer("/process/env")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn is_gpu_hook(h: &Value, our_path: &str) -> bool {
-    let Some(p) = h.get("path").and_then(Value::as_str) else { return false };
+    let Some(p) = h.get("path").and_then(Value::as_str) else {
+        return false;
+    };
     p == our_path || GPU_HOOK_NAMES.contains(&p.rsplit('/').next().unwrap_or(p))
 }
 
 /// Adds `entry` to `hooks.<stage>` unless a GPU hook is present in any stage.
 /// Returns whether the config changed.
-pub fn add_hook(config: &mut Value, stage: Stage, entry: &HookEntry) -> std::result::Result<bool, String> {
+pub fn add_hook(
+    config: &mut Value,
+    stage: Stage,
+    entry: &HookEntry,
+) -> std::result::Result<bool, String> {
     let obj = config.as_object_mut().ok_or("not a JSON object")?;
-    let hooks = obj.entry("hooks").or_insert_with(|| Value::Object(Map::new()));
+    let hooks = obj
+        .entry("hooks")
+        .or_insert_with(|| Value::Object(Map::new()));
     if hooks.is_null() {
         *hooks = Value::Object(Map::new());
     }
@@ -72,7 +88,9 @@ pub fn add_hook(config: &mut Value, stage: Stage, entry: &HookEntry) -> std::res
             }
         }
     }
-    let list = hooks.entry(stage.spec_key()).or_insert_with(|| Value::Array(Vec::new()));
+    let list = hooks
+        .entry(stage.spec_key())
+        .or_insert_with(|| Value::Array(Vec::new()));
     if list.is_null() {
         *list = Value::Array(Vec::new());
     }
@@ -149,7 +167,10 @@ mod tests {
         let out = serde_json::to_string(&v).unwrap();
         // key order and unknown fields survive
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["ociVersion", "zFuture", "process", "aField", "hooks"]);
+        assert_eq!(
+            keys,
+            ["ociVersion", "zFuture", "process", "aField", "hooks"]
+        );
         assert!(out.contains(r#""zFuture":{"x":1}"#));
         assert_eq!(v["hooks"]["prestart"].as_array().unwrap().len(), 1);
         assert_eq!(v["hooks"]["prestart"][0]["env"][0], "PATH=/usr/bin:/bin");
@@ -180,6 +201,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o7777, 0o600);
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with(r#"{"b":1,"a":2,"hooks""#), "{text}");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

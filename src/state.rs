@@ -39,8 +39,7 @@ pub struct State {
 
 impl State {
     pub fn parse(bytes: &[u8]) -> Result<State> {
-        let s: State =
-            serde_json::from_slice(bytes).map_err(|e| Error::State(e.to_string()))?;
+        let s: State = serde_json::from_slice(bytes).map_err(|e| Error::State(e.to_string()))?;
         if s.id.is_empty() {
             return Err(Error::State("empty container id".into()));
         }
@@ -98,13 +97,20 @@ impl Spec {
             .filter(|p| !p.is_empty())
             .ok_or("root.path missing or not a string")?;
         let rootfs = bundle.join(root_path);
-        let root_readonly = root.get("readonly").and_then(Value::as_bool).unwrap_or(false);
+        let root_readonly = root
+            .get("readonly")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let process = obj.get("process");
         let env = match process.and_then(|p| p.get("env")) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|e| e.as_str().map(str::to_owned).ok_or("process.env holds a non-string"))
+                .map(|e| {
+                    e.as_str()
+                        .map(str::to_owned)
+                        .ok_or("process.env holds a non-string")
+                })
                 .collect::<std::result::Result<_, _>>()?,
             Some(_) => return Err("process.env is not an array".into()),
         };
@@ -112,13 +118,21 @@ impl Spec {
             .and_then(|p| p.get("capabilities"))
             .and_then(|c| c.get("bounding"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect());
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            });
         let mount_destinations = obj
             .get("mounts")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|m| m.get("destination").and_then(Value::as_str).map(str::to_owned))
+                    .filter_map(|m| {
+                        m.get("destination")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -159,7 +173,11 @@ mod tests {
             br#"{"id":"c","bundle":"/b","pid":-1}"#,
             br#"{"id":"c","bundle":"/b","pid":99999999999}"#,
         ] {
-            assert!(State::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                State::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -179,6 +197,10 @@ mod tests {
         let abs = Spec::parse(br#"{"root":{"path":"/abs"}}"#, Path::new("/bundle")).unwrap();
         assert_eq!(abs.rootfs, Path::new("/abs"));
         assert!(Spec::parse(br#"{"root":{}}"#, Path::new("/b")).is_err());
-        assert!(Spec::parse(br#"{"root":{"path":"r"},"process":{"env":[1]}}"#, Path::new("/b")).is_err());
+        assert!(Spec::parse(
+            br#"{"root":{"path":"r"},"process":{"env":[1]}}"#,
+            Path::new("/b")
+        )
+        .is_err());
     }
 }

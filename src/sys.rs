@@ -59,7 +59,13 @@ fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
 
 /// `openat2(2)`; retried on `EAGAIN`, which the kernel returns when a rename raced
 /// the scoped lookup.
-pub fn openat2(dir: BorrowedFd<'_>, path: &Path, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
@@ -177,7 +183,9 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
 
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // SAFETY: valid fd and NUL-terminated strings.
-    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } as libc::c_long)?;
+    check(
+        unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } as libc::c_long,
+    )?;
     Ok(())
 }
 
@@ -191,7 +199,10 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<(
 /// An anonymous, sealable in-memory file.
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: NUL-terminated name.
-    owned(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) } as libc::c_long)
+    owned(
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) }
+            as libc::c_long,
+    )
 }
 
 /// The path the kernel knows for `fd` (`/proc/self/fd/N` read back).

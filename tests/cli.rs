@@ -5,7 +5,11 @@ use common::*;
 use std::process::Command;
 
 fn nvhook(args: &[&str], config: &std::path::Path) -> std::process::Output {
-    Command::new(fixtures().bin.join("nvhook")).args(args).env("NVHOOK_CONFIG", config).output().unwrap()
+    Command::new(fixtures().bin.join("nvhook"))
+        .args(args)
+        .env("NVHOOK_CONFIG", config)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -23,10 +27,23 @@ fn info_lists_the_synthetic_driver() {
         assert_eq!(g["minor"], gpu_minor(i as u32));
         assert_eq!(g["node"]["major"], 195);
     }
-    let libs: Vec<&str> = v["libraries"].as_array().unwrap().iter().map(|l| l["file_name"].as_str().unwrap()).collect();
+    let libs: Vec<&str> = v["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["file_name"].as_str().unwrap())
+        .collect();
     assert!(libs.contains(&"libcuda.so.550.54.14"));
-    assert!(!libs.iter().any(|l| l.contains("old") || l.contains("libz-fake")), "{libs:?}");
-    assert_eq!(v["sockets"][0]["path"], "/var/run/nvidia-persistenced/socket");
+    assert!(
+        !libs
+            .iter()
+            .any(|l| l.contains("old") || l.contains("libz-fake")),
+        "{libs:?}"
+    );
+    assert_eq!(
+        v["sockets"][0]["path"],
+        "/var/run/nvidia-persistenced/socket"
+    );
     assert_eq!(v["firmware"].as_array().unwrap().len(), 2);
     let text = nvhook(&["info"], &cfg);
     assert!(String::from_utf8_lossy(&text.stdout).contains("driver version: 550.54.14"));
@@ -36,24 +53,63 @@ fn info_lists_the_synthetic_driver() {
 fn plan_of_two_gpus() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0,3"], "true");
     let state = c.tmp.path().join("state.json");
-    std::fs::write(&state, format!(r#"{{"ociVersion":"1.0.2","id":"{}","status":"creating","pid":1,"bundle":"{}"}}"#, c.id, c.bundle.display())).unwrap();
+    std::fs::write(
+        &state,
+        format!(
+            r#"{{"ociVersion":"1.0.2","id":"{}","status":"creating","pid":1,"bundle":"{}"}}"#,
+            c.id,
+            c.bundle.display()
+        ),
+    )
+    .unwrap();
     let before = std::fs::read_dir(&c.rootfs).unwrap().count();
     let o = nvhook(&["plan", "--state", state.to_str().unwrap()], &c.config);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let p = &v["plan"];
-    let uuids: Vec<&str> = p["gpus"].as_array().unwrap().iter().map(|g| g["uuid"].as_str().unwrap()).collect();
+    let uuids: Vec<&str> = p["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["uuid"].as_str().unwrap())
+        .collect();
     assert_eq!(uuids, [gpu_uuid(0), gpu_uuid(3)]);
-    let devs: Vec<&str> = p["devices"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
-    assert_eq!(devs, ["/dev/nvidiactl", "/dev/nvidia3", "/dev/nvidia0", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]);
-    assert!(p["mounts"].as_array().unwrap().iter().any(|m| m["target"] == "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
+    let devs: Vec<&str> = p["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        devs,
+        [
+            "/dev/nvidiactl",
+            "/dev/nvidia3",
+            "/dev/nvidia0",
+            "/dev/nvidia-uvm",
+            "/dev/nvidia-uvm-tools"
+        ]
+    );
+    assert!(p["mounts"].as_array().unwrap().iter().any(|m| m["target"]
+        == "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
         && m["flags"] == serde_json::json!(["ro", "nosuid", "nodev"])));
-    assert_eq!(p["cgroup"][1], serde_json::json!({"type": "c", "major": 195, "minor": 3, "access": "rw"}));
+    assert_eq!(
+        p["cgroup"][1],
+        serde_json::json!({"type": "c", "major": 195, "minor": 3, "access": "rw"})
+    );
     assert_eq!(p["ldconfig"]["path"], "/sbin/ldconfig");
-    assert_eq!(std::fs::read_dir(&c.rootfs).unwrap().count(), before, "plan changed nothing");
+    assert_eq!(
+        std::fs::read_dir(&c.rootfs).unwrap().count(),
+        before,
+        "plan changed nothing"
+    );
     // the same state with no request: a null plan
     let c2 = Container::new(Flavor::Debian, &[], "true");
-    std::fs::write(&state, format!(r#"{{"id":"x","bundle":"{}"}}"#, c2.bundle.display())).unwrap();
+    std::fs::write(
+        &state,
+        format!(r#"{{"id":"x","bundle":"{}"}}"#, c2.bundle.display()),
+    )
+    .unwrap();
     let o = nvhook(&["plan", "--state", state.to_str().unwrap()], &c.config);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["plan"].is_null());
@@ -66,7 +122,10 @@ fn hook_errors_are_one_line() {
     let state = d.path().join("s.json");
     for (content, needle) in [
         ("{not json", "malformed container state"),
-        (r#"{"id":"x","bundle":"/nonexistent-bundle"}"#, "/nonexistent-bundle/config.json"),
+        (
+            r#"{"id":"x","bundle":"/nonexistent-bundle"}"#,
+            "/nonexistent-bundle/config.json",
+        ),
     ] {
         std::fs::write(&state, content).unwrap();
         for sub in ["prestart", "createRuntime", "create-runtime"] {

@@ -21,7 +21,11 @@ impl Seen {
     fn smi_uuids(&self) -> Vec<String> {
         self.sec("smi")
             .iter()
-            .filter_map(|l| l.split("(UUID: ").nth(1).map(|u| u.trim_end_matches(')').to_string()))
+            .filter_map(|l| {
+                l.split("(UUID: ")
+                    .nth(1)
+                    .map(|u| u.trim_end_matches(')').to_string())
+            })
             .collect()
     }
     fn devs(&self) -> Vec<String> {
@@ -33,12 +37,22 @@ fn run(flavor: Flavor, cg: Cgroup, env: &[&str]) -> (Container, Seen) {
     let c = Container::new(flavor, env, PROBE);
     let o = c.run(cg);
     let (out, err) = text(&o);
-    let seen = Seen { out, err, ok: o.status.success() };
+    let seen = Seen {
+        out,
+        err,
+        ok: o.status.success(),
+    };
     (c, seen)
 }
 
 fn assert_gpus(c: &Container, s: &Seen, indices: &[u32]) {
-    assert!(s.ok, "container failed: {}\n{}\nlog:\n{}", s.out, s.err, c.log_text());
+    assert!(
+        s.ok,
+        "container failed: {}\n{}\nlog:\n{}",
+        s.out,
+        s.err,
+        c.log_text()
+    );
     let want: Vec<String> = indices.iter().map(|i| gpu_uuid(*i)).collect();
     let mut got = s.smi_uuids();
     got.sort();
@@ -46,9 +60,16 @@ fn assert_gpus(c: &Container, s: &Seen, indices: &[u32]) {
     want_sorted.sort();
     assert_eq!(got, want_sorted, "nvidia-smi output:\n{}", s.out);
     // exactly the chosen GPU nodes, plus the control nodes
-    let mut nodes: Vec<String> = s.devs().into_iter().filter(|d| d.trim_start_matches("nvidia").parse::<u32>().is_ok()).collect();
+    let mut nodes: Vec<String> = s
+        .devs()
+        .into_iter()
+        .filter(|d| d.trim_start_matches("nvidia").parse::<u32>().is_ok())
+        .collect();
     nodes.sort();
-    let mut want_nodes: Vec<String> = indices.iter().map(|i| format!("nvidia{}", gpu_minor(*i))).collect();
+    let mut want_nodes: Vec<String> = indices
+        .iter()
+        .map(|i| format!("nvidia{}", gpu_minor(*i)))
+        .collect();
     want_nodes.sort();
     assert_eq!(nodes, want_nodes, "{}", s.out);
     assert!(s.devs().contains(&"nvidiactl".to_string()), "{}", s.out);
@@ -60,11 +81,20 @@ fn assert_gpus(c: &Container, s: &Seen, indices: &[u32]) {
     }
     // ldconfig ran in the container
     let ld = s.sec("ldconfig");
-    assert!(ld.iter().any(|l| l.starts_with("libcuda.so.1 ")), "ldconfig -p:\n{ld:?}");
-    assert!(ld.iter().any(|l| l.starts_with("libnvidia-ml.so.1 ")), "ldconfig -p:\n{ld:?}");
+    assert!(
+        ld.iter().any(|l| l.starts_with("libcuda.so.1 ")),
+        "ldconfig -p:\n{ld:?}"
+    );
+    assert!(
+        ld.iter().any(|l| l.starts_with("libnvidia-ml.so.1 ")),
+        "ldconfig -p:\n{ld:?}"
+    );
     // driver files are read-only
     let w = s.sec("write").join(" ");
-    assert!(w.contains("Read-only file system"), "binary was writable: {w}");
+    assert!(
+        w.contains("Read-only file system"),
+        "binary was writable: {w}"
+    );
 }
 
 #[test]
@@ -72,8 +102,15 @@ fn v1_debian_gpu_by_index() {
     let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=1"]);
     assert_gpus(&c, &s, &[1]);
     let ld = s.sec("ldconfig");
-    assert!(ld.iter().any(|l| l.contains("=> /usr/lib/x86_64-linux-gnu/libcuda.so.1")), "{ld:?}");
-    assert!(c.log_text().contains("timings_us"), "debug log has the phase timings");
+    assert!(
+        ld.iter()
+            .any(|l| l.contains("=> /usr/lib/x86_64-linux-gnu/libcuda.so.1")),
+        "{ld:?}"
+    );
+    assert!(
+        c.log_text().contains("timings_us"),
+        "debug log has the phase timings"
+    );
 }
 
 #[test]
@@ -86,11 +123,21 @@ fn v2_debian_gpus_by_uuid() {
 
 #[test]
 fn v1_rhel_gpu_by_bus_id() {
-    let (c, s) = run(Flavor::Rhel, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=00000000:1A:00.0"]);
+    let (c, s) = run(
+        Flavor::Rhel,
+        Cgroup::V1,
+        &["NVIDIA_VISIBLE_DEVICES=00000000:1A:00.0"],
+    );
     assert_gpus(&c, &s, &[2]);
     let ld = s.sec("ldconfig");
-    assert!(ld.iter().any(|l| l.contains("=> /usr/lib64/libcuda.so.1")), "{ld:?}");
-    assert!(!c.rootfs.join("usr/lib/x86_64-linux-gnu").exists(), "no Debian dir made in a RHEL image");
+    assert!(
+        ld.iter().any(|l| l.contains("=> /usr/lib64/libcuda.so.1")),
+        "{ld:?}"
+    );
+    assert!(
+        !c.rootfs.join("usr/lib/x86_64-linux-gnu").exists(),
+        "no Debian dir made in a RHEL image"
+    );
 }
 
 #[test]
@@ -118,30 +165,81 @@ fn cgroup_control_without_rules_is_eperm() {
 #[test]
 fn capability_filtering() {
     // utility only: nvidia-smi works, no CUDA library, no uvm nodes
-    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=utility"]);
+    let (c, s) = run(
+        Flavor::Debian,
+        Cgroup::V1,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=utility",
+        ],
+    );
     assert!(s.ok, "{}{}", s.out, s.err);
     assert_eq!(s.smi_uuids(), [gpu_uuid(0)]);
     let ld = s.sec("ldconfig");
     assert!(!ld.iter().any(|l| l.contains("libcuda")), "{ld:?}");
-    assert!(!s.devs().iter().any(|d| d.contains("uvm")), "{:?}", s.devs());
-    assert!(!c.rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so").exists());
+    assert!(
+        !s.devs().iter().any(|d| d.contains("uvm")),
+        "{:?}",
+        s.devs()
+    );
+    assert!(!c
+        .rootfs
+        .join("usr/lib/x86_64-linux-gnu/libcuda.so")
+        .exists());
 
     // compute only: CUDA and uvm, but no nvidia-smi
-    let (c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=compute"]);
+    let (c, s) = run(
+        Flavor::Debian,
+        Cgroup::V1,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=compute",
+        ],
+    );
     assert!(s.ok, "{}{}", s.out, s.err);
-    assert!(s.sec("bin").iter().all(|b| b != "nvidia-smi"), "{:?}", s.sec("bin"));
-    assert!(s.sec("smi").iter().any(|l| l.contains("not found")), "{:?}", s.sec("smi"));
+    assert!(
+        s.sec("bin").iter().all(|b| b != "nvidia-smi"),
+        "{:?}",
+        s.sec("bin")
+    );
+    assert!(
+        s.sec("smi").iter().any(|l| l.contains("not found")),
+        "{:?}",
+        s.sec("smi")
+    );
     let ld = s.sec("ldconfig");
     assert!(ld.iter().any(|l| l.starts_with("libcuda.so.1 ")), "{ld:?}");
     assert!(!ld.iter().any(|l| l.contains("libnvidia-ml")), "{ld:?}");
     assert!(s.devs().contains(&"nvidia-uvm".to_string()));
-    assert_eq!(std::fs::read_link(c.rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap().to_str(), Some("libcuda.so.1"));
+    assert_eq!(
+        std::fs::read_link(c.rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so"))
+            .unwrap()
+            .to_str(),
+        Some("libcuda.so.1")
+    );
 
     // graphics adds the GL libraries; display adds nvidia-modeset
-    let (_c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=display,utility"]);
+    let (_c, s) = run(
+        Flavor::Debian,
+        Cgroup::V1,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=display,utility",
+        ],
+    );
     assert!(s.ok, "{}{}", s.out, s.err);
-    assert!(s.sec("ldconfig").iter().any(|l| l.starts_with("libGLX_nvidia.so.0 ")), "{:?}", s.sec("ldconfig"));
-    assert!(s.devs().contains(&"nvidia-modeset".to_string()), "{:?}", s.devs());
+    assert!(
+        s.sec("ldconfig")
+            .iter()
+            .any(|l| l.starts_with("libGLX_nvidia.so.0 ")),
+        "{:?}",
+        s.sec("ldconfig")
+    );
+    assert!(
+        s.devs().contains(&"nvidia-modeset".to_string()),
+        "{:?}",
+        s.devs()
+    );
 }
 
 #[test]
@@ -149,21 +247,41 @@ fn none_gives_driver_without_gpus() {
     let (_c, s) = run(Flavor::Debian, Cgroup::V1, &["NVIDIA_VISIBLE_DEVICES=none"]);
     assert!(s.ok, "{}{}", s.out, s.err);
     assert!(s.devs().is_empty(), "{:?}", s.devs());
-    assert!(s.sec("smi").iter().any(|l| l.contains("No devices were found")), "{:?}", s.sec("smi"));
-    assert!(s.sec("ldconfig").iter().any(|l| l.starts_with("libcuda.so.1 ")));
+    assert!(
+        s.sec("smi")
+            .iter()
+            .any(|l| l.contains("No devices were found")),
+        "{:?}",
+        s.sec("smi")
+    );
+    assert!(s
+        .sec("ldconfig")
+        .iter()
+        .any(|l| l.starts_with("libcuda.so.1 ")));
 }
 
 #[test]
 fn no_request_is_untouched() {
-    for env in [&[][..], &["NVIDIA_VISIBLE_DEVICES=void"], &["NVIDIA_VISIBLE_DEVICES="]] {
+    for env in [
+        &[][..],
+        &["NVIDIA_VISIBLE_DEVICES=void"],
+        &["NVIDIA_VISIBLE_DEVICES="],
+    ] {
         let c = Container::new(Flavor::Debian, env, PROBE);
         let before = std::fs::read(c.bundle.join("config.json")).unwrap();
         let o = c.run(Cgroup::V1);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{out}{err}");
-        assert_eq!(std::fs::read(c.bundle.join("config.json")).unwrap(), before, "config.json changed for {env:?}");
+        assert_eq!(
+            std::fs::read(c.bundle.join("config.json")).unwrap(),
+            before,
+            "config.json changed for {env:?}"
+        );
         assert!(section(&out, "dev").is_empty(), "{out}");
-        assert!(!c.log.exists() || !c.log_text().contains("mounts"), "hook ran for {env:?}");
+        assert!(
+            !c.log.exists() || !c.log_text().contains("mounts"),
+            "hook ran for {env:?}"
+        );
     }
 }
 
@@ -180,14 +298,27 @@ fn unknown_device_is_refused_clearly() {
     let (out, err) = text(&o);
     let err = err.replace("\\\"", "\""); // runc quotes the hook's stderr
     assert!(!o.status.success(), "container started: {out}");
-    assert!(err.contains("unknown GPU \"9\" in NVIDIA_VISIBLE_DEVICES"), "{err}");
+    assert!(
+        err.contains("unknown GPU \"9\" in NVIDIA_VISIBLE_DEVICES"),
+        "{err}"
+    );
     assert!(host_mounts_under(&fixtures().driver).is_empty());
     assert!(!c.rootfs.join("dev/nvidia3").exists());
 
-    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=compute,gaming"], PROBE);
+    let c = Container::new(
+        Flavor::Debian,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=compute,gaming",
+        ],
+        PROBE,
+    );
     let (_, err) = text(&c.run(Cgroup::V1));
     let err = err.replace("\\\"", "\"");
-    assert!(err.contains("unknown driver capability \"gaming\""), "{err}");
+    assert!(
+        err.contains("unknown driver capability \"gaming\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,10 +341,24 @@ fn config_json_keeps_unknown_fields_order_and_mode() {
     assert_eq!(&keys_after[..keys_before.len()], &keys_before[..]);
     let hooks = after["hooks"]["prestart"].as_array().unwrap();
     assert_eq!(hooks.len(), 1);
-    assert_eq!(hooks[0]["path"], fixtures().bin.join("nvhook").display().to_string());
-    assert!(hooks[0]["env"].as_array().is_some_and(|e| !e.is_empty()), "hook env is explicit");
-    let args: Vec<&str> = hooks[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert_eq!(args, ["nvhook", "--config", c.config.to_str().unwrap(), "prestart"]);
+    assert_eq!(
+        hooks[0]["path"],
+        fixtures().bin.join("nvhook").display().to_string()
+    );
+    assert!(
+        hooks[0]["env"].as_array().is_some_and(|e| !e.is_empty()),
+        "hook env is explicit"
+    );
+    let args: Vec<&str> = hooks[0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        ["nvhook", "--config", c.config.to_str().unwrap(), "prestart"]
+    );
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
 
@@ -236,26 +381,42 @@ fn config_json_keeps_unknown_fields_order_and_mode() {
 #[test]
 fn create_runtime_stage() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=2"], PROBE);
-    let cfg = std::fs::read_to_string(&c.config).unwrap().replace("[runtime]\n", "[runtime]\nstage = \"createRuntime\"\n");
+    let cfg = std::fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("[runtime]\n", "[runtime]\nstage = \"createRuntime\"\n");
     std::fs::write(&c.config, cfg).unwrap();
     let o = c.run(Cgroup::V2);
     let (out, err) = text(&o);
-    let s = Seen { out, err, ok: o.status.success() };
+    let s = Seen {
+        out,
+        err,
+        ok: o.status.success(),
+    };
     assert_gpus(&c, &s, &[2]);
     let spec = c.spec();
     assert!(spec["hooks"].get("prestart").is_none());
-    assert_eq!(spec["hooks"]["createRuntime"][0]["args"][3], "create-runtime");
+    assert_eq!(
+        spec["hooks"]["createRuntime"][0]["args"][3],
+        "create-runtime"
+    );
 }
 
 #[test]
 fn firmware_dir_symlinked_to_host_stays_untouched() {
-    let host_dir = tempfile::Builder::new().prefix("nvhook-hostile-").tempdir().unwrap();
+    let host_dir = tempfile::Builder::new()
+        .prefix("nvhook-hostile-")
+        .tempdir()
+        .unwrap();
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
     std::fs::create_dir_all(c.rootfs.join("usr/lib")).unwrap();
     std::os::unix::fs::symlink(host_dir.path(), c.rootfs.join("usr/lib/firmware")).unwrap();
     let o = c.run(Cgroup::V1);
     let (out, err) = text(&o);
-    assert_eq!(std::fs::read_dir(host_dir.path()).unwrap().count(), 0, "wrote into the host dir");
+    assert_eq!(
+        std::fs::read_dir(host_dir.path()).unwrap().count(),
+        0,
+        "wrote into the host dir"
+    );
     if o.status.success() {
         assert_eq!(section(&out, "smi").len(), 2, "{out}");
     } else {

@@ -10,7 +10,10 @@ fn pass_through_matches_runc() {
     let f = fixtures();
     let state = tempfile::tempdir().unwrap();
     let root = state.path().display().to_string();
-    let direct = Command::new("runc").args(["--root", &root, "state", "no-such-container"]).output().unwrap();
+    let direct = Command::new("runc")
+        .args(["--root", &root, "state", "no-such-container"])
+        .output()
+        .unwrap();
     let shim = Command::new(f.bin.join("nvhook-runtime"))
         .args(["--root", &root, "state", "no-such-container"])
         .env("NVHOOK_CONFIG", f.driver.join("config.toml"))
@@ -19,7 +22,12 @@ fn pass_through_matches_runc() {
     assert!(!direct.status.success());
     assert_eq!(shim.status.code(), direct.status.code());
     assert_eq!(shim.stdout, direct.stdout);
-    let strip_time = |b: &[u8]| String::from_utf8_lossy(b).split("msg=").nth(1).map(str::to_owned);
+    let strip_time = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .split("msg=")
+            .nth(1)
+            .map(str::to_owned)
+    };
     assert_eq!(strip_time(&shim.stderr), strip_time(&direct.stderr));
 
     let v1 = Command::new("runc").arg("--version").output().unwrap();
@@ -37,17 +45,31 @@ fn missing_runtime_is_one_line_listing_candidates() {
     let f = fixtures();
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.toml");
-    std::fs::write(&cfg, "[runtime]\nruntimes = [\"no-such-runtime\", \"/nonexistent/runc\"]\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[runtime]\nruntimes = [\"no-such-runtime\", \"/nonexistent/runc\"]\n",
+    )
+    .unwrap();
     let log = d.path().join("runc.log");
     let o = Command::new(f.bin.join("nvhook-runtime"))
-        .args(["--log", log.to_str().unwrap(), "--log-format", "json", "state", "x"])
+        .args([
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "state",
+            "x",
+        ])
         .env("NVHOOK_CONFIG", &cfg)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("no-such-runtime") && err.contains("/nonexistent/runc"), "{err}");
+    assert!(
+        err.contains("no-such-runtime") && err.contains("/nonexistent/runc"),
+        "{err}"
+    );
     // runc-style log for Docker/containerd
     let line = std::fs::read_to_string(&log).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -61,10 +83,18 @@ fn bad_config_is_named() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.toml");
     std::fs::write(&cfg, "driver-rot = \"/\"\n").unwrap();
-    let o = Command::new(f.bin.join("nvhook-runtime")).arg("--version").env("NVHOOK_CONFIG", &cfg).output().unwrap();
+    let o = Command::new(f.bin.join("nvhook-runtime"))
+        .arg("--version")
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("driver-rot"));
-    let o = Command::new(f.bin.join("nvhook")).args(["info"]).env("NVHOOK_CONFIG", &cfg).output().unwrap();
+    let o = Command::new(f.bin.join("nvhook"))
+        .args(["info"])
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("driver-rot"));
 }

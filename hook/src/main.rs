@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "nvhook", version, about = "Gives OCI containers their NVIDIA GPUs")]
+#[command(
+    name = "nvhook",
+    version,
+    about = "Gives OCI containers their NVIDIA GPUs"
+)]
 struct Cli {
     /// Configuration file (default: $NVHOOK_CONFIG, else /etc/nvhook/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -92,9 +96,13 @@ fn run(cli: Cli) -> Result<()> {
 fn hook(cfg: &Config, state: Option<PathBuf>) -> Result<()> {
     let clock = Instant::now();
     let state = pipeline::read_state(state.as_deref())?;
-    let (d, t) = pipeline::run_hook(cfg, &state).with_context(|| format!("container {}", state.id))?;
+    let (d, t) =
+        pipeline::run_hook(cfg, &state).with_context(|| format!("container {}", state.id))?;
     match &d.plan {
-        None => nvhook::log::debug(&format!("container {}: no GPU request, nothing to do", state.id)),
+        None => nvhook::log::debug(&format!(
+            "container {}: no GPU request, nothing to do",
+            state.id
+        )),
         Some(p) => {
             let gpus: Vec<String> = p.gpus.iter().map(|g| g.uuid.clone()).collect();
             nvhook::log::info(&format!(
@@ -132,16 +140,36 @@ fn info(cfg: &Config, json: bool) -> Result<()> {
     println!("driver version: {}", d.version);
     println!("GPUs:");
     for g in &d.gpus {
-        let node = g.node.as_ref().map_or("missing".to_string(), |n| n.host_path.display().to_string());
-        println!("  {} minor {} {} {} {} (node {})", g.index, g.minor, g.uuid, g.bus_id, g.model, node);
+        let node = g
+            .node
+            .as_ref()
+            .map_or("missing".to_string(), |n| n.host_path.display().to_string());
+        println!(
+            "  {} minor {} {} {} {} (node {})",
+            g.index, g.minor, g.uuid, g.bus_id, g.model, node
+        );
     }
     println!("device nodes:");
-    for n in [&d.nvidiactl, &d.uvm, &d.uvm_tools, &d.modeset].into_iter().flatten() {
-        println!("  {} {}:{} ({})", n.path, n.major, n.minor, n.host_path.display());
+    for n in [&d.nvidiactl, &d.uvm, &d.uvm_tools, &d.modeset]
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  {} {}:{} ({})",
+            n.path,
+            n.major,
+            n.minor,
+            n.host_path.display()
+        );
     }
     println!("libraries:");
     for l in &d.libraries {
-        println!("  {:<9} {:?} {}", l.capability.name(), l.arch, l.host_path.display());
+        println!(
+            "  {:<9} {:?} {}",
+            l.capability.name(),
+            l.arch,
+            l.host_path.display()
+        );
     }
     println!("binaries:");
     for b in &d.binaries {

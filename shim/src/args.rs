@@ -6,9 +6,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Global runtime flags that take a value (runc and crun).
-const GLOBAL_VALUE_FLAGS: &[&str] = &["root", "log", "log-format", "log-level", "criu", "rootless", "cgroup-manager"];
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "root",
+    "log",
+    "log-format",
+    "log-level",
+    "criu",
+    "rootless",
+    "cgroup-manager",
+];
 /// `create`/`run` flags that take a value.
-const CREATE_VALUE_FLAGS: &[&str] = &["console-socket", "pid-file", "preserve-fds", "notify-socket"];
+const CREATE_VALUE_FLAGS: &[&str] = &[
+    "console-socket",
+    "pid-file",
+    "preserve-fds",
+    "notify-socket",
+];
 const BUNDLE_FLAGS: &[&str] = &["b", "bundle"];
 
 /// A flag's name (dashes stripped) and its inline `=value`, if the argument is a flag.
@@ -17,7 +30,11 @@ fn flag(arg: &OsStr) -> Option<(&str, Option<&OsStr>)> {
     if b.len() < 2 || b[0] != b'-' || b == b"--" {
         return None;
     }
-    let body = if b.starts_with(b"--") { &b[2..] } else { &b[1..] };
+    let body = if b.starts_with(b"--") {
+        &b[2..]
+    } else {
+        &b[1..]
+    };
     let (name, value) = match body.iter().position(|&c| c == b'=') {
         Some(i) => (&body[..i], Some(OsStr::from_bytes(&body[i + 1..]))),
         None => (body, None),
@@ -132,7 +149,10 @@ mod tests {
     #[test]
     fn pass_through_calls() {
         assert_eq!(p("state c1").subcommand.as_deref(), Some("state"));
-        assert_eq!(p("--log /x kill c1 KILL").subcommand.as_deref(), Some("kill"));
+        assert_eq!(
+            p("--log /x kill c1 KILL").subcommand.as_deref(),
+            Some("kill")
+        );
         assert_eq!(p("--version").subcommand, None);
         assert_eq!(p("").subcommand, None);
     }

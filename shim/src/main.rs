@@ -36,7 +36,10 @@ fn main() {
         }
     }
     let runtime = find_runtime(&loaded.config.runtime.runtimes).unwrap_or_else(|e| fail(e));
-    let err = std::process::Command::new(&runtime).arg0(&runtime).args(rest).exec();
+    let err = std::process::Command::new(&runtime)
+        .arg0(&runtime)
+        .args(rest)
+        .exec();
     fail(format!("cannot execute {}: {err}", runtime.display()))
 }
 
@@ -47,11 +50,21 @@ fn report(p: &args::Parsed, msg: &str) {
     let Some(log) = &p.log else { return };
     let time = nvhook::log::rfc3339(std::time::SystemTime::now());
     let line = if p.log_json {
-        format!("{}\n", serde_json::json!({"level": "error", "msg": format!("nvhook-runtime: {msg}"), "time": time}))
+        format!(
+            "{}\n",
+            serde_json::json!({"level": "error", "msg": format!("nvhook-runtime: {msg}"), "time": time})
+        )
     } else {
-        format!("time=\"{time}\" level=error msg=\"nvhook-runtime: {}\"\n", msg.replace('"', "\\\""))
+        format!(
+            "time=\"{time}\" level=error msg=\"nvhook-runtime: {}\"\n",
+            msg.replace('"', "\\\"")
+        )
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }
@@ -101,9 +114,12 @@ fn is_executable(p: &Path) -> bool {
 /// The first candidate found: absolute paths as they are, names on `PATH`. The shim
 /// itself is skipped, so a shim installed as `runc` cannot exec itself forever.
 fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
-    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
     let not_me = |p: &Path| me.as_deref() != p.canonicalize().ok().as_deref();
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     for c in candidates {
         if c.contains('/') {
             let p = PathBuf::from(c);
@@ -119,5 +135,8 @@ fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
             }
         }
     }
-    Err(format!("no OCI runtime found (tried {} on PATH)", candidates.join(", ")))
+    Err(format!(
+        "no OCI runtime found (tried {} on PATH)",
+        candidates.join(", ")
+    ))
 }

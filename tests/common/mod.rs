@@ -22,16 +22,25 @@ fn repo() -> PathBuf {
 }
 
 fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The built binaries: `$NVHOOK_BIN_DIR`, else the target dir of this test binary.
 fn bin_dir() -> PathBuf {
-    let dir = std::env::var_os("NVHOOK_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().to_path_buf() // target/<profile>/deps/..
-    });
+    let dir = std::env::var_os("NVHOOK_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().to_path_buf() // target/<profile>/deps/..
+        });
     for b in ["nvhook", "nvhook-runtime"] {
         assert!(
             dir.join(b).is_file(),
@@ -48,17 +57,31 @@ pub fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
         // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the end-to-end tests need root (run scripts/test.sh as root)");
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the end-to-end tests need root (run scripts/test.sh as root)"
+        );
         for tool in ["runc", "gcc", "unshare"] {
-            assert!(which(tool).is_some(), "{tool} is not installed (scripts/ci-deps.sh installs it)");
+            assert!(
+                which(tool).is_some(),
+                "{tool} is not installed (scripts/ci-deps.sh installs it)"
+            );
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fixtures-{}", test_binary_name()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fixtures-{}", test_binary_name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let s = repo().join("scripts");
-        sh(Command::new(s.join("make-fake-driver.sh")).arg(dir.join("driver")).arg("4"));
-        sh(Command::new(s.join("make-rootfs.sh")).arg(dir.join("debian")).arg("debian"));
-        sh(Command::new(s.join("make-rootfs.sh")).arg(dir.join("rhel")).arg("rhel"));
+        sh(Command::new(s.join("make-fake-driver.sh"))
+            .arg(dir.join("driver"))
+            .arg("4"));
+        sh(Command::new(s.join("make-rootfs.sh"))
+            .arg(dir.join("debian"))
+            .arg("debian"));
+        sh(Command::new(s.join("make-rootfs.sh"))
+            .arg(dir.join("rhel"))
+            .arg("rhel"));
         Fixtures {
             driver: dir.join("driver"),
             debian: dir.join("debian"),
@@ -82,12 +105,18 @@ fn test_binary_name() -> String {
 }
 
 pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// UUID and minor of the synthetic GPU at `index` (see make-fake-driver.sh).
 pub fn gpu_uuid(index: u32) -> String {
-    format!("GPU-{:08x}-5a1e-4e7f-9c2d-{:012x}", 0x1000 + index, 0xabc000 + index)
+    format!(
+        "GPU-{:08x}-5a1e-4e7f-9c2d-{:012x}",
+        0x1000 + index,
+        0xabc000 + index
+    )
 }
 pub fn gpu_minor(index: u32) -> u32 {
     3 - index
@@ -132,7 +161,10 @@ impl Container {
     /// A container running `script` with `env` added to the default environment.
     pub fn new(flavor: Flavor, env: &[&str], script: &str) -> Container {
         let f = fixtures();
-        let tmp = tempfile::Builder::new().prefix("nvhook-e2e-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nvhook-e2e-")
+            .tempdir()
+            .unwrap();
         let bundle = tmp.path().join("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
         let rootfs = bundle.join("rootfs");
@@ -141,7 +173,10 @@ impl Container {
             Flavor::Rhel => &f.rhel,
         };
         sh(Command::new("cp").arg("-a").arg(src).arg(&rootfs));
-        sh(Command::new("runc").arg("spec").arg("--bundle").arg(&bundle));
+        sh(Command::new("runc")
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&bundle));
         let path = bundle.join("config.json");
         let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         spec["process"]["terminal"] = false.into();
@@ -154,7 +189,11 @@ impl Container {
         let log = tmp.path().join("nvhook.log");
         let config = tmp.path().join("nvhook.toml");
         let c = Container {
-            id: format!("nvh-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)),
+            id: format!(
+                "nvh-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::SeqCst)
+            ),
             tmp,
             bundle,
             rootfs,
@@ -188,7 +227,11 @@ impl Container {
     }
 
     pub fn set_spec(&self, v: &Value) {
-        std::fs::write(self.bundle.join("config.json"), serde_json::to_vec(v).unwrap()).unwrap();
+        std::fs::write(
+            self.bundle.join("config.json"),
+            serde_json::to_vec(v).unwrap(),
+        )
+        .unwrap();
     }
 
     /// The shim's command line for `args` (runc syntax), with the state root private.
@@ -204,7 +247,11 @@ impl Container {
         ];
         inner.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new("unshare");
-        cmd.arg("-m").arg("--propagation").arg("private").arg("sh").arg("-c");
+        cmd.arg("-m")
+            .arg("--propagation")
+            .arg("private")
+            .arg("sh")
+            .arg("-c");
         let pre = match cg {
             Cgroup::V1 => "",
             Cgroup::V2 => "mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && ",
@@ -217,7 +264,9 @@ impl Container {
     /// `runc run` through the shim; returns the output.
     pub fn run(&self, cg: Cgroup) -> Output {
         let b = self.bundle.display().to_string();
-        self.shim(cg, &["run", "--bundle", &b, &self.id]).output().unwrap()
+        self.shim(cg, &["run", "--bundle", &b, &self.id])
+            .output()
+            .unwrap()
     }
 
     pub fn log_text(&self) -> String {
@@ -237,11 +286,19 @@ pub fn section(out: &str, name: &str) -> Vec<String> {
 }
 
 pub fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// Host mounts whose source or target lies under `dir`: must be none after a run.
 pub fn host_mounts_under(dir: &Path) -> Vec<String> {
     let d = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&d)).map(str::to_owned).collect()
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&d))
+        .map(str::to_owned)
+        .collect()
 }

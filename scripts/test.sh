@@ -1,0 +1,12 @@
+#!/bin/sh
+# The whole test suite, as CI runs it (as root): dependencies, formatting, lints,
+# the build, then unit and end-to-end tests against real runc on a synthetic driver.
+set -eu
+cd "$(dirname "$0")/.."
+scripts/ci-deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the built binaries: build them first, same profile.
+cargo build --workspace
+NVHOOK_BIN_DIR=$(pwd)/target/debug cargo test --workspace -- --test-threads=2
+echo "nvhook: all tests passed"
