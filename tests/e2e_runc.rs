@@ -425,3 +425,24 @@ fn firmware_dir_symlinked_to_host_stays_untouched() {
         assert!(host_mounts_under(&fixtures().driver).is_empty());
     }
 }
+
+/// A failure half-way through applying (a directory where nvidia-smi must go, met after
+/// the devices and libraries were mounted): the container does not start, the error
+/// names the path, and the files nvhook created for the earlier mounts are gone again.
+#[test]
+fn failure_midway_undoes_what_was_done() {
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
+    std::fs::create_dir_all(c.rootfs.join("usr/bin/nvidia-smi/sub")).unwrap();
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "container started: {out}");
+    assert!(err.contains("/usr/bin/nvidia-smi in the container is a directory, expected a regular file"), "{err}");
+    let lib_dir = c.rootfs.join("usr/lib/x86_64-linux-gnu");
+    let leftovers: Vec<String> = std::fs::read_dir(&lib_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains("nvidia") || n.contains("cuda"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    assert!(host_mounts_under(&fixtures().driver).is_empty());
+}
