@@ -436,7 +436,12 @@ fn failure_midway_undoes_what_was_done() {
     let o = c.run(Cgroup::V1);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "container started: {out}");
-    assert!(err.contains("/usr/bin/nvidia-smi in the container is a directory, expected a regular file"), "{err}");
+    assert!(
+        err.contains(
+            "/usr/bin/nvidia-smi in the container is a directory, expected a regular file"
+        ),
+        "{err}"
+    );
     let lib_dir = c.rootfs.join("usr/lib/x86_64-linux-gnu");
     let leftovers: Vec<String> = std::fs::read_dir(&lib_dir)
         .unwrap()
