@@ -150,8 +150,8 @@ fn fd_of(r: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(r as i32) }
 }
 
-/// Ids of the device programs attached to a cgroup.
-fn query(cg: &OwnedFd) -> Result<Vec<u32>> {
+/// Ids of the device programs attached to a cgroup, and the flags they were attached with.
+fn query(cg: &OwnedFd) -> Result<(Vec<u32>, u32)> {
     let mut ids = [0u32; 64];
     let mut a = Attr::new();
     a.u32(0, cg.as_raw_fd() as u32)
@@ -160,7 +160,7 @@ fn query(cg: &OwnedFd) -> Result<Vec<u32>> {
         .u32(24, ids.len() as u32);
     bpf(BPF_PROG_QUERY, &mut a, "query attached device programs")?;
     let n = (a.get_u32(24) as usize).min(ids.len());
-    Ok(ids[..n].to_vec())
+    Ok((ids[..n].to_vec(), a.get_u32(12)))
 }
 
 fn prog_fd(id: u32) -> Result<OwnedFd> {
@@ -239,7 +239,8 @@ pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
             what: "open cgroup",
             source,
         })?;
-    for id in query(&cg)? {
+    let (ids, attach_flags) = query(&cg)?;
+    for id in ids {
         let old = prog_fd(id)?;
         let original = dump(&old)?;
         let insns = extend(rules, &original, id)?;
@@ -247,9 +248,16 @@ pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
         let mut a = Attr::new();
         a.u32(0, cg.as_raw_fd() as u32)
             .u32(4, new.as_raw_fd() as u32)
-            .u32(8, BPF_CGROUP_DEVICE)
-            .u32(12, BPF_F_ALLOW_MULTI | BPF_F_REPLACE)
-            .u32(16, old.as_raw_fd() as u32);
+            .u32(8, BPF_CGROUP_DEVICE);
+        if attach_flags & BPF_F_ALLOW_MULTI != 0 {
+            // Swap exactly the old program for the new one, atomically.
+            a.u32(12, BPF_F_ALLOW_MULTI | BPF_F_REPLACE)
+                .u32(16, old.as_raw_fd() as u32);
+        } else {
+            // A single program (attached without ALLOW_MULTI) is replaced by attaching
+            // another with the same flags.
+            a.u32(12, attach_flags);
+        }
         bpf(BPF_PROG_ATTACH, &mut a, "replace device program")?;
     }
     Ok(())

@@ -235,6 +235,41 @@ mod tests {
         }
     }
 
+    /// Caches written by the host's real ldconfig in each format it can write.
+    #[test]
+    fn real_ldconfig_formats() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::create_dir_all(t.path().join("lib")).unwrap();
+        std::fs::copy(
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            t.path().join("lib/libc.so.6"),
+        )
+        .unwrap();
+        std::fs::write(t.path().join("etc/ld.so.conf"), "/lib\n").unwrap();
+        for format in ["new", "compat", "old"] {
+            let st = std::process::Command::new("/sbin/ldconfig")
+                .args(["-c", format, "-r"])
+                .arg(t.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "ldconfig -c {format}");
+            let b = std::fs::read(t.path().join("etc/ld.so.cache")).unwrap();
+            let magic_old = b.starts_with(OLD_MAGIC);
+            assert_eq!(magic_old, format != "new", "{format}");
+            let e = parse(&b).unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(
+                e,
+                [Entry {
+                    name: "libc.so.6".into(),
+                    path: "/lib/libc.so.6".into(),
+                    arch: Arch::X8664
+                }],
+                "{format}"
+            );
+        }
+    }
+
     #[test]
     fn real_host_cache_parses() {
         // The machine running the tests has a glibc cache; it must parse and list libc.

@@ -77,7 +77,14 @@ fn hook_path(loaded: &Loaded) -> Result<PathBuf, String> {
         return Ok(p.clone());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    Ok(exe.with_file_name("nvhook"))
+    let hook = exe.with_file_name("nvhook");
+    if !is_executable(&hook) {
+        return Err(format!(
+            "hook {} not found beside the shim (set [runtime] hook-path)",
+            hook.display()
+        ));
+    }
+    Ok(hook)
 }
 
 fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {

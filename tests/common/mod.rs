@@ -246,17 +246,23 @@ impl Container {
             state.display().to_string(),
         ];
         inner.extend(args.iter().map(|s| s.to_string()));
-        let mut cmd = Command::new("unshare");
-        cmd.arg("-m")
-            .arg("--propagation")
-            .arg("private")
-            .arg("sh")
-            .arg("-c");
-        let pre = match cg {
-            Cgroup::V1 => "",
-            Cgroup::V2 => "mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && ",
+        let mut cmd = match cg {
+            // cgroup v1 is the machine's own layout: run in the host mount namespace,
+            // so a mount leaking out of the container would show in the host's table.
+            Cgroup::V1 => {
+                let mut c = Command::new(&inner[0]);
+                c.args(&inner[1..]);
+                c
+            }
+            Cgroup::V2 => {
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c"]);
+                c.arg("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec \"$@\"")
+                    .arg("sh")
+                    .args(&inner);
+                c
+            }
         };
-        cmd.arg(format!("{pre}exec \"$@\"")).arg("sh").args(inner);
         cmd.env("NVHOOK_CONFIG", &self.config);
         cmd
     }
@@ -292,7 +298,7 @@ pub fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// Host mounts whose source or target lies under `dir`: must be none after a run.
+/// Host mounts whose source or mount point lies under `dir`: must be none after a run.
 pub fn host_mounts_under(dir: &Path) -> Vec<String> {
     let d = dir.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
