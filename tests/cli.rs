@@ -149,3 +149,48 @@ fn hook_errors_are_one_line() {
     let o = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("malformed container state"));
 }
+
+/// `nvhook plan` needs no root where its inputs are readable.
+#[test]
+fn plan_without_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Container::new(Flavor::Rhel, &["NVIDIA_VISIBLE_DEVICES=1"], "true");
+    for p in [c.tmp.path(), c.bundle.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for p in [c.config.as_path(), &c.bundle.join("config.json")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let state = c.tmp.path().join("state.json");
+    std::fs::write(
+        &state,
+        format!(r#"{{"id":"{}","bundle":"{}"}}"#, c.id, c.bundle.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(fixtures().bin.join("nvhook"))
+        .args([
+            "--config",
+            c.config.to_str().unwrap(),
+            "plan",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["plan"]["gpus"][0]["uuid"], gpu_uuid(1));
+    assert!(v["plan"]["mounts"][0]["target"]
+        .as_str()
+        .unwrap()
+        .starts_with("/usr/lib64/"));
+}

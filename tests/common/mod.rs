@@ -247,8 +247,17 @@ impl Container {
         ];
         inner.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = match cg {
-            // cgroup v1 is the machine's own layout: run in the host mount namespace,
-            // so a mount leaking out of the container would show in the host's table.
+            // cgroup v1 (hybrid) is the machine's own layout: run in the host mount
+            // namespace, so a mount leaking out of the container would show in the host's
+            // table. On a host that is already cgroup v2, both run as they are.
+            Cgroup::V1 | Cgroup::V2 if host_is_unified() => {
+                if cg == Cgroup::V1 {
+                    eprintln!("note: this host has no cgroup v1; the v1 case runs on cgroup v2");
+                }
+                let mut c = Command::new(&inner[0]);
+                c.args(&inner[1..]);
+                c
+            }
             Cgroup::V1 => {
                 let mut c = Command::new(&inner[0]);
                 c.args(&inner[1..]);
@@ -278,6 +287,11 @@ impl Container {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Whether `/sys/fs/cgroup` is cgroup v2 already (no hybrid `unified` to bind).
+pub fn host_is_unified() -> bool {
+    nvhook::cgroup::is_unified()
 }
 
 /// Lines of one `== name` section of the probe's output.
