@@ -459,6 +459,10 @@ fn find_libraries(
             file_name,
         });
     }
+    // Stable, readable order for plans and `info` (the cache's order is a hash order).
+    out.sort_by(|a, b| {
+        (a.capability, a.arch as u8, &a.file_name).cmp(&(b.capability, b.arch as u8, &b.file_name))
+    });
     Ok(out)
 }
 
