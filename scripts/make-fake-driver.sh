@@ -89,6 +89,14 @@ head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_tu10x.bin"
 $cc -O1 -o "$out/build/mksock" "$here/fake/mksock.c"
 "$out/build/mksock" "$root/var/run/nvidia-persistenced/socket"
 
+# Static stand-ins for ldconfig that tests configure to probe the sandbox and faults.
+mkdir -p "$out/tools"
+for mode in probe fail hang; do
+    $cc -static -O1 -DMODE_$(echo $mode | tr a-z A-Z) -o "$out/tools/ldconfig-$mode" "$here/fake/ldconfig-probe.c"
+done
+$cc -shared -fPIC -o "$out/tools/evil.so" "$here/fake/evil.c"
+cp "$out/build/mksock" "$out/tools/mksock"
+
 echo /usr/lib/x86_64-linux-gnu >"$root/etc/ld.so.conf"
 ldconfig -r "$root"
 

@@ -9,4 +9,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the built binaries: build them first, same profile.
 cargo build --workspace
 NVHOOK_BIN_DIR=$(pwd)/target/debug cargo test --workspace -- --test-threads=2
+# Coverage-guided fuzzing of every parser of outside input, briefly (longer: scripts/fuzz.sh 600).
+scripts/fuzz.sh "${NVHOOK_FUZZ_SECONDS:-10}"
 echo "nvhook: all tests passed"

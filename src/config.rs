@@ -105,6 +105,8 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// `@/path` runs the host binary; a plain path names a binary inside the container.
     pub ldconfig: String,
+    /// Seconds ldconfig may run before it is killed and the start fails.
+    pub ldconfig_timeout: u64,
     pub no_cgroups: bool,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
@@ -117,6 +119,7 @@ impl Default for Config {
             dev_root: "/".into(),
             proc_root: "/proc".into(),
             ldconfig: "@/sbin/ldconfig".into(),
+            ldconfig_timeout: 30,
             no_cgroups: false,
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
@@ -192,6 +195,7 @@ driver-root = "/d"
 dev-root = "/e"
 proc-root = "/p"
 ldconfig = "/sbin/ldconfig"
+ldconfig-timeout = 5
 no-cgroups = true
 [runtime]
 runtimes = ["/usr/bin/runc"]
@@ -209,6 +213,7 @@ format = "json"
         assert_eq!(c.dev_root, Path::new("/e"));
         assert_eq!(c.proc_root, Path::new("/p"));
         assert!(c.no_cgroups);
+        assert_eq!(c.ldconfig_timeout, 5);
         assert_eq!(c.ldconfig_target(), (false, "/sbin/ldconfig"));
         assert_eq!(c.runtime.stage, Stage::CreateRuntime);
         assert_eq!(

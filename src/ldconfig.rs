@@ -26,9 +26,21 @@ pub enum Error {
     Failed { status: String, stderr: String },
     #[error("ldconfig did not finish within {0:?} and was killed")]
     Timeout(Duration),
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Resource limits of the ldconfig child: CPU seconds, address space, file size, open
+/// files, no core dumps.
+const LIMITS: &[(libc::__rlimit_resource_t, libc::rlim_t)] = &[
+    (libc::RLIMIT_CPU, 10),
+    (libc::RLIMIT_AS, 1 << 30),
+    (libc::RLIMIT_FSIZE, 64 << 20),
+    (libc::RLIMIT_NOFILE, 256),
+    (libc::RLIMIT_CORE, 0),
+];
 
 /// The executable to run: a sealed copy of a host binary, or a path in the container.
 #[derive(Debug)]
@@ -77,7 +89,10 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
 
 /// Copies the host binary into a sealed memfd. Must run before entering the container.
 pub fn seal_host(path: &str) -> Result<Exe> {
+    crate::trust::check_root_owned("ldconfig", Path::new(path))?;
     let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
+    let st = sys::fstat(src.as_fd()).map_err(io_err(path, "stat"))?;
+    crate::trust::check_stat("ldconfig", Path::new(path), &st)?;
     let mut bytes = Vec::new();
     std::fs::File::from(src)
         .read_to_end(&mut bytes)
@@ -130,11 +145,27 @@ pub fn run(
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR)
         .map_err(io_err(&label, "open /dev/null"))?;
 
-    // SAFETY: nvhook is single-threaded here, so the child may do anything; it only
-    // makes raw system calls and exits with _exit.
-    let pid = unsafe { libc::fork() };
+    // The child starts in the container root: clone() carries the working directory
+    // over into the new mount namespace's copy, where file descriptors opened before
+    // would still point into the old one.
+    let saved_cwd = sys::open(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(io_err(&label, "open working directory"))?;
+    // SAFETY: valid fd.
+    if unsafe { libc::fchdir(root.as_raw_fd()) } != 0 {
+        return Err(io_err(&label, "enter container root")(
+            io::Error::last_os_error(),
+        ));
+    }
+
+    // New PID, IPC and mount namespaces: ldconfig is pid 1 of an empty PID namespace and
+    // its tmpfs mounts stay private to it.
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS | libc::SIGCHLD;
+    // SAFETY: clone without a new stack behaves as fork; nvhook is single-threaded here,
+    // and the child only makes raw system calls and leaves by exec or _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
+        as libc::pid_t;
     if pid < 0 {
-        return Err(io_err(&label, "fork")(io::Error::last_os_error()));
+        return Err(io_err(&label, "clone")(io::Error::last_os_error()));
     }
     if pid == 0 {
         // Child. Any failure exits 127 after a short message on the pipe.
@@ -153,11 +184,65 @@ pub fn run(
             {
                 libc::_exit(127);
             }
-            if libc::fchdir(root.as_raw_fd()) != 0 {
-                fail(b"nvhook: cannot enter container root\n");
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(b"nvhook: cannot make the ldconfig mount namespace private\n");
+            }
+            // tmpfs over /proc, /sys and /dev, so nothing under /proc (such as
+            // /proc/1/root: runc's init, whose root is still the host's) is reachable.
+            for name in [c"proc", c"sys", c"dev"] {
+                let how = sys::OpenHow::new(
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS,
+                );
+                let t = libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    name.as_ptr(),
+                    &how,
+                    std::mem::size_of_val(&how),
+                );
+                if t < 0 {
+                    if io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+                        continue;
+                    }
+                    fail(b"nvhook: /proc, /sys and /dev must be plain directories in the image for the ldconfig sandbox\n");
+                }
+                let t = OwnedFd::from_raw_fd(t as i32);
+                let Ok(m) = sys::new_tmpfs() else {
+                    fail(b"nvhook: cannot create tmpfs for ldconfig\n")
+                };
+                if sys::move_mount_to(m.as_fd(), t.as_fd()).is_err() {
+                    fail(b"nvhook: cannot cover /proc, /sys or /dev for ldconfig\n");
+                }
             }
             if libc::chroot(c".".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 fail(b"nvhook: cannot chroot into container root\n");
+            }
+            for (res, lim) in LIMITS {
+                let r = libc::rlimit {
+                    rlim_cur: *lim,
+                    rlim_max: *lim,
+                };
+                if libc::setrlimit(*res, &r) != 0 {
+                    fail(b"nvhook: cannot set ldconfig resource limits\n");
+                }
+            }
+            if crate::caps::limit_to(crate::caps::LDCONFIG).is_err() {
+                fail(b"nvhook: cannot drop capabilities for ldconfig\n");
             }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 fail(b"nvhook: cannot set no_new_privs\n");
@@ -180,6 +265,8 @@ pub fn run(
             fail(b"nvhook: cannot execute ldconfig\n");
         }
     }
+    // SAFETY: valid fd.
+    unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
     drop(wr);
     drop(devnull);
     let out = read_until(&rd, Instant::now() + timeout);
@@ -272,13 +359,23 @@ mod tests {
     }
 
     #[test]
-    fn refuses_script() {
-        let d = tempfile::tempdir().unwrap();
+    fn refuses_script_and_untrusted_paths() {
+        // a root-owned place without world-writable ancestors
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+        std::fs::create_dir_all(base).unwrap();
+        let d = tempfile::tempdir_in(base).unwrap();
         let p = d.path().join("ldconfig");
         std::fs::write(&p, "#!/bin/sh\ntouch /pwned\n").unwrap();
         assert!(matches!(
             seal_host(p.to_str().unwrap()),
             Err(Error::NotStatic(_))
         ));
+        // the real static ldconfig, but copied under /tmp (world-writable): refused
+        let t = tempfile::tempdir().unwrap();
+        let q = t.path().join("ldconfig");
+        std::fs::copy("/sbin/ldconfig", &q).unwrap();
+        let e = seal_host(q.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not trusted"), "{e}");
+        assert!(seal_host("/sbin/ldconfig").is_ok());
     }
 }

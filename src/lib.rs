@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod bpf;
+pub mod caps;
 pub mod cgroup;
 pub mod config;
 pub mod driver;
@@ -22,3 +23,4 @@ pub mod rootfs;
 pub mod spec_edit;
 pub mod state;
 pub mod sys;
+pub mod trust;

@@ -150,7 +150,7 @@ pub fn run_hook(cfg: &Config, state: &State) -> Result<(Decision, PhaseTimes)> {
             &apply::Target {
                 pid,
                 rootfs: &d.container.rootfs,
-                ldconfig_timeout: Duration::from_secs(30),
+                ldconfig_timeout: Duration::from_secs(cfg.ldconfig_timeout.max(1)),
             },
         )?;
     }

@@ -115,7 +115,9 @@ pub fn read(bundle: &Path) -> Result<(Value, std::fs::Metadata)> {
 /// Replaces `<bundle>/config.json` atomically, keeping its mode and owner.
 pub fn write_atomic(bundle: &Path, value: &Value, meta: &std::fs::Metadata) -> Result<()> {
     let path = bundle.join("config.json");
-    let tmp = bundle.join(format!(".config.json.nvhook-{}", std::process::id()));
+    // One fixed name: a shim killed mid-write leaves at most this file, which the next
+    // write replaces.
+    let tmp = bundle.join(".config.json.nvhook-tmp");
     let werr = |source| Error::Write {
         path: path.display().to_string(),
         source,

@@ -22,11 +22,22 @@ pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
 pub const MOUNT_ATTR_NODEV: u64 = 0x04;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
 
+/// `struct open_how` of `openat2(2)`.
 #[repr(C)]
-struct OpenHow {
+pub struct OpenHow {
     flags: u64,
     mode: u64,
     resolve: u64,
+}
+
+impl OpenHow {
+    pub fn new(flags: i32, resolve: u64) -> OpenHow {
+        OpenHow {
+            flags: (flags | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve,
+        }
+    }
 }
 
 #[repr(C)]
@@ -213,4 +224,38 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
 /// Major and minor numbers of a device number.
 pub fn dev_split(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
+}
+
+/// A new, detached, empty read-only tmpfs mount (`nosuid,nodev,noexec`).
+pub fn new_tmpfs() -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: u32 = 1;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    const FSMOUNT_CLOEXEC: u32 = 1;
+    // SAFETY: literal C strings and valid fds throughout.
+    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            c"size".as_ptr(),
+            c"4k".as_ptr(),
+            0,
+        )
+    })?;
+    // SAFETY: as above.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })?;
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    // SAFETY: valid fd.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }

@@ -95,6 +95,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn hook(cfg: &Config, state: Option<PathBuf>) -> Result<()> {
     let clock = Instant::now();
+    // Least privilege: keep only what the phases below need (see caps::HOOK).
+    nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
     let state = pipeline::read_state(state.as_deref())?;
     let (d, t) =
         pipeline::run_hook(cfg, &state).with_context(|| format!("container {}", state.id))?;

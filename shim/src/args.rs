@@ -146,6 +146,19 @@ mod tests {
         assert_eq!(p("create --pid-file -b c1").bundle, None);
     }
 
+    proptest::proptest! {
+        /// Any argv (runtimes pass what engines give them): no panic, and a bundle is
+        /// only ever read after a subcommand.
+        #[test]
+        fn any_argv(args in proptest::collection::vec("(-{0,2}[a-z=/]{0,8})|--|create|run", 0..10)) {
+            let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+            let r = parse(&argv);
+            if r.subcommand.is_none() {
+                proptest::prop_assert!(r.bundle.is_none());
+            }
+        }
+    }
+
     #[test]
     fn pass_through_calls() {
         assert_eq!(p("state c1").subcommand.as_deref(), Some("state"));

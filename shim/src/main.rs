@@ -93,6 +93,8 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
         return Ok(());
     }
     let path = hook_path(loaded)?;
+    // The hook runs as root on every start: refuse one someone else could have replaced.
+    nvhook::trust::check_root_owned("hook", &path).map_err(|e| e.to_string())?;
     let stage = loaded.config.runtime.stage;
     let mut args = vec!["nvhook".to_string()];
     if let Some(c) = &loaded.path {

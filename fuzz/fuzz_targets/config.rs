@@ -1,0 +1,7 @@
+#![no_main]
+// The TOML configuration.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = nvhook::config::Config::parse(s, std::path::Path::new("fuzz.toml"));
+    }
+});

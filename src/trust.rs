@@ -1,0 +1,93 @@
+//! Checks that a binary nvhook will run as root could not have been planted by
+//! someone else: the file and every directory above it owned by root and not writable
+//! by group or others.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {path}: {source}")]
+    Stat {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path} is not trusted: {reason}")]
+    Untrusted {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn check_one(what: &'static str, p: &Path, uid: u32, mode: u32) -> Result<()> {
+    if uid != 0 {
+        return Err(Error::Untrusted {
+            what,
+            path: p.into(),
+            reason: format!("owned by uid {uid}, not root"),
+        });
+    }
+    if mode & 0o022 != 0 {
+        return Err(Error::Untrusted {
+            what,
+            path: p.into(),
+            reason: format!("writable by group or others (mode {:o})", mode & 0o7777),
+        });
+    }
+    Ok(())
+}
+
+/// Checks `path` (symlinks resolved) and all its ancestors.
+pub fn check_root_owned(what: &'static str, path: &Path) -> Result<()> {
+    let real = path.canonicalize().map_err(|source| Error::Stat {
+        what,
+        path: path.into(),
+        source,
+    })?;
+    let mut cur: Option<&Path> = Some(&real);
+    while let Some(p) = cur {
+        let m = std::fs::metadata(p).map_err(|source| Error::Stat {
+            what,
+            path: p.into(),
+            source,
+        })?;
+        check_one(what, p, m.uid(), m.mode())?;
+        cur = p.parent();
+    }
+    Ok(())
+}
+
+/// The same checks on an already opened file (its stat), for the file itself.
+pub fn check_stat(what: &'static str, path: &Path, st: &libc::stat) -> Result<()> {
+    check_one(what, path, st.st_uid, st.st_mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn system_binaries_are_trusted() {
+        check_root_owned("ldconfig", Path::new("/sbin/ldconfig")).unwrap();
+    }
+
+    #[test]
+    fn writable_or_foreign_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("tool");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o757)).unwrap();
+        let e = check_one("hook", &f, 0, 0o100757).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+        let e = check_one("hook", &f, 1000, 0o100755).unwrap_err();
+        assert!(e.to_string().contains("uid 1000"), "{e}");
+        // a world-writable ancestor (like /tmp) is refused too
+        let e = check_root_owned("hook", Path::new("/tmp")).unwrap_err();
+        assert!(e.to_string().contains("/tmp"), "{e}");
+    }
+}
