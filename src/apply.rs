@@ -129,6 +129,44 @@ pub struct Target<'a> {
     pub pid: i32,
     pub rootfs: &'a Path,
     pub ldconfig_timeout: Duration,
+    pub faults: Faults,
+}
+
+/// Failures injected on purpose, to prove that a failure at any step leaves nothing
+/// behind (`nvhook prestart --fail-at`, hidden; tests only). Injecting can only make
+/// the hook fail, never do more.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Faults {
+    /// Opening the Nth host source (0-based) fails as if it were missing.
+    pub source: Option<usize>,
+    /// Attaching the Nth mount (0-based) fails.
+    pub mount: Option<usize>,
+    pub cgroup: bool,
+    pub ldconfig: bool,
+}
+
+impl Faults {
+    /// `source:N`, `mount:N`, `cgroup` or `ldconfig`.
+    pub fn parse(s: &str) -> std::result::Result<Faults, String> {
+        let mut f = Faults::default();
+        let n = |v: &str| v.parse::<usize>().map_err(|_| format!("bad fault {s:?}"));
+        match s.split_once(':') {
+            Some(("source", v)) => f.source = Some(n(v)?),
+            Some(("mount", v)) => f.mount = Some(n(v)?),
+            None if s == "cgroup" => f.cgroup = true,
+            None if s == "ldconfig" => f.ldconfig = true,
+            _ => {
+                return Err(format!(
+                    "unknown fault {s:?} (source:N, mount:N, cgroup, ldconfig)"
+                ))
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn injected() -> io::Error {
+    io::Error::other("injected fault")
 }
 
 /// Timings of the phases, for the debug log and benchmarks.
@@ -146,7 +184,19 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     let clock = std::time::Instant::now();
     // 1. Everything from the host, while still in the host's mount namespace.
     let mut prepared = Vec::new();
+    let mut nth_source = 0usize;
+    let mut fail_source = |path: &Path| -> Result<()> {
+        let n = nth_source;
+        nth_source += 1;
+        if t.faults.source == Some(n) {
+            return Err(src_err(path, "open")(io::Error::from_raw_os_error(
+                libc::ENOENT,
+            )));
+        }
+        Ok(())
+    };
     for d in &plan.devices {
+        fail_source(&d.host_path)?;
         prepared.push((
             TargetKind::File,
             prepare(
@@ -159,6 +209,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         ));
     }
     for m in &plan.mounts {
+        fail_source(&m.source)?;
         let want = match m.kind {
             MountKind::Socket => libc::S_IFSOCK,
             _ => libc::S_IFREG,
@@ -187,6 +238,14 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     let clock = std::time::Instant::now();
     if !plan.cgroup.is_empty() {
         let cg = cgroup::for_pid(t.pid)?;
+        if t.faults.cgroup {
+            return Err(cgroup::Error::Write {
+                path: "devices cgroup".into(),
+                rule: plan.cgroup[0].v1_line(),
+                source: injected(),
+            }
+            .into());
+        }
         cgroup::allow(&cg, &plan.cgroup)?;
     }
     times.cgroup = clock.elapsed();
@@ -199,12 +258,19 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         source,
     })?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
-    let result = attach_all(plan, &mut root, prepared, &mut mounted);
+    let result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
     times.mount = clock.elapsed();
     let result = result.and_then(|()| {
         let clock = std::time::Instant::now();
         if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
             root.mkdir_all("/etc")?;
+            if t.faults.ldconfig {
+                return Err(ldconfig::Error::Failed {
+                    status: "not started".into(),
+                    stderr: "injected fault".into(),
+                }
+                .into());
+            }
             ldconfig::run(exe, root.fd(), &l.args, t.ldconfig_timeout)?;
         }
         times.ldconfig = clock.elapsed();
@@ -230,10 +296,16 @@ fn attach_all(
     root: &mut Root,
     prepared: Vec<(TargetKind, Prepared)>,
     mounted: &mut Vec<OwnedFd>,
+    fail_at: Option<usize>,
 ) -> Result<()> {
-    for (kind, p) in prepared {
+    for (i, (kind, p)) in prepared.into_iter().enumerate() {
         let target = root.mount_target(&p.target, kind)?;
-        sys::move_mount_to(p.mnt.as_fd(), target.as_fd()).map_err(|source| Error::Mount {
+        let attached = if fail_at == Some(i) {
+            Err(injected())
+        } else {
+            sys::move_mount_to(p.mnt.as_fd(), target.as_fd())
+        };
+        attached.map_err(|source| Error::Mount {
             source_path: p.source.clone(),
             target: p.target.clone(),
             source,

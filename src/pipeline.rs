@@ -140,7 +140,11 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
 }
 
 /// The whole hook: decide, then apply inside the container.
-pub fn run_hook(cfg: &Config, state: &State) -> Result<(Decision, PhaseTimes)> {
+pub fn run_hook(
+    cfg: &Config,
+    state: &State,
+    faults: apply::Faults,
+) -> Result<(Decision, PhaseTimes)> {
     let mut times = PhaseTimes::default();
     let d = decide(cfg, state, &mut times)?;
     if let Some(plan) = &d.plan {
@@ -151,6 +155,7 @@ pub fn run_hook(cfg: &Config, state: &State) -> Result<(Decision, PhaseTimes)> {
                 pid,
                 rootfs: &d.container.rootfs,
                 ldconfig_timeout: Duration::from_secs(cfg.ldconfig_timeout.max(1)),
+                faults,
             },
         )?;
     }

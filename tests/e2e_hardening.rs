@@ -454,3 +454,66 @@ fn load_many_containers() {
     }
     assert_eq!(infos, n, "one info line per container");
 }
+
+/// Faults injected at each step of applying a plan (a missing source, a mount that
+/// fails, a cgroup write that fails, ldconfig failing): the container does not start,
+/// the error says what happened, and nothing nvhook mounted or created is left.
+#[test]
+fn injected_faults_leave_nothing_behind() {
+    let f = fixtures();
+    for (fault, needle) in [
+        ("source:0", "/nvidiactl: open: No such file or directory"),
+        ("source:7", ": open: No such file or directory"),
+        ("mount:0", "cannot mount"),
+        ("mount:6", "injected fault"),
+        ("cgroup", "cannot write \"c 195:255 rw\""),
+        ("ldconfig", "ldconfig failed (not started): injected fault"),
+    ] {
+        let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
+        let before = std::fs::read_dir(c.rootfs.join("usr/lib/x86_64-linux-gnu"))
+            .unwrap()
+            .count();
+        // The hook entry written by hand (plain runc, no shim) so it can carry --fail-at.
+        let mut spec = c.spec();
+        spec["hooks"] = serde_json::json!({"prestart": [{
+            "path": f.bin.join("nvhook").display().to_string(),
+            "args": ["nvhook", "--config", c.config.display().to_string(), "prestart", "--fail-at", fault],
+            "env": ["PATH=/usr/bin:/bin"],
+        }]});
+        c.set_spec(&spec);
+        let state = c.tmp.path().join("state");
+        let o = Command::new("timeout")
+            .args([
+                "60",
+                "runc",
+                "--root",
+                state.to_str().unwrap(),
+                "run",
+                "--bundle",
+                c.bundle.to_str().unwrap(),
+                &c.id,
+            ])
+            .output()
+            .unwrap();
+        let (_, err) = text(&o);
+        let err = err.replace("\\\"", "\"");
+        assert!(!o.status.success(), "{fault}: started");
+        assert!(err.contains(needle), "{fault}: {err}");
+        let after = std::fs::read_dir(c.rootfs.join("usr/lib/x86_64-linux-gnu"))
+            .unwrap()
+            .count();
+        assert_eq!(after, before, "{fault}: files left in the lib dir");
+        assert!(
+            !c.rootfs.join("usr/bin/nvidia-smi").exists(),
+            "{fault}: nvidia-smi target left"
+        );
+        assert!(
+            host_mounts_under(&f.driver).is_empty(),
+            "{fault}: host mounts left"
+        );
+        assert!(
+            host_mounts_under(&c.rootfs).is_empty(),
+            "{fault}: host mounts left"
+        );
+    }
+}

@@ -29,12 +29,17 @@ enum Command {
         /// Read the state from FILE instead of stdin.
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Tests only: fail on purpose at a step (source:N, mount:N, cgroup, ldconfig).
+        #[arg(long, hide = true, value_parser = nvhook::apply::Faults::parse)]
+        fail_at: Option<nvhook::apply::Faults>,
     },
     /// OCI createRuntime hook: container state JSON on stdin.
     #[command(alias = "createRuntime")]
     CreateRuntime {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        #[arg(long, hide = true, value_parser = nvhook::apply::Faults::parse)]
+        fail_at: Option<nvhook::apply::Faults>,
     },
     /// Print what the hook would do for a container, as JSON; changes nothing.
     Plan {
@@ -81,7 +86,9 @@ fn run(cli: Cli) -> Result<()> {
     let cfg = loaded.config;
     nvhook::log::init(&cfg.log, "nvhook");
     match cli.command {
-        Command::Prestart { state } | Command::CreateRuntime { state } => hook(&cfg, state),
+        Command::Prestart { state, fail_at } | Command::CreateRuntime { state, fail_at } => {
+            hook(&cfg, state, fail_at.unwrap_or_default())
+        }
         Command::Plan { state } => {
             let state = pipeline::read_state(state.as_deref())?;
             let d = pipeline::decide(&cfg, &state, &mut Default::default())
@@ -93,13 +100,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn hook(cfg: &Config, state: Option<PathBuf>) -> Result<()> {
+fn hook(cfg: &Config, state: Option<PathBuf>, faults: nvhook::apply::Faults) -> Result<()> {
     let clock = Instant::now();
     // Least privilege: keep only what the phases below need (see caps::HOOK).
     nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
     let state = pipeline::read_state(state.as_deref())?;
-    let (d, t) =
-        pipeline::run_hook(cfg, &state).with_context(|| format!("container {}", state.id))?;
+    let (d, t) = pipeline::run_hook(cfg, &state, faults)
+        .with_context(|| format!("container {}", state.id))?;
     match &d.plan {
         None => nvhook::log::debug(&format!(
             "container {}: no GPU request, nothing to do",
