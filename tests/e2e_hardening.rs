@@ -406,7 +406,7 @@ fn shim_write_survives_kill() {
 #[test]
 fn load_many_containers() {
     let log = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let n = 48;
+    let n = 50;
     let results = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {

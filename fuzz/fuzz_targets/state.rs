@@ -5,7 +5,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = nvhook::state::Spec::parse(data, std::path::Path::new("/bundle"));
     if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = nvhook::spec_edit::env_of(&v);
-        let entry = nvhook::spec_edit::HookEntry { path: "/nvhook".into(), args: vec![], env: vec![] };
+        let entry = nvhook::spec_edit::HookEntry {
+            path: "/nvhook".into(),
+            args: vec![],
+            env: vec![],
+        };
         let _ = nvhook::spec_edit::add_hook(&mut v, nvhook::config::Stage::Prestart, &entry);
     }
 });
