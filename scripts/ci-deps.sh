@@ -2,7 +2,7 @@
 # Installs the Debian packages nvhook's build, demo and tests need (as root), and
 # checks for a Rust toolchain. Idempotent: installs only what is missing.
 set -eu
-pkgs="runc busybox-static gcc g++ libc6-dev util-linux mount coreutils procps"
+pkgs="runc busybox-static gcc g++ libc6-dev util-linux mount coreutils procps podman docker.io containerd"
 missing=
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,6 +14,6 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "ci-deps: cargo not found; install Rust stable (https://rustup.rs), 1.80 or newer" >&2
+    echo "ci-deps: cargo not found; install Rust stable (https://rustup.rs), 1.82 or newer" >&2
     exit 1
 fi

@@ -8,10 +8,12 @@
 pub mod apply;
 pub mod bpf;
 pub mod caps;
+pub mod cdi;
 pub mod cgroup;
 pub mod config;
 pub mod driver;
 pub mod image;
+pub mod install;
 pub mod ldcache;
 pub mod ldconfig;
 pub mod log;

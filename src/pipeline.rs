@@ -161,3 +161,38 @@ pub fn run_hook(
     }
     Ok((d, times))
 }
+
+/// The CDI hook: only the sandboxed ldconfig over `folders` (the engine has applied the
+/// spec's mounts and device nodes already).
+pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Result<()> {
+    let spec = Spec::load(&state.bundle)?;
+    let pid = state.pid().ok_or(Error::NoPid)?;
+    let (host, path) = match cfg.ldconfig.strip_prefix('@') {
+        Some(p) => (true, p.to_string()),
+        None => (false, cfg.ldconfig.clone()),
+    };
+    let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
+        .map(String::from)
+        .to_vec();
+    args.extend(folders.iter().cloned());
+    let plan = Plan {
+        driver_version: String::new(),
+        capabilities: Vec::new(),
+        gpus: Vec::new(),
+        devices: Vec::new(),
+        mounts: Vec::new(),
+        symlinks: Vec::new(),
+        cgroup: Vec::new(),
+        ldconfig: Some(plan::Ldconfig { path, host, args }),
+    };
+    apply::apply(
+        &plan,
+        &apply::Target {
+            pid,
+            rootfs: &spec.rootfs,
+            ldconfig_timeout: Duration::from_secs(cfg.ldconfig_timeout.max(1)),
+            faults: apply::Faults::default(),
+        },
+    )?;
+    Ok(())
+}
