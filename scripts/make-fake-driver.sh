@@ -27,7 +27,8 @@ mkdir -p "$lib" "$root/usr/bin" "$root/etc" "$root/lib/firmware/nvidia/$ver" \
 hdr=$out/build/gpus.h
 {
     echo "#define FAKE_DRIVER_VERSION \"$ver\""
-    echo "static const struct { unsigned minor; const char *uuid, *model, *bus; } fake_gpus[] = {"
+    echo "#define FAKE_CUDA_VERSION 12040"
+    echo "static const struct { unsigned minor; const char *uuid, *model, *bus; int cc_major, cc_minor, brand; } fake_gpus[] = {"
 } >"$hdr"
 i=0
 while [ "$i" -lt "$ngpus" ]; do
@@ -38,7 +39,10 @@ while [ "$i" -lt "$ngpus" ]; do
     mkdir -p "$d"
     printf 'Model: \t\t NVIDIA Synthetic H200\nIRQ:   \t\t %d\nGPU UUID: \t %s\nVideo BIOS: \t 96.00.99.00.01\nBus Type: \t PCIe\nDMA Size: \t 52 bits\nDMA Mask: \t 0xfffffffffffff\nBus Location: \t %s\nDevice Minor: \t %d\nGPU Excluded:\t No\n' \
         $((100 + i)) "$uuid" "$bus" "$minor" >"$d/information"
-    echo "  { $minor, \"$uuid\", \"NVIDIA Synthetic H200\", \"$bus\" }," >>"$hdr"
+    # the last GPU of several differs (compute capability 8.0, brand GeForce) so that
+    # requirements are checked per GPU; the others are 9.0, Tesla
+    if [ "$i" -eq $((ngpus - 1)) ] && [ "$ngpus" -gt 1 ]; then cc="8, 0, 5"; else cc="9, 0, 2"; fi
+    echo "  { $minor, \"$uuid\", \"NVIDIA Synthetic H200\", \"$bus\", $cc }," >>"$hdr"
     mknod -m 666 "$out/dev/nvidia$minor" c 195 "$minor"
     i=$((i + 1))
 done

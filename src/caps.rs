@@ -8,6 +8,9 @@ pub const CAP_CHOWN: u32 = 0;
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_FOWNER: u32 = 3;
+pub const CAP_KILL: u32 = 5;
+pub const CAP_SETGID: u32 = 6;
+pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;
 pub const CAP_SYS_CHROOT: u32 = 18;
 pub const CAP_SYS_PTRACE: u32 = 19;
@@ -23,7 +26,9 @@ pub const CAP_BPF: u32 = 39;
 /// - `DAC_OVERRIDE`, `DAC_READ_SEARCH`, `FOWNER`: read driver files and create mount
 ///   targets in images whatever their owners and modes;
 /// - `BPF`, `PERFMON`: read back and replace the cgroup v2 device program;
-/// - `SETPCAP`: let the ldconfig child drop its bounding set further.
+/// - `SETPCAP`: let the ldconfig child drop its bounding set further;
+/// - `SETUID`, `SETGID`: let the NVML child become `nobody` before loading NVML;
+/// - `KILL`: kill that child (no longer root's) when NVML hangs.
 pub const HOOK: &[u32] = &[
     CAP_SYS_ADMIN,
     CAP_SYS_PTRACE,
@@ -34,6 +39,9 @@ pub const HOOK: &[u32] = &[
     CAP_BPF,
     CAP_PERFMON,
     CAP_SETPCAP,
+    CAP_SETUID,
+    CAP_SETGID,
+    CAP_KILL,
 ];
 
 /// What ldconfig needs: write the container's cache and links whatever their owners.

@@ -108,6 +108,8 @@ pub struct Config {
     /// Seconds ldconfig may run before it is killed and the start fails.
     pub ldconfig_timeout: u64,
     pub no_cgroups: bool,
+    /// Skip all `NVIDIA_REQUIRE_*` checks (as `NVIDIA_DISABLE_REQUIRE` does per container).
+    pub disable_require: bool,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
 }
@@ -121,6 +123,7 @@ impl Default for Config {
             ldconfig: "@/sbin/ldconfig".into(),
             ldconfig_timeout: 30,
             no_cgroups: false,
+            disable_require: false,
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
         }

@@ -360,18 +360,17 @@ mod tests {
 
     #[test]
     fn refuses_script_and_untrusted_paths() {
-        // a root-owned place without world-writable ancestors
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
-        std::fs::create_dir_all(base).unwrap();
-        let d = tempfile::tempdir_in(base).unwrap();
+        let d = tempfile::tempdir().unwrap();
         let p = d.path().join("ldconfig");
         std::fs::write(&p, "#!/bin/sh\ntouch /pwned\n").unwrap();
         assert!(matches!(
             seal_host(p.to_str().unwrap()),
             Err(Error::NotStatic(_))
         ));
-        // the real static ldconfig, but copied under /tmp (world-writable): refused
+        // the real static ldconfig, but in a world-writable dir: refused
         let t = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let q = t.path().join("ldconfig");
         std::fs::copy("/sbin/ldconfig", &q).unwrap();
         let e = seal_host(q.to_str().unwrap()).unwrap_err();

@@ -37,6 +37,12 @@ pub enum Error {
     NoPid,
     #[error(transparent)]
     Apply(#[from] apply::Error),
+    #[error(transparent)]
+    Require(#[from] crate::require::Error),
+    #[error(transparent)]
+    Nvml(#[from] crate::nvml::Error),
+    #[error("requirements need NVML, but the driver has no libnvidia-ml.so")]
+    NoNvml,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -71,6 +77,8 @@ pub fn roots(cfg: &Config) -> Roots {
 pub struct Decision {
     pub container: ContainerInfo,
     pub request: Option<Request>,
+    /// The `NVIDIA_REQUIRE_*` constraints checked (all held, or there is no plan).
+    pub requirements: Vec<crate::require::Requirement>,
     pub plan: Option<Plan>,
 }
 
@@ -107,6 +115,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         return Ok(Decision {
             container,
             request: None,
+            requirements: Vec::new(),
             plan: None,
         });
     };
@@ -131,12 +140,58 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
             no_cgroups: cfg.no_cgroups,
         },
     )?;
+    let requirements = if cfg.disable_require {
+        Vec::new()
+    } else {
+        crate::require::from_env(&spec.env, req.legacy_cuda)?
+    };
+    if !requirements.is_empty() {
+        check_requirements(&requirements, &driver, &plan)?;
+    }
     times.plan = clock.elapsed();
     Ok(Decision {
         container,
         request: Some(req),
+        requirements,
         plan: Some(plan),
     })
+}
+
+/// Checks the requirements against the driver and the chosen GPUs; NVML is asked only
+/// when a requirement needs a fact that `/proc` does not give.
+fn check_requirements(
+    reqs: &[crate::require::Requirement],
+    driver: &Driver,
+    plan: &Plan,
+) -> Result<()> {
+    use crate::require::{Facts, GpuFacts};
+    let mut facts = Facts {
+        driver: driver.version.clone(),
+        ..Default::default()
+    };
+    let bus: Vec<crate::procfs::BusId> = plan.gpus.iter().map(|g| g.bus_id).collect();
+    if crate::require::needs_nvml(reqs) {
+        let lib = driver
+            .libraries
+            .iter()
+            .find(|l| {
+                l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
+            })
+            .ok_or(Error::NoNvml)?;
+        let a = crate::nvml::query(&lib.host_path, &bus, Duration::from_secs(10))?;
+        facts.cuda = a.cuda;
+        facts.gpus = a.gpus;
+    } else {
+        facts.gpus = bus
+            .iter()
+            .map(|b| GpuFacts {
+                bus_id: b.to_string(),
+                ..Default::default()
+            })
+            .collect();
+    }
+    crate::require::check(reqs, &facts)?;
+    Ok(())
 }
 
 /// The whole hook: decide, then apply inside the container.

@@ -1,6 +1,7 @@
 //! Checks that a binary nvhook will run as root could not have been planted by
 //! someone else: the file and every directory above it owned by root and not writable
-//! by group or others.
+//! by group or others. A root-owned sticky directory (like `/tmp`) is accepted above
+//! the file: others cannot rename or remove what root owns there.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn check_one(what: &'static str, p: &Path, uid: u32, mode: u32) -> Result<()> {
+    check_entry(what, p, uid, mode, false)
+}
+
+fn check_entry(what: &'static str, p: &Path, uid: u32, mode: u32, ancestor: bool) -> Result<()> {
     if uid != 0 {
         return Err(Error::Untrusted {
             what,
@@ -31,7 +36,8 @@ fn check_one(what: &'static str, p: &Path, uid: u32, mode: u32) -> Result<()> {
             reason: format!("owned by uid {uid}, not root"),
         });
     }
-    if mode & 0o022 != 0 {
+    let sticky_dir = ancestor && mode & libc::S_ISVTX != 0;
+    if mode & 0o022 != 0 && !sticky_dir {
         return Err(Error::Untrusted {
             what,
             path: p.into(),
@@ -55,7 +61,7 @@ pub fn check_root_owned(what: &'static str, path: &Path) -> Result<()> {
             path: p.into(),
             source,
         })?;
-        check_one(what, p, m.uid(), m.mode())?;
+        check_entry(what, p, m.uid(), m.mode(), p != real)?;
         cur = p.parent();
     }
     Ok(())
@@ -86,8 +92,18 @@ mod tests {
         assert!(e.to_string().contains("writable by group or others"), "{e}");
         let e = check_one("hook", &f, 1000, 0o100755).unwrap_err();
         assert!(e.to_string().contains("uid 1000"), "{e}");
-        // a world-writable ancestor (like /tmp) is refused too
-        let e = check_root_owned("hook", Path::new("/tmp")).unwrap_err();
-        assert!(e.to_string().contains("/tmp"), "{e}");
+        // a world-writable ancestor is refused, a root-owned sticky one (/tmp) is not
+        let open = d.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(open.join("tool"), "x").unwrap();
+        std::fs::set_permissions(open.join("tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let e = check_root_owned("hook", &open.join("tool")).unwrap_err();
+        assert!(e.to_string().contains("open"), "{e}");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_root_owned("hook", &open.join("tool")).unwrap();
+        // the file itself may never be writable by others, sticky or not
+        assert!(check_root_owned("hook", Path::new("/tmp")).is_err());
     }
 }

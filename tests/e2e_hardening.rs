@@ -307,7 +307,9 @@ fn ldconfig_hang_times_out() {
 
 #[test]
 fn untrusted_ldconfig_is_refused() {
-    let d = tempfile::tempdir().unwrap(); // under /tmp: world-writable ancestor
+    let d = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let p = d.path().join("ldconfig");
     std::fs::copy("/sbin/ldconfig", &p).unwrap();
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");

@@ -451,3 +451,88 @@ fn failure_midway_undoes_what_was_done() {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     assert!(host_mounts_under(&fixtures().driver).is_empty());
 }
+
+/// `NVIDIA_REQUIRE_*`: checked against the driver, and per visible GPU against NVML's
+/// facts (the synthetic NVML reports CUDA 12.4; GPUs 0-2 are compute 9.0 Tesla, GPU 3 is
+/// compute 8.0 GeForce).
+#[test]
+fn requirements() {
+    let run_env = |env: &[&str]| {
+        let c = Container::new(Flavor::Debian, env, "nvidia-smi -L; true");
+        let o = c.run(Cgroup::V1);
+        let (out, err) = text(&o);
+        (o.status.success(), out, err.replace("\\\"", "\""))
+    };
+    for env in [
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.0"][..],
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_REQUIRE_CUDA=cuda>=12.5 driver>=550",
+        ],
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0,1",
+            "NVIDIA_REQUIRE_ARCH=arch>=9.0",
+            "NVIDIA_REQUIRE_BRAND=brand=tesla",
+        ],
+        &[
+            "NVIDIA_VISIBLE_DEVICES=all",
+            "NVIDIA_REQUIRE_CUDA=cuda>=99",
+            "NVIDIA_DISABLE_REQUIRE=true",
+        ],
+        &[
+            "NVIDIA_VISIBLE_DEVICES=none",
+            "NVIDIA_REQUIRE_ARCH=arch>=99.0",
+        ],
+        &["CUDA_VERSION=12.2.1"],
+    ] {
+        let (ok, out, err) = run_env(env);
+        assert!(ok, "{env:?}: {out}{err}");
+    }
+    for (env, needle) in [
+        (&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.5"][..], "unsatisfied requirement NVIDIA_REQUIRE_CUDA=\"cuda>=12.5\": driver 550.54.14, cuda 12.4"),
+        (&["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_ARCH=arch>=9.0"], "GPU 0000:1b:00.0 arch 8.0"),
+        (&["NVIDIA_VISIBLE_DEVICES=3", "NVIDIA_REQUIRE_BRAND=brand=tesla"], "brand geforce"),
+        (&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_DRIVER=driver>=560"], "driver 550.54.14"),
+        (&["CUDA_VERSION=13.0"], "CUDA_VERSION=\"cuda>=13.0\""),
+        (&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda~12"], "cannot parse requirement"),
+    ] {
+        let (ok, out, err) = run_env(env);
+        assert!(!ok, "{env:?} started: {out}");
+        assert!(err.contains(needle), "{env:?}: {err}");
+    }
+}
+
+/// A wedged NVML is killed after its timeout and the start fails, saying so.
+#[test]
+fn hung_nvml_times_out() {
+    let f = fixtures();
+    let d = tempfile::tempdir().unwrap();
+    let driver = d.path().join("driver");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.driver)
+        .arg(&driver)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(driver.join("root/usr/lib/x86_64-linux-gnu/nvml-hang"), "").unwrap();
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.0"],
+        "true",
+    );
+    let cfg = std::fs::read_to_string(&c.config).unwrap().replace(
+        &f.driver.display().to_string(),
+        &driver.display().to_string(),
+    );
+    std::fs::write(&c.config, cfg).unwrap();
+    let t = std::time::Instant::now();
+    let o = c.run(Cgroup::V1);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("did not answer within 10s and was killed"),
+        "{err}"
+    );
+    assert!(t.elapsed().as_secs() < 40);
+}

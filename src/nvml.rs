@@ -1,0 +1,241 @@
+//! Facts only NVML knows (the driver's CUDA version, each GPU's compute capability and
+//! brand), asked from the host's `libnvidia-ml.so.1` in a short-lived child: it drops to
+//! `nobody` with `no_new_privs` before loading the library, and is killed after a
+//! timeout, so a slow or hung NVML cannot wedge the hook. Only used when a requirement
+//! needs one of these facts.
+
+use crate::procfs::BusId;
+use crate::require::{brand_name, GpuFacts};
+use std::ffi::{c_char, c_int, c_uint, c_void, CString};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NVML ({lib}): {what}: {source}")]
+    Io {
+        lib: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("NVML ({lib}) failed: {message}")]
+    Failed { lib: String, message: String },
+    #[error("NVML ({lib}) did not answer within {timeout:?} and was killed")]
+    Timeout { lib: String, timeout: Duration },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the child reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    pub cuda: Option<String>,
+    pub gpus: Vec<GpuFacts>,
+}
+
+type InitFn = unsafe extern "C" fn() -> c_int;
+type CudaVersionFn = unsafe extern "C" fn(*mut c_int) -> c_int;
+type HandleFn = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> c_int;
+type CapFn = unsafe extern "C" fn(*mut c_void, *mut c_int, *mut c_int) -> c_int;
+type BrandFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
+
+/// Runs in the child, unprivileged: loads NVML and asks it.
+fn ask(lib: &CString, bus_ids: &[CString]) -> std::result::Result<Answer, String> {
+    // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols are cast to NVML's
+    // documented signatures.
+    unsafe {
+        let h = libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if h.is_null() {
+            return Err("cannot load the library".into());
+        }
+        let sym = |n: &std::ffi::CStr| {
+            let p = libc::dlsym(h, n.as_ptr());
+            (!p.is_null()).then_some(p)
+        };
+        let init: InitFn = std::mem::transmute(sym(c"nvmlInit_v2").ok_or("no nvmlInit_v2")?);
+        let r = init();
+        if r != 0 {
+            return Err(format!("nvmlInit_v2 returned {r}"));
+        }
+        let mut a = Answer::default();
+        if let Some(f) = sym(c"nvmlSystemGetCudaDriverVersion_v2")
+            .or_else(|| sym(c"nvmlSystemGetCudaDriverVersion"))
+        {
+            let f: CudaVersionFn = std::mem::transmute(f);
+            let mut v = 0;
+            if f(&mut v) == 0 && v > 0 {
+                a.cuda = Some(format!("{}.{}", v / 1000, (v % 1000) / 10));
+            }
+        }
+        let handle: Option<HandleFn> =
+            sym(c"nvmlDeviceGetHandleByPciBusId_v2").map(|p| std::mem::transmute(p));
+        let cap: Option<CapFn> =
+            sym(c"nvmlDeviceGetCudaComputeCapability").map(|p| std::mem::transmute(p));
+        let brand: Option<BrandFn> = sym(c"nvmlDeviceGetBrand").map(|p| std::mem::transmute(p));
+        for b in bus_ids {
+            let mut g = GpuFacts {
+                bus_id: b.to_string_lossy().into_owned(),
+                ..Default::default()
+            };
+            let mut dev: *mut c_void = std::ptr::null_mut();
+            if let Some(hf) = handle {
+                if hf(b.as_ptr(), &mut dev) == 0 {
+                    if let Some(cf) = cap {
+                        let (mut ma, mut mi) = (0, 0);
+                        if cf(dev, &mut ma, &mut mi) == 0 {
+                            g.arch = Some(format!("{ma}.{mi}"));
+                        }
+                    }
+                    if let Some(bf) = brand {
+                        let mut n = 0;
+                        if bf(dev, &mut n) == 0 {
+                            g.brand = Some(brand_name(n).to_string());
+                        }
+                    }
+                }
+            }
+            a.gpus.push(g);
+        }
+        if let Some(s) = sym(c"nvmlShutdown") {
+            let s: InitFn = std::mem::transmute(s);
+            s();
+        }
+        Ok(a)
+    }
+}
+
+/// Asks NVML at `lib` about the driver and the GPUs at `bus_ids`.
+pub fn query(lib: &Path, bus_ids: &[BusId], timeout: Duration) -> Result<Answer> {
+    let label = lib.display().to_string();
+    let io_err = |what| {
+        let label = label.clone();
+        move |source| Error::Io {
+            lib: label,
+            what,
+            source,
+        }
+    };
+    let clib = CString::new(lib.as_os_str().as_encoded_bytes()).map_err(|_| Error::Failed {
+        lib: label.clone(),
+        message: "path holds a NUL".into(),
+    })?;
+    // NVML's own format: an 8-digit domain, upper case.
+    let ids: Vec<CString> = bus_ids
+        .iter()
+        .map(|b| {
+            CString::new(format!(
+                "{:08X}:{:02X}:{:02X}.{:X}",
+                b.domain, b.bus, b.device, b.function
+            ))
+            .expect("no NUL")
+        })
+        .collect();
+    let mut fds = [0; 2];
+    // SAFETY: valid out-array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io_err("pipe")(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fds we own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: nvhook is single-threaded; the child runs plain code and leaves by _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io_err("fork")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(rd);
+        // SAFETY: plain system calls in the child, then _exit.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::geteuid() == 0
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0)
+            {
+                libc::_exit(3);
+            }
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        }
+        let out = match ask(&clib, &ids) {
+            Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
+            Err(e) => format!("!{e}"),
+        };
+        let mut f = std::fs::File::from(wr);
+        let _ = io::Write::write_all(&mut f, out.as_bytes());
+        // SAFETY: leave the child without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(wr);
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::new();
+    let mut f = std::fs::File::from(rd);
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if r == 0 || left.is_zero() {
+            timed_out = true;
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        match f.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
+        }
+    }
+    if timed_out {
+        // SAFETY: pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut st = 0;
+    // SAFETY: pid is our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    if timed_out {
+        return Err(Error::Timeout {
+            lib: label,
+            timeout,
+        });
+    }
+    let text = String::from_utf8_lossy(&buf);
+    if let Some(msg) = text.strip_prefix('!') {
+        return Err(Error::Failed {
+            lib: label,
+            message: msg.to_string(),
+        });
+    }
+    if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+        return Err(Error::Failed {
+            lib: label,
+            message: format!("child ended with status {st:#x}"),
+        });
+    }
+    let mut a: Answer = serde_json::from_str(&text).map_err(|e| Error::Failed {
+        lib: label.clone(),
+        message: format!("bad answer: {e}"),
+    })?;
+    if a.gpus.len() != bus_ids.len() {
+        return Err(Error::Failed {
+            lib: label,
+            message: "answer for the wrong number of GPUs".into(),
+        });
+    }
+    for (g, b) in a.gpus.iter_mut().zip(bus_ids) {
+        g.bus_id = b.to_string(); // nvhook's own spelling in messages
+    }
+    Ok(a)
+}
