@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nvhook/config.toml";
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "NVHOOK_CONFIG";
+/// NVIDIA's configuration, read when nvhook has none of its own.
+pub const NVIDIA_CONFIG_PATH: &str = "/etc/nvidia-container-runtime/config.toml";
+/// Overrides [`NVIDIA_CONFIG_PATH`] (tests, unusual installs).
+pub const NVIDIA_CONFIG_ENV: &str = "NVHOOK_NVIDIA_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -110,6 +114,14 @@ pub struct Config {
     pub no_cgroups: bool,
     /// Skip all `NVIDIA_REQUIRE_*` checks (as `NVIDIA_DISABLE_REQUIRE` does per container).
     pub disable_require: bool,
+    /// NVIDIA's policy keys for where a device list may come from (see `request::Policy`).
+    #[serde(rename = "accept-nvidia-visible-devices-envvar-when-unprivileged")]
+    pub accept_envvar_when_unprivileged: bool,
+    #[serde(rename = "accept-nvidia-visible-devices-as-volume-mounts")]
+    pub accept_volume_mounts: bool,
+    pub accept_cdi_annotations: bool,
+    /// What `NVIDIA_DRIVER_CAPABILITIES=all` means.
+    pub supported_driver_capabilities: String,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
 }
@@ -124,6 +136,11 @@ impl Default for Config {
             ldconfig_timeout: 30,
             no_cgroups: false,
             disable_require: false,
+            accept_envvar_when_unprivileged: true,
+            accept_volume_mounts: false,
+            accept_cdi_annotations: false,
+            supported_driver_capabilities: "compat32,compute,display,graphics,ngx,utility,video"
+                .into(),
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
         }
@@ -135,7 +152,12 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
+    /// An nvhook configuration file (what `--config` can be given).
     pub path: Option<PathBuf>,
+    /// NVIDIA's configuration file, when the settings were translated from it.
+    pub nvidia_path: Option<PathBuf>,
+    /// Keys of NVIDIA's file that nvhook does not honour.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -159,13 +181,142 @@ impl Config {
             Ok(text) => Ok(Loaded {
                 config: Config::parse(&text, &path)?,
                 path: Some(path),
+                nvidia_path: None,
+                warnings: Vec::new(),
             }),
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
-                config: Config::default(),
-                path: None,
-            }),
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                let nv = std::env::var_os(NVIDIA_CONFIG_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(NVIDIA_CONFIG_PATH));
+                match std::fs::read_to_string(&nv) {
+                    Ok(text) => {
+                        let (config, warnings) = Config::from_nvidia(&text, &nv)?;
+                        Ok(Loaded {
+                            config,
+                            path: None,
+                            nvidia_path: Some(nv),
+                            warnings,
+                        })
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded {
+                        config: Config::default(),
+                        path: None,
+                        nvidia_path: None,
+                        warnings: Vec::new(),
+                    }),
+                    Err(source) => Err(Error::Read { path: nv, source }),
+                }
+            }
             Err(source) => Err(Error::Read { path, source }),
         }
+    }
+
+    /// Translates NVIDIA's `config.toml` (nvidia-container-toolkit) into nvhook's
+    /// settings, so a host can switch without rewriting its configuration. Returns the
+    /// keys that have no meaning for nvhook, for a warning each.
+    pub fn from_nvidia(text: &str, path: &Path) -> Result<(Config, Vec<String>)> {
+        use toml::Value;
+        let perr = |m: String| Error::Parse {
+            path: path.to_path_buf(),
+            message: m,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| perr(e.message().to_string()))?;
+        let mut c = Config::default();
+        let mut warnings = Vec::new();
+        let mut ignore = |key: &str| {
+            warnings.push(format!(
+                "{}: {key} is not honoured by nvhook",
+                path.display()
+            ))
+        };
+        let want_str = |k: &str, v: &Value| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| perr(format!("{k} must be a string")))
+        };
+        let want_bool = |k: &str, v: &Value| {
+            v.as_bool()
+                .ok_or_else(|| perr(format!("{k} must be a boolean")))
+        };
+        for (k, v) in &table {
+            match (k.as_str(), v) {
+                ("accept-nvidia-visible-devices-envvar-when-unprivileged", v) => {
+                    c.accept_envvar_when_unprivileged = want_bool(k, v)?
+                }
+                ("accept-nvidia-visible-devices-as-volume-mounts", v) => {
+                    c.accept_volume_mounts = want_bool(k, v)?
+                }
+                ("disable-require", v) => c.disable_require = want_bool(k, v)?,
+                ("supported-driver-capabilities", v) => {
+                    c.supported_driver_capabilities = want_str(k, v)?
+                }
+                ("nvidia-container-cli", Value::Table(t)) => {
+                    for (k2, v2) in t {
+                        let key = format!("nvidia-container-cli.{k2}");
+                        match k2.as_str() {
+                            "root" => c.driver_root = want_str(&key, v2)?.into(),
+                            "ldconfig" => c.ldconfig = want_str(&key, v2)?,
+                            "no-cgroups" => c.no_cgroups = want_bool(&key, v2)?,
+                            "debug" => c.log.file = Some(want_str(&key, v2)?.into()),
+                            _ => ignore(&key),
+                        }
+                    }
+                }
+                ("nvidia-container-runtime", Value::Table(t)) => {
+                    for (k2, v2) in t {
+                        let key = format!("nvidia-container-runtime.{k2}");
+                        match k2.as_str() {
+                            "runtimes" => {
+                                c.runtime.runtimes = v2
+                                    .as_array()
+                                    .map(|a| {
+                                        a.iter()
+                                            .filter_map(|x| x.as_str().map(str::to_owned))
+                                            .collect()
+                                    })
+                                    .ok_or_else(|| {
+                                        perr(format!("{key} must be an array of strings"))
+                                    })?
+                            }
+                            "log-level" => {
+                                c.log.level = match want_str(&key, v2)?.as_str() {
+                                    "debug" | "trace" => Level::Debug,
+                                    "warn" | "warning" => Level::Warn,
+                                    "error" | "fatal" | "panic" => Level::Error,
+                                    _ => Level::Info,
+                                }
+                            }
+                            "mode" if matches!(v2.as_str(), Some("legacy" | "auto")) => {}
+                            _ => ignore(&key),
+                        }
+                    }
+                }
+                ("nvidia-container-runtime-hook", Value::Table(t)) => {
+                    for (k2, v2) in t {
+                        let key = format!("nvidia-container-runtime-hook.{k2}");
+                        match k2.as_str() {
+                            // NVIDIA's hook name: nvhook answers to it through a link.
+                            "path" => c.runtime.hook_path = Some(want_str(&key, v2)?.into()),
+                            "skip-mode-detection" => {}
+                            _ => ignore(&key),
+                        }
+                    }
+                }
+                _ => ignore(k),
+            }
+        }
+        Ok((c, warnings))
+    }
+
+    /// The request policy these keys describe.
+    pub fn policy(&self) -> std::result::Result<crate::request::Policy, crate::request::Error> {
+        Ok(crate::request::Policy {
+            accept_envvar_when_unprivileged: self.accept_envvar_when_unprivileged,
+            accept_volume_mounts: self.accept_volume_mounts,
+            accept_cdi_annotations: self.accept_cdi_annotations,
+            supported: crate::request::parse_capabilities(&self.supported_driver_capabilities)?,
+        })
     }
 
     /// The ldconfig to run: `(true, path)` for a host binary, `(false, path)` for one in
@@ -235,6 +386,59 @@ format = "json"
         assert!(e.to_string().contains("stages"), "{e}");
         let e = Config::parse("[runtime]\nstage = \"poststart\"", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("poststart"), "{e}");
+    }
+
+    #[test]
+    fn nvidia_config_translated() {
+        let text = r#"
+accept-nvidia-visible-devices-as-volume-mounts = true
+accept-nvidia-visible-devices-envvar-when-unprivileged = false
+disable-require = false
+supported-driver-capabilities = "compute,utility"
+swarm-resource = "DOCKER_RESOURCE_GPU"
+
+[nvidia-container-cli]
+environment = []
+ldconfig = "@/sbin/ldconfig.real"
+load-kmods = true
+root = "/run/nvidia/driver"
+no-cgroups = false
+
+[nvidia-container-runtime]
+log-level = "debug"
+mode = "auto"
+runtimes = ["docker-runc", "runc", "crun"]
+
+[nvidia-container-runtime.modes.cdi]
+default-kind = "nvidia.com/gpu"
+
+[nvidia-container-runtime-hook]
+path = "/usr/bin/nvidia-container-runtime-hook"
+skip-mode-detection = false
+"#;
+        let (c, w) =
+            Config::from_nvidia(text, Path::new("/etc/nvidia-container-runtime/config.toml"))
+                .unwrap();
+        assert_eq!(c.driver_root, Path::new("/run/nvidia/driver"));
+        assert_eq!(c.ldconfig, "@/sbin/ldconfig.real");
+        assert!(c.accept_volume_mounts && !c.accept_envvar_when_unprivileged);
+        assert_eq!(c.supported_driver_capabilities, "compute,utility");
+        assert_eq!(c.log.level, Level::Debug);
+        assert_eq!(
+            c.runtime.hook_path.as_deref(),
+            Some(Path::new("/usr/bin/nvidia-container-runtime-hook"))
+        );
+        let w = w.join("\n");
+        for key in [
+            "swarm-resource",
+            "nvidia-container-cli.environment",
+            "nvidia-container-cli.load-kmods",
+            "nvidia-container-runtime.modes",
+        ] {
+            assert!(w.contains(key), "{key} not warned about: {w}");
+        }
+        assert!(!w.contains("runtimes") && !w.contains(".root"), "{w}");
+        assert!(Config::from_nvidia("[nvidia-container-cli]\nroot = 1\n", Path::new("x")).is_err());
     }
 
     #[test]

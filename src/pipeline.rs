@@ -103,7 +103,7 @@ pub struct PhaseTimes {
 pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Decision> {
     let clock = Instant::now();
     let spec = Spec::load(&state.bundle)?;
-    let request = Request::from_env(&spec.env)?;
+    let request = Request::from_source(&spec.source, &cfg.policy()?)?;
     times.parse = clock.elapsed();
     let container = ContainerInfo {
         id: state.id.clone(),

@@ -111,20 +111,166 @@ fn is_void(v: &str) -> bool {
     v.trim().is_empty() || v.split(',').any(|d| d.trim() == "void")
 }
 
-impl Request {
-    pub fn from_env(env: &[String]) -> Result<Option<Request>> {
-        let legacy_cuda = is_legacy_cuda(env);
-        let devices = match getenv(env, VISIBLE_DEVICES) {
-            None if legacy_cuda => Devices::All,
-            None => return Ok(None),
-            Some(v) if is_void(v) => return Ok(None),
-            Some(v) => parse_devices(v)?,
+/// Mounts under this directory name devices (Kubernetes' volume-mount strategy).
+pub const DEVICE_LIST_DIR: &str = "/var/run/nvidia-container-devices";
+/// Annotations under this prefix name CDI devices (`nvidia.com/gpu=<id>`).
+pub const CDI_ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
+
+/// Where a device list may come from, with the meaning of NVIDIA's policy keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `accept-nvidia-visible-devices-envvar-when-unprivileged`: when false, the variable
+    /// of a container without `CAP_SYS_ADMIN` is not trusted (and ignored).
+    pub accept_envvar_when_unprivileged: bool,
+    /// `accept-nvidia-visible-devices-as-volume-mounts`: device ids from mounts under
+    /// [`DEVICE_LIST_DIR`], taking precedence over the variable.
+    pub accept_volume_mounts: bool,
+    /// `accept-cdi-annotations`: device ids from `cdi.k8s.io/*` annotations naming
+    /// `nvidia.com/gpu=<id>`.
+    pub accept_cdi_annotations: bool,
+    /// What `all` expands to (`supported-driver-capabilities`).
+    pub supported: BTreeSet<Capability>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            accept_envvar_when_unprivileged: true,
+            accept_volume_mounts: false,
+            accept_cdi_annotations: false,
+            supported: Capability::ALL.into_iter().collect(),
+        }
+    }
+}
+
+/// The parts of a container's config that can carry a GPU request.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub env: Vec<String>,
+    pub mount_destinations: Vec<String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `CAP_SYS_ADMIN` in the process's bounding set.
+    pub privileged: bool,
+}
+
+impl Source {
+    pub fn from_env(env: &[String]) -> Source {
+        Source {
+            env: env.to_vec(),
+            privileged: true,
+            ..Default::default()
+        }
+    }
+
+    /// Reads a config.json value leniently (the shim's view).
+    pub fn from_config(v: &serde_json::Value) -> Source {
+        let strings = |p: &str| -> Vec<String> {
+            v.pointer(p)
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
+        Source {
+            env: strings("/process/env"),
+            mount_destinations: v
+                .get("mounts")
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m["destination"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            annotations: v
+                .get("annotations")
+                .and_then(serde_json::Value::as_object)
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, x)| Some((k.clone(), x.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            privileged: strings("/process/capabilities/bounding")
+                .iter()
+                .any(|c| c == "CAP_SYS_ADMIN"),
+        }
+    }
+
+    fn volume_mount_ids(&self) -> Vec<String> {
+        self.mount_destinations
+            .iter()
+            .filter_map(|d| d.strip_prefix(DEVICE_LIST_DIR)?.strip_prefix('/'))
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn cdi_annotation_ids(&self) -> Vec<String> {
+        self.annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with(CDI_ANNOTATION_PREFIX))
+            .flat_map(|(_, v)| v.split(','))
+            .filter_map(|d| d.trim().strip_prefix("nvidia.com/gpu="))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The device list this container asks for under `policy`: `None` means no request.
+    fn devices(&self, policy: &Policy) -> Result<Option<(Devices, bool)>> {
+        let legacy_cuda = is_legacy_cuda(&self.env);
+        if policy.accept_volume_mounts {
+            let ids = self.volume_mount_ids();
+            if !ids.is_empty() {
+                return Ok(Some((parse_devices(&ids.join(","))?, legacy_cuda)));
+            }
+        }
+        if policy.accept_cdi_annotations {
+            let ids = self.cdi_annotation_ids();
+            if !ids.is_empty() {
+                return Ok(Some((parse_devices(&ids.join(","))?, legacy_cuda)));
+            }
+        }
+        if !self.privileged && !policy.accept_envvar_when_unprivileged {
+            return Ok(None);
+        }
+        Ok(match getenv(&self.env, VISIBLE_DEVICES) {
+            None if legacy_cuda => Some((Devices::All, true)),
+            None => None,
+            Some(v) if is_void(v) => None,
+            Some(v) => Some((parse_devices(v)?, legacy_cuda)),
+        })
+    }
+
+    /// The cheap check the shim makes under `policy`.
+    pub fn wants_gpus(&self, policy: &Policy) -> bool {
+        match self.devices(policy) {
+            Ok(d) => d.is_some(),
+            // A malformed list still goes to the hook, which refuses it with a message.
+            Err(_) => true,
+        }
+    }
+}
+
+impl Request {
+    /// The request of a plain environment, under the default policy.
+    pub fn from_env(env: &[String]) -> Result<Option<Request>> {
+        Request::from_source(&Source::from_env(env), &Policy::default())
+    }
+
+    pub fn from_source(src: &Source, policy: &Policy) -> Result<Option<Request>> {
+        let Some((devices, legacy_cuda)) = src.devices(policy)? else {
+            return Ok(None);
+        };
+        let env = &src.env;
         let capabilities = match getenv(env, DRIVER_CAPABILITIES) {
-            None if legacy_cuda => Capability::ALL.into_iter().collect(),
+            None if legacy_cuda => policy.supported.clone(),
             None => default_caps(),
             Some(v) if v.trim().is_empty() => default_caps(),
-            Some(v) => parse_capabilities(v)?,
+            Some(v) => parse_capabilities_with(v, &policy.supported)?,
         };
         Ok(Some(Request {
             devices,
@@ -174,10 +320,18 @@ fn is_mig_index(d: &str) -> bool {
 /// Parses a capability list; `all` expands to every capability, and the implied ones
 /// (video → compute, display → graphics) are added.
 pub fn parse_capabilities(v: &str) -> Result<BTreeSet<Capability>> {
+    parse_capabilities_with(v, &Capability::ALL.into_iter().collect())
+}
+
+/// As [`parse_capabilities`], with `all` meaning `supported`.
+pub fn parse_capabilities_with(
+    v: &str,
+    supported: &BTreeSet<Capability>,
+) -> Result<BTreeSet<Capability>> {
     let mut caps = BTreeSet::new();
     for c in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         if c == "all" {
-            caps.extend(Capability::ALL);
+            caps.extend(supported.iter().copied());
             continue;
         }
         caps.insert(Capability::from_name(c).ok_or_else(|| Error::UnknownCapability(c.into()))?);
@@ -291,6 +445,95 @@ mod tests {
             "CUDA_VERSION=9.0",
             "NVIDIA_VISIBLE_DEVICES=void"
         ])));
+    }
+
+    #[test]
+    fn kubernetes_device_lists_and_policy() {
+        let mounts = |ids: &[&str]| {
+            ids.iter()
+                .map(|i| format!("{DEVICE_LIST_DIR}/{i}"))
+                .collect::<Vec<_>>()
+        };
+        let src = Source {
+            env: env(&["NVIDIA_VISIBLE_DEVICES=void"]),
+            mount_destinations: mounts(&["1", "GPU-x"]),
+            ..Default::default()
+        };
+        // volume mounts only count when accepted, and then win over the variable
+        assert_eq!(
+            Request::from_source(&src, &Policy::default()).unwrap(),
+            None
+        );
+        let vm = Policy {
+            accept_volume_mounts: true,
+            ..Policy::default()
+        };
+        let r = Request::from_source(&src, &vm).unwrap().unwrap();
+        assert_eq!(r.devices, Devices::List(vec!["1".into(), "GPU-x".into()]));
+        assert!(src.wants_gpus(&vm) && !src.wants_gpus(&Policy::default()));
+        // an unprivileged container's variable is not trusted when told so
+        let unpriv = Source {
+            env: env(&["NVIDIA_VISIBLE_DEVICES=all"]),
+            ..Default::default()
+        };
+        let strict = Policy {
+            accept_envvar_when_unprivileged: false,
+            ..Policy::default()
+        };
+        assert_eq!(Request::from_source(&unpriv, &strict).unwrap(), None);
+        assert!(Request::from_source(&unpriv, &Policy::default())
+            .unwrap()
+            .is_some());
+        let privileged = Source {
+            privileged: true,
+            ..unpriv.clone()
+        };
+        assert!(Request::from_source(&privileged, &strict)
+            .unwrap()
+            .is_some());
+        // CDI annotations
+        let ann = Source {
+            annotations: [(
+                "cdi.k8s.io/nvidia-device-plugin_abc".to_string(),
+                "nvidia.com/gpu=0,nvidia.com/gpu=GPU-y,other.com/x=1".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let p = Policy {
+            accept_cdi_annotations: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            Request::from_source(&ann, &p).unwrap().unwrap().devices,
+            Devices::List(vec!["0".into(), "GPU-y".into()])
+        );
+        assert_eq!(
+            Request::from_source(&ann, &Policy::default()).unwrap(),
+            None
+        );
+        // supported-driver-capabilities bounds `all`
+        let s = Policy {
+            supported: [Capability::Utility, Capability::Compute].into(),
+            ..Policy::default()
+        };
+        let r = Request::from_source(
+            &Source::from_env(&env(&[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=all",
+            ])),
+            &s,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.capabilities, [Compute, Utility].into());
+        // the shim's reading of config.json
+        let v = serde_json::json!({"process": {"env": ["A=1"], "capabilities": {"bounding": ["CAP_SYS_ADMIN"]}},
+            "mounts": [{"destination": "/var/run/nvidia-container-devices/0"}], "annotations": {"a": "b"}});
+        let s = Source::from_config(&v);
+        assert!(s.privileged);
+        assert_eq!(s.volume_mount_ids(), ["0"]);
+        assert_eq!(s.annotations["a"], "b");
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Spec {
     pub mount_destinations: Vec<String>,
     /// `process.capabilities.bounding`, when given.
     pub bounding_caps: Option<Vec<String>>,
+    /// The request's view of the whole config (env, mounts, annotations, privilege).
+    pub source: crate::request::Source,
 }
 
 impl Spec {
@@ -136,12 +138,14 @@ impl Spec {
                     .collect()
             })
             .unwrap_or_default();
+        let source = crate::request::Source::from_config(&v);
         Ok(Spec {
             env,
             rootfs,
             root_readonly,
             mount_destinations,
             bounding_caps,
+            source,
         })
     }
 }

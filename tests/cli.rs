@@ -194,3 +194,33 @@ fn plan_without_root() {
         .unwrap()
         .starts_with("/usr/lib64/"));
 }
+
+/// With no nvhook configuration, NVIDIA's is read and translated, and the keys nvhook
+/// does not honour are named.
+#[test]
+fn nvidia_config_is_read_when_nvhooks_is_absent() {
+    let d = tempfile::tempdir().unwrap();
+    let nv = d.path().join("config.toml");
+    std::fs::write(&nv, "accept-nvidia-visible-devices-as-volume-mounts = true\n[nvidia-container-cli]\nroot = \"/run/nvidia/driver\"\nload-kmods = true\n[nvidia-container-runtime]\nruntimes = [\"crun\"]\n").unwrap();
+    let o = Command::new(fixtures().bin.join("nvhook"))
+        .arg("config")
+        .env_remove("NVHOOK_CONFIG")
+        .env("NVHOOK_NVIDIA_CONFIG", &nv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["nvidia-file"], nv.display().to_string());
+    assert_eq!(v["config"]["driver-root"], "/run/nvidia/driver");
+    assert_eq!(
+        v["config"]["accept-nvidia-visible-devices-as-volume-mounts"],
+        true
+    );
+    assert_eq!(v["config"]["runtime"]["runtimes"][0], "crun");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("nvidia-container-cli.load-kmods"),
+        "{v}"
+    );
+}

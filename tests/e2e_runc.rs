@@ -536,3 +536,52 @@ fn hung_nvml_times_out() {
     );
     assert!(t.elapsed().as_secs() < 40);
 }
+
+/// Kubernetes' volume-mount device lists and NVIDIA's policy keys.
+#[test]
+fn kubernetes_device_lists_and_policy() {
+    // volume mounts (accepted) name GPU 1; the variable says all and is overridden
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=all"], PROBE);
+    c.write_config("accept-nvidia-visible-devices-as-volume-mounts = true");
+    let mut spec = c.spec();
+    spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+        "destination": "/var/run/nvidia-container-devices/1", "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]
+    }));
+    c.set_spec(&spec);
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let s = section(&out, "smi");
+    assert_eq!(s.iter().filter(|l| l.contains("UUID")).count(), 1, "{out}");
+    assert!(s[0].contains(&gpu_uuid(1)), "{out}");
+
+    // an unprivileged container's variable is not trusted when told so: untouched
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
+    c.write_config("accept-nvidia-visible-devices-envvar-when-unprivileged = false");
+    let before = std::fs::read(c.bundle.join("config.json")).unwrap();
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(section(&out, "dev").is_empty(), "{out}");
+    assert_eq!(
+        std::fs::read(c.bundle.join("config.json")).unwrap(),
+        before,
+        "shim added a hook"
+    );
+    // ... but a privileged one's is
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], PROBE);
+    c.write_config("accept-nvidia-visible-devices-envvar-when-unprivileged = false");
+    let mut spec = c.spec();
+    spec["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push("CAP_SYS_ADMIN".into());
+    c.set_spec(&spec);
+    let (out, _) = text(&c.run(Cgroup::V1));
+    assert!(
+        section(&out, "smi")
+            .iter()
+            .any(|l| l.contains(&gpu_uuid(0))),
+        "{out}"
+    );
+}

@@ -62,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: CdiHookCommand,
     },
+    /// Print the configuration in effect (and where it came from), as JSON.
+    Config,
     /// Set a container engine up to use nvhook.
     Install(InstallArgs),
     /// Undo `install`.
@@ -150,6 +152,9 @@ fn run(cli: Cli) -> Result<()> {
     let loaded = Config::load(cli.config.as_deref())?;
     let cfg = loaded.config.clone();
     nvhook::log::init(&cfg.log, "nvhook");
+    for w in &loaded.warnings {
+        nvhook::log::warn(w);
+    }
     match cli.command {
         Command::Prestart { state, fail_at } | Command::CreateRuntime { state, fail_at } => {
             hook(&cfg, state, fail_at.unwrap_or_default())
@@ -172,6 +177,16 @@ fn run(cli: Cli) -> Result<()> {
             let state = pipeline::read_state(state.as_deref())?;
             pipeline::run_ldconfig_only(&cfg, &state, &folders)
                 .with_context(|| format!("container {}", state.id))
+        }
+        Command::Config => {
+            let v = serde_json::json!({
+                "file": loaded.path,
+                "nvidia-file": loaded.nvidia_path,
+                "warnings": loaded.warnings,
+                "config": cfg,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
         }
         Command::Install(a) => install(a, false),
         Command::Uninstall(a) => install(a, true),

@@ -89,7 +89,11 @@ fn hook_path(loaded: &Loaded) -> Result<PathBuf, String> {
 
 fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
     let (mut spec, meta) = spec_edit::read(bundle).map_err(|e| e.to_string())?;
-    if !nvhook::request::wants_gpus(&spec_edit::env_of(&spec)) {
+    let policy = loaded
+        .config
+        .policy()
+        .map_err(|e| format!("configuration: {e}"))?;
+    if !nvhook::request::Source::from_config(&spec).wants_gpus(&policy) {
         return Ok(());
     }
     let path = hook_path(loaded)?;
