@@ -99,6 +99,8 @@ for mode in probe fail hang; do
     $cc -static -O1 -DMODE_$(echo $mode | tr a-z A-Z) -o "$out/tools/ldconfig-$mode" "$here/fake/ldconfig-probe.c"
 done
 $cc -shared -fPIC -o "$out/tools/evil.so" "$here/fake/evil.c"
+# What a CUDA image ships in /usr/local/cuda/compat (forward compatibility).
+$cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$out/tools/libcuda-compat.so" "$here/fake/lib.c"
 cp "$out/build/mksock" "$out/tools/mksock"
 
 echo /usr/lib/x86_64-linux-gnu >"$root/etc/ld.so.conf"

@@ -262,6 +262,9 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     times.mount = clock.elapsed();
     let result = result.and_then(|()| {
         let clock = std::time::Instant::now();
+        for f in &plan.files {
+            root.write_file(&f.path, f.content.as_bytes())?;
+        }
         if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
             root.mkdir_all("/etc")?;
             if t.faults.ldconfig {

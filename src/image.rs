@@ -18,8 +18,12 @@ pub fn inspect(root: &Root) -> rootfs::Result<ImageFacts> {
             .map(|(_, st)| st)
             .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR))
     };
+    let cuda_compat = cuda_compat_version(root);
     if is_file("/etc/debian_version")? {
-        return Ok(ImageFacts::debian());
+        return Ok(ImageFacts {
+            cuda_compat,
+            ..ImageFacts::debian()
+        });
     }
     let lib32_dir = if dir("/usr/lib32")?.is_some() {
         Some("/usr/lib32".to_string())
@@ -33,7 +37,32 @@ pub fn inspect(root: &Root) -> rootfs::Result<ImageFacts> {
     Ok(ImageFacts {
         lib_dir: "/usr/lib64".into(),
         lib32_dir,
+        cuda_compat,
     })
+}
+
+/// Where CUDA images ship forward-compatibility libraries.
+pub const CUDA_COMPAT_DIR: &str = "/usr/local/cuda/compat";
+
+/// The newest `libcuda.so.<version>` in the image's compat dir, read through the scoped
+/// resolver (the files are only looked at, never mounted or run).
+pub fn cuda_compat_version(root: &Root) -> Option<String> {
+    let fd = crate::sys::openat2(
+        std::os::fd::AsFd::as_fd(&root.fd()),
+        std::path::Path::new(CUDA_COMPAT_DIR.trim_start_matches('/')),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+        crate::sys::RESOLVE_IN_ROOT | crate::sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
+    let dir = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("libcuda.so.").map(str::to_owned))
+        .filter(|v| crate::procfs::is_version(v))
+        .max_by(|a, b| crate::require::compare_versions(a, b).unwrap_or(std::cmp::Ordering::Equal))
 }
 
 #[cfg(test)]
@@ -50,6 +79,20 @@ mod tests {
         assert_eq!(inspect(&r).unwrap(), ImageFacts::rhel());
         std::fs::write(t.path().join("etc/debian_version"), "12.5\n").unwrap();
         assert_eq!(inspect(&r).unwrap(), ImageFacts::debian());
+        let compat = t.path().join("usr/local/cuda/compat");
+        std::fs::create_dir_all(&compat).unwrap();
+        for f in [
+            "libcuda.so.1",
+            "libcuda.so.545.23.08",
+            "libcuda.so.560.28.03",
+            "libcuda.so.560.x",
+        ] {
+            std::fs::write(compat.join(f), "").unwrap();
+        }
+        assert_eq!(
+            inspect(&r).unwrap().cuda_compat.as_deref(),
+            Some("560.28.03")
+        );
     }
 
     #[test]

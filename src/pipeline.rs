@@ -238,6 +238,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
         mounts: Vec::new(),
         symlinks: Vec::new(),
         cgroup: Vec::new(),
+        files: Vec::new(),
         ldconfig: Some(plan::Ldconfig { path, host, args }),
     };
     apply::apply(

@@ -34,6 +34,8 @@ pub struct ImageFacts {
     pub lib_dir: String,
     /// The image's i386 library dir, if it has one that is not the 64-bit one.
     pub lib32_dir: Option<String>,
+    /// Version of the newest CUDA forward-compatibility `libcuda.so` the image ships.
+    pub cuda_compat: Option<String>,
 }
 
 impl ImageFacts {
@@ -41,15 +43,27 @@ impl ImageFacts {
         ImageFacts {
             lib_dir: "/usr/lib/x86_64-linux-gnu".into(),
             lib32_dir: Some("/usr/lib/i386-linux-gnu".into()),
+            cuda_compat: None,
         }
     }
     pub fn rhel() -> ImageFacts {
         ImageFacts {
             lib_dir: "/usr/lib64".into(),
             lib32_dir: Some("/usr/lib".into()),
+            cuda_compat: None,
         }
     }
 }
+
+/// A small file nvhook writes inside the container (ldconfig configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileWrite {
+    pub path: String,
+    pub content: String,
+}
+
+/// The ldconfig drop-in that makes the image's newer CUDA compat libraries win.
+pub const CUDA_COMPAT_CONF: &str = "/etc/ld.so.conf.d/00-nvhook-cuda-compat.conf";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,6 +151,8 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     pub symlinks: Vec<Symlink>,
     pub cgroup: Vec<CgroupRule>,
+    /// Files written in the container before ldconfig runs.
+    pub files: Vec<FileWrite>,
     pub ldconfig: Option<Ldconfig>,
 }
 
@@ -314,6 +330,19 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             .collect()
     };
 
+    // CUDA forward compatibility: an image's compat libcuda newer (by major) than the
+    // host driver is preferred, by ldconfig configuration, never by mounting it.
+    let major = |v: &str| v.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    let compat = image.cuda_compat.as_deref().filter(|v| {
+        has(Capability::Compute) && major(v).is_some() && major(v) > major(&driver.version)
+    });
+    let files: Vec<FileWrite> = compat
+        .map(|_| FileWrite {
+            path: CUDA_COMPAT_CONF.into(),
+            content: format!("{}\n", crate::image::CUDA_COMPAT_DIR),
+        })
+        .into_iter()
+        .collect();
     let ldconfig = mounts
         .iter()
         .any(|m| m.kind == MountKind::Library)
@@ -325,6 +354,10 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
                 .map(String::from)
                 .to_vec();
+            // ldconfig ranks libraries of one name by the order of the dirs it is given.
+            if compat.is_some() {
+                args.push(crate::image::CUDA_COMPAT_DIR.into());
+            }
             args.push(image.lib_dir.clone());
             if has(Capability::Compat32) {
                 if let Some(d) = &image.lib32_dir {
@@ -354,6 +387,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         mounts,
         symlinks,
         cgroup,
+        files,
         ldconfig,
     })
 }
@@ -543,6 +577,41 @@ mod tests {
             .symlinks
             .iter()
             .any(|s| s.path.ends_with("libGLX_indirect.so.0")));
+    }
+
+    #[test]
+    fn cuda_compat_only_when_newer() {
+        let newer = ImageFacts {
+            cuda_compat: Some("560.28.03".into()),
+            ..ImageFacts::debian()
+        };
+        let p = plan(&["NVIDIA_VISIBLE_DEVICES=0"], newer.clone()).unwrap();
+        assert_eq!(p.files[0].path, CUDA_COMPAT_CONF);
+        let args = p.ldconfig.unwrap().args;
+        assert_eq!(
+            &args[4..],
+            ["/usr/local/cuda/compat", "/usr/lib/x86_64-linux-gnu"]
+        );
+        let older = ImageFacts {
+            cuda_compat: Some("550.99.01".into()),
+            ..ImageFacts::debian()
+        };
+        assert!(
+            plan(&["NVIDIA_VISIBLE_DEVICES=0"], older)
+                .unwrap()
+                .files
+                .is_empty(),
+            "same major: host wins"
+        );
+        let p = plan(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=utility",
+            ],
+            newer,
+        )
+        .unwrap();
+        assert!(p.files.is_empty(), "no compute, no compat");
     }
 
     #[test]

@@ -300,6 +300,55 @@ impl Root {
         }
     }
 
+    /// Writes a small file (created 0644, or an existing regular file replaced in place),
+    /// never following a symlink and never opening a FIFO or device for writing.
+    pub fn write_file(&mut self, path: &str, content: &[u8]) -> Result<()> {
+        let parts = components(path)?;
+        let (name, parent_parts) = parts.split_last().expect("non-empty");
+        let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        let io = |what| {
+            move |source| Error::Io {
+                path: path.into(),
+                what,
+                source,
+            }
+        };
+        let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let fd = match sys::openat2(
+            parent.as_fd(),
+            Path::new(name),
+            flags | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+            BENEATH_NOFOLLOW,
+        ) {
+            Ok(fd) => {
+                self.created.push(Created {
+                    parent: dup(&parent, path)?,
+                    name: cname(name),
+                    dir: false,
+                });
+                fd
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                sys::openat2(parent.as_fd(), Path::new(name), flags, 0, BENEATH_NOFOLLOW)
+                    .map_err(io("open"))?
+            }
+            Err(e) => return Err(io("create")(e)),
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::WrongType {
+                path: path.into(),
+                found: type_name(st.st_mode),
+                expected: "a regular file",
+            });
+        }
+        let mut f = std::fs::File::from(fd);
+        f.set_len(0).map_err(io("truncate"))?;
+        std::io::Write::write_all(&mut f, content).map_err(io("write"))?;
+        Ok(())
+    }
+
     /// Removes everything this `Root` created, newest first. Best effort: used on the
     /// failure path, after the mounts on top have been taken down.
     pub fn undo(&mut self) {

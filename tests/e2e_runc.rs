@@ -585,3 +585,40 @@ fn kubernetes_device_lists_and_policy() {
         "{out}"
     );
 }
+
+/// CUDA forward compatibility: an image's compat libcuda newer than the host driver is
+/// preferred by ldconfig configuration; an older one is not.
+#[test]
+fn cuda_forward_compat() {
+    for (version, compat_first) in [("560.28.03", true), ("545.23.08", false)] {
+        let c = Container::new(
+            Flavor::Debian,
+            &["NVIDIA_VISIBLE_DEVICES=0"],
+            "ldconfig -p | grep 'libcuda.so.1 '",
+        );
+        let dir = c.rootfs.join("usr/local/cuda/compat");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            fixtures().driver.join("tools/libcuda-compat.so"),
+            dir.join(format!("libcuda.so.{version}")),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(format!("libcuda.so.{version}"), dir.join("libcuda.so.1"))
+            .unwrap();
+        let o = c.run(Cgroup::V1);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}{err}");
+        let first = out.lines().next().unwrap_or("");
+        assert_eq!(
+            first.contains("/usr/local/cuda/compat/"),
+            compat_first,
+            "{version}: {out}"
+        );
+        assert_eq!(
+            c.rootfs
+                .join("etc/ld.so.conf.d/00-nvhook-cuda-compat.conf")
+                .exists(),
+            compat_first
+        );
+    }
+}
