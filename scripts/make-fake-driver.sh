@@ -56,8 +56,12 @@ printf 'NVRM version: NVIDIA UNIX x86_64 Kernel Module  %s  Thu Feb 22 01:44:30 
     >"$out/proc/driver/nvidia/version"
 printf 'ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n' \
     >"$out/proc/driver/nvidia/params"
-printf 'Character devices:\n  1 mem\n195 nvidia-frontend\n%d nvidia-uvm\n\nBlock devices:\n  7 loop\n' "$uvm_major" \
+printf 'Character devices:\n  1 mem\n195 nvidia-frontend\n%d nvidia-uvm\n%d nvidia-caps-imex-channels\n\nBlock devices:\n  7 loop\n' "$uvm_major" $((uvm_major + 1)) \
     >"$out/proc/devices"
+# IMEX channels 0 and 1
+mkdir -p "$out/dev/nvidia-caps-imex-channels"
+mknod -m 666 "$out/dev/nvidia-caps-imex-channels/channel0" c $((uvm_major + 1)) 0
+mknod -m 666 "$out/dev/nvidia-caps-imex-channels/channel1" c $((uvm_major + 1)) 1
 
 # Libraries: name:soname (soname empty = versioned name).
 cc=${CC:-gcc}
@@ -87,6 +91,12 @@ for b in nvidia-debugdump nvidia-cuda-mps-control; do
     printf '#!/bin/sh\necho %s synthetic\n' "$b" >"$root/usr/bin/$b"
     chmod 755 "$root/usr/bin/$b"
 done
+
+# Loader configuration the driver installs, and the MPS pipe directory.
+mkdir -p "$root/usr/share/glvnd/egl_vendor.d" "$root/usr/share/vulkan/icd.d" "$root/etc/OpenCL/vendors" "$root/tmp/nvidia-mps"
+printf '{"file_format_version":"1.0.0","ICD":{"library_path":"libEGL_nvidia.so.0"}}\n' >"$root/usr/share/glvnd/egl_vendor.d/10_nvidia.json"
+printf '{"file_format_version":"1.0.0","ICD":{"library_path":"libGLX_nvidia.so.0","api_version":"1.3.277"}}\n' >"$root/usr/share/vulkan/icd.d/nvidia_icd.json"
+echo libnvidia-opencl.so.1 >"$root/etc/OpenCL/vendors/nvidia.icd"
 
 head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_ga10x.bin"
 head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_tu10x.bin"

@@ -210,12 +210,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     }
     for m in &plan.mounts {
         fail_source(&m.source)?;
-        let want = match m.kind {
-            MountKind::Socket => libc::S_IFSOCK,
-            _ => libc::S_IFREG,
+        let (want, kind) = match m.kind {
+            MountKind::Socket => (libc::S_IFSOCK, TargetKind::File),
+            MountKind::IpcDir => (libc::S_IFDIR, TargetKind::Dir),
+            _ => (libc::S_IFREG, TargetKind::File),
         };
         prepared.push((
-            TargetKind::File,
+            kind,
             prepare(&m.source, want, None, attrs(&m.flags), &m.target)?,
         ));
     }

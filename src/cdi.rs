@@ -102,6 +102,16 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
     for f in &driver.firmware {
         mounts.push(json!({"hostPath": f.host_path.display().to_string(), "containerPath": f.path, "options": ro}));
     }
+    for c in &driver.config_files {
+        mounts.push(json!({"hostPath": c.host_path.display().to_string(), "containerPath": c.path, "options": ro}));
+    }
+    for d in &driver.ipc_dirs {
+        mounts.push(json!({
+            "hostPath": d.host_path.display().to_string(),
+            "containerPath": d.path,
+            "options": ["nosuid", "nodev", "noexec", "bind"],
+        }));
+    }
     for s in &driver.sockets {
         mounts.push(json!({
             "hostPath": s.host_path.display().to_string(),
@@ -282,6 +292,9 @@ mod tests {
             binaries: vec![],
             firmware: vec![],
             sockets: vec![],
+            config_files: vec![],
+            ipc_dirs: vec![],
+            imex_channels: vec![],
             warnings: vec![],
         }
     }

@@ -104,9 +104,48 @@ pub struct Driver {
     pub binaries: Vec<Binary>,
     pub firmware: Vec<Firmware>,
     pub sockets: Vec<Socket>,
+    /// Vendor and ICD files (GLVND, Vulkan, EGL platforms, OpenCL) the driver installs.
+    pub config_files: Vec<Socket>,
+    /// IPC directories (the MPS pipe dir), bound read-write.
+    pub ipc_dirs: Vec<Socket>,
+    /// `/dev/nvidia-caps-imex-channels/channel<N>`, by channel number.
+    pub imex_channels: Vec<(u32, DeviceNode)>,
     /// Things found but not usable, for `nvhook info` and the debug log.
     pub warnings: Vec<String>,
 }
+
+/// Files the driver installs for loaders, by capability, at the same path in containers.
+const CONFIG_FILES: &[(Capability, &str)] = &[
+    (
+        Capability::Graphics,
+        "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+    ),
+    (Capability::Graphics, "/etc/vulkan/icd.d/nvidia_icd.json"),
+    (
+        Capability::Graphics,
+        "/usr/share/vulkan/icd.d/nvidia_icd.json",
+    ),
+    (
+        Capability::Graphics,
+        "/etc/vulkan/implicit_layer.d/nvidia_layers.json",
+    ),
+    (
+        Capability::Graphics,
+        "/usr/share/vulkan/implicit_layer.d/nvidia_layers.json",
+    ),
+    (
+        Capability::Graphics,
+        "/usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
+    ),
+    (
+        Capability::Graphics,
+        "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+    ),
+    (Capability::Compute, "/etc/OpenCL/vendors/nvidia.icd"),
+];
+
+/// The MPS daemon's default pipe directory (on the host, under the driver root).
+const MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
 /// Driver libraries by capability (file names are `lib<name>.so.<version>`).
 pub const LIBRARIES: &[(Capability, &[&str])] = &[
@@ -371,6 +410,68 @@ impl Driver {
             }
         }
 
+        let mut config_files = Vec::new();
+        for (cap, path) in CONFIG_FILES {
+            if let Ok((host_path, st)) = resolve_in(&root, path) {
+                if is_type(&st, libc::S_IFREG) {
+                    config_files.push(Socket {
+                        capability: *cap,
+                        path: path.to_string(),
+                        host_path,
+                    });
+                }
+            }
+        }
+        let mut ipc_dirs = Vec::new();
+        if let Ok((host_path, st)) = resolve_in(&root, MPS_PIPE_DIR) {
+            if is_type(&st, libc::S_IFDIR) {
+                ipc_dirs.push(Socket {
+                    capability: Capability::Compute,
+                    path: MPS_PIPE_DIR.into(),
+                    host_path,
+                });
+            }
+        }
+        let imex_major = major_of(&["nvidia-caps-imex-channels"]);
+        let mut imex_channels = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dev.join("nvidia-caps-imex-channels")) {
+            for e in rd.flatten() {
+                let Some(n) = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("channel"))
+                    .and_then(|n| n.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let host_path = e.path();
+                let Ok(fd) = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW) else {
+                    continue;
+                };
+                let Ok(st) = sys::fstat(std::os::fd::AsFd::as_fd(&fd)) else {
+                    continue;
+                };
+                let (ma, mi) = sys::dev_split(st.st_rdev);
+                if !is_type(&st, libc::S_IFCHR) || imex_major.is_some_and(|m| m != ma) {
+                    warnings.push(format!(
+                        "{} is not the expected character device",
+                        host_path.display()
+                    ));
+                    continue;
+                }
+                imex_channels.push((
+                    n,
+                    DeviceNode {
+                        path: format!("/dev/nvidia-caps-imex-channels/channel{n}"),
+                        host_path,
+                        major: ma,
+                        minor: mi,
+                    },
+                ));
+            }
+        }
+        imex_channels.sort_by_key(|(n, _)| *n);
+
         Ok(Driver {
             version,
             gpus,
@@ -382,6 +483,9 @@ impl Driver {
             binaries,
             firmware,
             sockets,
+            config_files,
+            ipc_dirs,
+            imex_channels,
             warnings,
         })
     }

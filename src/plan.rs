@@ -23,6 +23,8 @@ pub enum Error {
     },
     #[error("device node /dev/nvidiactl not found under the dev root")]
     NoControl,
+    #[error("IMEX channel {0} in NVIDIA_IMEX_CHANNELS has no node /dev/nvidia-caps-imex-channels/channel{0} under the dev root")]
+    NoImexChannel(u32),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -72,6 +74,10 @@ pub enum MountKind {
     Binary,
     Firmware,
     Socket,
+    /// Loader configuration (ICD and vendor JSON files).
+    Config,
+    /// An IPC directory, bound read-write.
+    IpcDir,
 }
 
 /// A read-only (or, for sockets, read-write) bind mount of a host file.
@@ -235,6 +241,15 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         }
     }
 
+    for ch in &req.imex_channels {
+        let (_, n) = driver
+            .imex_channels
+            .iter()
+            .find(|(c, _)| c == ch)
+            .ok_or(Error::NoImexChannel(*ch))?;
+        devices.push(device(n));
+    }
+
     let mut mounts = Vec::new();
     let mut lib_names = Vec::new();
     for lib in &driver.libraries {
@@ -276,6 +291,26 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
                 source: f.host_path.clone(),
                 target: f.path.clone(),
                 flags: LIB_FLAGS.to_vec(),
+            });
+        }
+    }
+    for c in &driver.config_files {
+        if has(c.capability) {
+            mounts.push(Mount {
+                kind: MountKind::Config,
+                source: c.host_path.clone(),
+                target: c.path.clone(),
+                flags: LIB_FLAGS.to_vec(),
+            });
+        }
+    }
+    for d in &driver.ipc_dirs {
+        if has(d.capability) {
+            mounts.push(Mount {
+                kind: MountKind::IpcDir,
+                source: d.host_path.clone(),
+                target: d.path.clone(),
+                flags: SOCK_FLAGS.to_vec(),
             });
         }
     }
@@ -450,6 +485,9 @@ mod tests {
                 host_path: "/h/fw/gsp_ga10x.bin".into(),
             }],
             sockets: vec![],
+            config_files: vec![],
+            ipc_dirs: vec![],
+            imex_channels: vec![],
             warnings: vec![],
         }
     }

@@ -16,6 +16,8 @@ pub enum Error {
     UnknownCapability(String),
     #[error("MIG device {0:?} in NVIDIA_VISIBLE_DEVICES is not supported yet")]
     Mig(String),
+    #[error("bad IMEX channel {0:?} in NVIDIA_IMEX_CHANNELS (numbers, comma separated)")]
+    Imex(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -85,6 +87,8 @@ pub struct Request {
     pub capabilities: BTreeSet<Capability>,
     /// Set for an image with `CUDA_VERSION` but no `NVIDIA_REQUIRE_CUDA`.
     pub legacy_cuda: bool,
+    /// `NVIDIA_IMEX_CHANNELS`: channel numbers (`all` is ignored, as NVIDIA does).
+    pub imex_channels: Vec<u32>,
 }
 
 /// Looks a variable up as the container will see it: the last assignment wins.
@@ -272,10 +276,25 @@ impl Request {
             Some(v) if v.trim().is_empty() => default_caps(),
             Some(v) => parse_capabilities_with(v, &policy.supported)?,
         };
+        let mut imex_channels = Vec::new();
+        for c in getenv(env, "NVIDIA_IMEX_CHANNELS")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+        {
+            if c.is_empty() || c == "all" || c == "none" {
+                continue;
+            }
+            let n: u32 = c.parse().map_err(|_| Error::Imex(c.into()))?;
+            if !imex_channels.contains(&n) {
+                imex_channels.push(n);
+            }
+        }
         Ok(Some(Request {
             devices,
             capabilities,
             legacy_cuda,
+            imex_channels,
         }))
     }
 }

@@ -622,3 +622,62 @@ fn cuda_forward_compat() {
         );
     }
 }
+
+/// Loader configuration files per capability, the MPS pipe dir read-write, IMEX channels.
+#[test]
+fn config_files_ipc_and_imex() {
+    let script = "cat /usr/share/vulkan/icd.d/nvidia_icd.json /etc/OpenCL/vendors/nvidia.icd 2>&1; \
+                  touch /tmp/nvidia-mps/from-container && echo mps-rw; \
+                  ls /dev/nvidia-caps-imex-channels 2>&1; cat /dev/nvidia-caps-imex-channels/channel1 2>&1; true";
+    let c = Container::new(
+        Flavor::Debian,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=graphics,compute",
+            "NVIDIA_IMEX_CHANNELS=1",
+        ],
+        script,
+    );
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("\"library_path\":\"libGLX_nvidia.so.0\""),
+        "vulkan ICD: {out}"
+    );
+    assert!(out.contains("libnvidia-opencl.so.1"), "OpenCL ICD: {out}");
+    assert!(out.contains("mps-rw"), "{out}");
+    let host_mark = fixtures().driver.join("root/tmp/nvidia-mps/from-container");
+    assert!(host_mark.exists(), "the MPS dir is the host's");
+    std::fs::remove_file(host_mark).unwrap();
+    assert!(
+        out.lines().any(|l| l == "channel1") && !out.lines().any(|l| l == "channel0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("channel1': No such device or address"),
+        "IMEX channel allowed in the cgroup: {out}"
+    );
+    // utility only: none of these
+    let c = Container::new(
+        Flavor::Debian,
+        &[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_DRIVER_CAPABILITIES=utility",
+        ],
+        script,
+    );
+    let (out, _) = text(&c.run(Cgroup::V1));
+    assert!(
+        !out.contains("library_path") && !out.contains("mps-rw"),
+        "{out}"
+    );
+    // an unknown channel is refused by name
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=7"],
+        "true",
+    );
+    let (_, err) = text(&c.run(Cgroup::V1));
+    assert!(err.contains("IMEX channel 7"), "{err}");
+}
