@@ -44,7 +44,7 @@ mkdir -p "$work/bundle"
 BUSYBOX=$busybox scripts/make-rootfs.sh "$work/bundle/rootfs" debian >/dev/null || exit 1
 (cd "$work/bundle" && runc spec) || exit 1
 sed -i -e 's/"terminal": true/"terminal": false/' \
-    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; echo rc=$?; ls /dev \| grep nvidia; ldconfig -p \| grep -E \\"libcuda.so.1\|libnvidia-ml.so.1\\""|' \
+    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; echo rc=$?; ls /dev \| grep nvidia; ldconfig -p \| grep -E \\"libcuda.so.1\|libnvidia-ml.so.1\\"; grep ModifyDeviceFiles /proc/driver/nvidia/params; ls /proc/driver/nvidia/gpus"|' \
     -e 's|"TERM=xterm"|"TERM=xterm", "NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=all"|' "$work/bundle/config.json"
 printf '{"ociVersion":"1.0.2","id":"smoke","status":"creating","bundle":"%s"}' "$work/bundle" >"$work/state.json"
 say "nvhook plan (GPU 0, all capabilities)"; "$bin/nvhook" plan --state "$work/state.json"

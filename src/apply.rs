@@ -220,6 +220,10 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             prepare(&m.source, want, None, attrs(&m.flags), &m.target)?,
         ));
     }
+    let proc_view = match &plan.proc_driver {
+        Some(p) => Some(proc_driver_view(p)?),
+        None => None,
+    };
     let exe = match &plan.ldconfig {
         Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
         Some(l) => Some(ldconfig::Exe::InContainer(
@@ -259,7 +263,10 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         source,
     })?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
-    let result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
+    let mut result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
+    if let (Ok(()), Some(view)) = (&result, proc_view) {
+        result = attach_proc_view(&root, view, &mut mounted);
+    }
     times.mount = clock.elapsed();
     let result = result.and_then(|()| {
         let clock = std::time::Instant::now();
@@ -295,6 +302,80 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     }
 }
 
+/// Builds the masked `/proc/driver/nvidia` as a detached tmpfs: files written through
+/// the mount's own descriptor, then made read-only.
+pub fn proc_driver_view(p: &crate::plan::ProcDriver) -> Result<OwnedFd> {
+    let here = Path::new(crate::plan::PROC_DRIVER_NVIDIA);
+    let err = |what| {
+        move |source| Error::Source {
+            path: here.into(),
+            what,
+            source,
+        }
+    };
+    let mnt = sys::new_tmpfs_with(c"1m", false).map_err(err("create tmpfs"))?;
+    for f in &p.files {
+        let rel = Path::new(&f.path);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let mut dir = mnt.try_clone().map_err(err("dup"))?;
+        let comps: Vec<_> = rel.components().collect();
+        for c in &comps[..comps.len() - 1] {
+            let name = std::ffi::CString::new(c.as_os_str().as_encoded_bytes())
+                .map_err(|_| err("name")(io::ErrorKind::InvalidInput.into()))?;
+            match sys::mkdirat(dir.as_fd(), &name, 0o555) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(err("mkdir")(e)),
+                _ => {}
+            }
+            dir = sys::openat2(
+                dir.as_fd(),
+                Path::new(c.as_os_str()),
+                libc::O_PATH | libc::O_DIRECTORY,
+                0,
+                sys::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(err("open dir"))?;
+        }
+        let leaf = comps[comps.len() - 1].as_os_str();
+        let fd = sys::openat2(
+            dir.as_fd(),
+            Path::new(leaf),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o444,
+            sys::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(err("create file"))?;
+        io::Write::write_all(&mut std::fs::File::from(fd), f.content.as_bytes())
+            .map_err(err("write"))?;
+    }
+    sys::mount_setattr(mnt.as_fd(), sys::MOUNT_ATTR_RDONLY, 0).map_err(err("make read-only"))?;
+    Ok(mnt)
+}
+
+/// Puts the view over the container's `/proc/driver/nvidia`, where the kernel shows one
+/// (a kernel without the NVIDIA module has none to mask).
+fn attach_proc_view(root: &Root, view: OwnedFd, mounted: &mut Vec<OwnedFd>) -> Result<()> {
+    let Some((target, st)) = root.stat(crate::plan::PROC_DRIVER_NVIDIA)? else {
+        crate::log::debug("no /proc/driver/nvidia in the container: nothing to mask");
+        return Ok(());
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(());
+    }
+    sys::move_mount_to(view.as_fd(), target.as_fd()).map_err(|source| Error::Mount {
+        source_path: "tmpfs".into(),
+        target: crate::plan::PROC_DRIVER_NVIDIA.into(),
+        source,
+    })?;
+    mounted.push(view);
+    Ok(())
+}
+
 fn attach_all(
     plan: &Plan,
     root: &mut Root,
@@ -320,4 +401,49 @@ fn attach_all(
         root.symlink(&s.path, &s.target)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FileWrite, ProcDriver};
+
+    /// The view is built on a detached tmpfs (needs CAP_SYS_ADMIN: the suite runs as root).
+    #[test]
+    fn proc_view_holds_exactly_the_files() {
+        let p = ProcDriver {
+            files: vec![
+                FileWrite {
+                    path: "params".into(),
+                    content: "ModifyDeviceFiles: 0\n".into(),
+                },
+                FileWrite {
+                    path: "gpus/0000:3b:00.0/information".into(),
+                    content: "Model: x\n".into(),
+                },
+                FileWrite {
+                    path: "../escape".into(),
+                    content: "no".into(),
+                },
+            ],
+        };
+        let mnt = proc_driver_view(&p).expect("tmpfs (run the tests as root)");
+        let base = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&mnt));
+        assert_eq!(
+            std::fs::read_to_string(format!("{base}/params")).unwrap(),
+            "ModifyDeviceFiles: 0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{base}/gpus/0000:3b:00.0/information")).unwrap(),
+            "Model: x\n"
+        );
+        let names: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // read-only once built
+        assert!(std::fs::write(format!("{base}/params"), "x").is_err());
+        assert!(std::fs::File::create(format!("{base}/new")).is_err());
+    }
 }

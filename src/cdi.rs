@@ -292,6 +292,7 @@ mod tests {
             binaries: vec![],
             firmware: vec![],
             sockets: vec![],
+            proc_files: None,
             config_files: vec![],
             ipc_dirs: vec![],
             imex_channels: vec![],

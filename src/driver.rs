@@ -104,6 +104,9 @@ pub struct Driver {
     pub binaries: Vec<Binary>,
     pub firmware: Vec<Firmware>,
     pub sockets: Vec<Socket>,
+    /// The driver's `/proc/driver/nvidia` files a container's masked view copies:
+    /// `params`, `version`, `registry`, `gpus/<bus id>/information` (relative paths).
+    pub proc_files: Option<Vec<crate::plan::FileWrite>>,
     /// Vendor and ICD files (GLVND, Vulkan, EGL platforms, OpenCL) the driver installs.
     pub config_files: Vec<Socket>,
     /// IPC directories (the MPS pipe dir), bound read-write.
@@ -472,9 +475,33 @@ impl Driver {
         }
         imex_channels.sort_by_key(|(n, _)| *n);
 
+        let mut proc_files = vec![crate::plan::FileWrite {
+            path: "version".into(),
+            content: vtext.clone(),
+        }];
+        for name in ["params", "registry"] {
+            if let Ok(t) = std::fs::read_to_string(proc_nv.join(name)) {
+                proc_files.push(crate::plan::FileWrite {
+                    path: name.into(),
+                    content: t,
+                });
+            }
+        }
+        for g in &gpus {
+            let g: &Gpu = g;
+            let rel = format!("gpus/{}/information", g.bus_id);
+            if let Ok(t) = std::fs::read_to_string(proc_nv.join(&rel)) {
+                proc_files.push(crate::plan::FileWrite {
+                    path: rel,
+                    content: t,
+                });
+            }
+        }
+
         Ok(Driver {
             version,
             gpus,
+            proc_files: Some(proc_files),
             nvidiactl,
             uvm,
             uvm_tools,

@@ -239,6 +239,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
         symlinks: Vec::new(),
         cgroup: Vec::new(),
         files: Vec::new(),
+        proc_driver: None,
         ldconfig: Some(plan::Ldconfig { path, host, args }),
     };
     apply::apply(

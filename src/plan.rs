@@ -64,6 +64,36 @@ pub struct FileWrite {
     pub content: String,
 }
 
+/// The container's view of `/proc/driver/nvidia`: a read-only tmpfs holding copies of
+/// these files (relative paths), so only the visible GPUs show and `ModifyDeviceFiles`
+/// is 0 (libraries in the container never try to create device nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ProcDriver {
+    pub files: Vec<FileWrite>,
+}
+
+/// Where the driver's procfs directory is, inside a container.
+pub const PROC_DRIVER_NVIDIA: &str = "/proc/driver/nvidia";
+
+/// Rewrites the driver's `params` with `ModifyDeviceFiles: 0`.
+pub fn params_without_device_files(params: &str) -> String {
+    let mut out = String::new();
+    let mut seen = false;
+    for l in params.lines() {
+        if l.trim_start().starts_with("ModifyDeviceFiles:") {
+            out.push_str("ModifyDeviceFiles: 0\n");
+            seen = true;
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if !seen {
+        out.push_str("ModifyDeviceFiles: 0\n");
+    }
+    out
+}
+
 /// The ldconfig drop-in that makes the image's newer CUDA compat libraries win.
 pub const CUDA_COMPAT_CONF: &str = "/etc/ld.so.conf.d/00-nvhook-cuda-compat.conf";
 
@@ -159,6 +189,8 @@ pub struct Plan {
     pub cgroup: Vec<CgroupRule>,
     /// Files written in the container before ldconfig runs.
     pub files: Vec<FileWrite>,
+    /// The masked `/proc/driver/nvidia` (when the host driver's files could be read).
+    pub proc_driver: Option<ProcDriver>,
     pub ldconfig: Option<Ldconfig>,
 }
 
@@ -423,6 +455,26 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         symlinks,
         cgroup,
         files,
+        proc_driver: driver.proc_files.as_ref().map(|p| ProcDriver {
+            files: p
+                .iter()
+                .filter(|f| match f.path.strip_prefix("gpus/") {
+                    // only the chosen GPUs' entries
+                    Some(rest) => chosen
+                        .iter()
+                        .any(|g| rest.starts_with(&format!("{}/", g.bus_id))),
+                    None => true,
+                })
+                .map(|f| FileWrite {
+                    path: f.path.clone(),
+                    content: if f.path == "params" {
+                        params_without_device_files(&f.content)
+                    } else {
+                        f.content.clone()
+                    },
+                })
+                .collect(),
+        }),
         ldconfig,
     })
 }
@@ -485,6 +537,7 @@ mod tests {
                 host_path: "/h/fw/gsp_ga10x.bin".into(),
             }],
             sockets: vec![],
+            proc_files: None,
             config_files: vec![],
             ipc_dirs: vec![],
             imex_channels: vec![],
@@ -615,6 +668,44 @@ mod tests {
             .symlinks
             .iter()
             .any(|s| s.path.ends_with("libGLX_indirect.so.0")));
+    }
+
+    #[test]
+    fn proc_driver_view() {
+        let mut d = driver();
+        d.proc_files = Some(vec![
+            FileWrite {
+                path: "params".into(),
+                content: "ResmanDebugLevel: 1\nModifyDeviceFiles: 1\n".into(),
+            },
+            FileWrite {
+                path: "version".into(),
+                content: "NVRM version: x\n".into(),
+            },
+            FileWrite {
+                path: "gpus/0000:1a:00.0/information".into(),
+                content: "a".into(),
+            },
+            FileWrite {
+                path: "gpus/0000:3b:00.0/information".into(),
+                content: "b".into(),
+            },
+        ]);
+        let env: Vec<String> = vec!["NVIDIA_VISIBLE_DEVICES=1".into()];
+        let req = Request::from_env(&env).unwrap().unwrap();
+        let p = build(&req, &d, &ImageFacts::debian(), &opts())
+            .unwrap()
+            .proc_driver
+            .unwrap();
+        let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["params", "version", "gpus/0000:3b:00.0/information"]
+        );
+        assert_eq!(
+            p.files[0].content,
+            "ResmanDebugLevel: 1\nModifyDeviceFiles: 0\n"
+        );
     }
 
     #[test]

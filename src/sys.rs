@@ -228,6 +228,12 @@ pub fn dev_split(rdev: u64) -> (u32, u32) {
 
 /// A new, detached, empty read-only tmpfs mount (`nosuid,nodev,noexec`).
 pub fn new_tmpfs() -> io::Result<OwnedFd> {
+    new_tmpfs_with(c"4k", true)
+}
+
+/// A new, detached tmpfs of `size` (`nosuid,nodev,noexec`, read-only if asked): its fd
+/// is the root directory, so files can be made in it before it is attached anywhere.
+pub fn new_tmpfs_with(size: &CStr, readonly: bool) -> io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: u32 = 1;
     const FSCONFIG_SET_STRING: u32 = 1;
     const FSCONFIG_CMD_CREATE: u32 = 6;
@@ -240,7 +246,7 @@ pub fn new_tmpfs() -> io::Result<OwnedFd> {
             fs.as_raw_fd(),
             FSCONFIG_SET_STRING,
             c"size".as_ptr(),
-            c"4k".as_ptr(),
+            size.as_ptr(),
             0,
         )
     })?;
@@ -255,7 +261,10 @@ pub fn new_tmpfs() -> io::Result<OwnedFd> {
             0,
         )
     })?;
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if readonly {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
     // SAFETY: valid fd.
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
