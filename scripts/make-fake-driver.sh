@@ -47,6 +47,25 @@ while [ "$i" -lt "$ngpus" ]; do
     i=$((i + 1))
 done
 echo "};" >>"$hdr"
+# MIG on GPU index 0 (minor ngpus-1): two GPU instances with one compute instance each.
+caps_major=$((uvm_major + 2))
+mig_minor=$((ngpus - 1))
+capdir=$out/proc/driver/nvidia/capabilities
+mkdir -p "$out/dev/nvidia-caps" "$capdir/mig"
+cap() { # REL MINOR
+    mkdir -p "$(dirname "$capdir/$1")"
+    printf 'DeviceFileMinor: %d\nDeviceFileMode: 292\nDeviceFileModify: 1\n' "$2" >"$capdir/$1"
+    mknod -m 444 "$out/dev/nvidia-caps/nvidia-cap$2" c $caps_major "$2"
+}
+cap mig/config 1
+cap mig/monitor 2
+echo "static const struct { unsigned gpu_minor, gi, ci, ci_cap; const char *uuid; } fake_migs[] = {" >>"$hdr"
+for gi in 1 2; do
+    cap "gpu$mig_minor/mig/gi$gi/access" $((gi * 10 + 20))
+    cap "gpu$mig_minor/mig/gi$gi/ci0/access" $((gi * 10 + 21))
+    echo "  { $mig_minor, $gi, 0, $((gi * 10 + 21)), \"MIG-0000aaaa-bbbb-cccc-dddd-00000000000$gi\" }," >>"$hdr"
+done
+echo "};" >>"$hdr"
 mknod -m 666 "$out/dev/nvidiactl" c 195 255
 mknod -m 666 "$out/dev/nvidia-modeset" c 195 254
 mknod -m 666 "$out/dev/nvidia-uvm" c $uvm_major 0
@@ -56,7 +75,7 @@ printf 'NVRM version: NVIDIA UNIX x86_64 Kernel Module  %s  Thu Feb 22 01:44:30 
     >"$out/proc/driver/nvidia/version"
 printf 'ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n' \
     >"$out/proc/driver/nvidia/params"
-printf 'Character devices:\n  1 mem\n195 nvidia-frontend\n%d nvidia-uvm\n%d nvidia-caps-imex-channels\n\nBlock devices:\n  7 loop\n' "$uvm_major" $((uvm_major + 1)) \
+printf 'Character devices:\n  1 mem\n195 nvidia-frontend\n%d nvidia-uvm\n%d nvidia-caps-imex-channels\n%d nvidia-caps\n\nBlock devices:\n  7 loop\n' "$uvm_major" $((uvm_major + 1)) $((uvm_major + 2)) \
     >"$out/proc/devices"
 # IMEX channels 0 and 1
 mkdir -p "$out/dev/nvidia-caps-imex-channels"

@@ -296,6 +296,9 @@ mod tests {
             config_files: vec![],
             ipc_dirs: vec![],
             imex_channels: vec![],
+            migs: vec![],
+            mig_config: None,
+            mig_monitor: None,
             warnings: vec![],
         }
     }

@@ -91,6 +91,24 @@ pub struct Firmware {
     pub host_path: PathBuf,
 }
 
+/// A MIG device: a compute instance of a GPU instance of a parent GPU, reached through
+/// the parent's node and two `nvidia-caps` capability nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mig {
+    pub parent_index: u32,
+    pub parent_minor: u32,
+    /// Position among the parent's MIG devices (`GPU:MIG` syntax).
+    pub index: u32,
+    pub gi: u32,
+    pub ci: u32,
+    pub gi_cap: DeviceNode,
+    pub ci_cap: DeviceNode,
+    /// Known only from NVML (filled in when a `MIG-` id is asked for).
+    pub uuid: Option<String>,
+    /// The capability files, as (path under /proc/driver/nvidia, content).
+    pub access_files: Vec<(String, String)>,
+}
+
 /// Everything discovered about the host driver.
 #[derive(Debug, Clone, Serialize)]
 pub struct Driver {
@@ -113,6 +131,10 @@ pub struct Driver {
     pub ipc_dirs: Vec<Socket>,
     /// `/dev/nvidia-caps-imex-channels/channel<N>`, by channel number.
     pub imex_channels: Vec<(u32, DeviceNode)>,
+    pub migs: Vec<Mig>,
+    /// MIG management capabilities (`NVIDIA_MIG_CONFIG_DEVICES`, `..._MONITOR_...`).
+    pub mig_config: Option<(DeviceNode, String)>,
+    pub mig_monitor: Option<(DeviceNode, String)>,
     /// Things found but not usable, for `nvhook info` and the debug log.
     pub warnings: Vec<String>,
 }
@@ -234,6 +256,17 @@ const LIB_DIRS: &[&str] = &[
     "usr/lib",
     "lib",
 ];
+
+/// The numbers N of entries `<prefix>N` in `dir`.
+fn numbered(dir: &Path, prefix: &str) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// The capability a library file belongs to, if it is a driver library of `version`.
 pub fn classify_library(file_name: &str, version: &str) -> Option<Capability> {
@@ -475,6 +508,76 @@ impl Driver {
         }
         imex_channels.sort_by_key(|(n, _)| *n);
 
+        // MIG: capability files under /proc, nodes under /dev/nvidia-caps.
+        let caps_major = major_of(&["nvidia-caps"]);
+        let cap_node = |rel: &str, warnings: &mut Vec<String>| -> Option<(DeviceNode, String)> {
+            let text = std::fs::read_to_string(proc_nv.join("capabilities").join(rel)).ok()?;
+            let minor: u32 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("DeviceFileMinor:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            let host_path = dev.join(format!("nvidia-caps/nvidia-cap{minor}"));
+            let fd = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+            let st = sys::fstat(std::os::fd::AsFd::as_fd(&fd)).ok()?;
+            let (ma, mi) = sys::dev_split(st.st_rdev);
+            if !is_type(&st, libc::S_IFCHR) || mi != minor || caps_major.is_some_and(|m| m != ma) {
+                warnings.push(format!(
+                    "{} is not the expected capability device",
+                    host_path.display()
+                ));
+                return None;
+            }
+            Some((
+                DeviceNode {
+                    path: format!("/dev/nvidia-caps/nvidia-cap{minor}"),
+                    host_path,
+                    major: ma,
+                    minor: mi,
+                },
+                text,
+            ))
+        };
+        let mut migs = Vec::new();
+        for g in &gpus {
+            let g: &Gpu = g;
+            let mut pairs = Vec::new();
+            let base = proc_nv.join(format!("capabilities/gpu{}/mig", g.minor));
+            for gi in numbered(&base, "gi") {
+                for ci in numbered(&base.join(format!("gi{gi}")), "ci") {
+                    pairs.push((gi, ci));
+                }
+            }
+            pairs.sort();
+            for (i, (gi, ci)) in pairs.into_iter().enumerate() {
+                let gi_rel = format!("gpu{}/mig/gi{gi}/access", g.minor);
+                let ci_rel = format!("gpu{}/mig/gi{gi}/ci{ci}/access", g.minor);
+                let (Some((gi_cap, gi_text)), Some((ci_cap, ci_text))) = (
+                    cap_node(&gi_rel, &mut warnings),
+                    cap_node(&ci_rel, &mut warnings),
+                ) else {
+                    continue;
+                };
+                migs.push(Mig {
+                    parent_index: g.index,
+                    parent_minor: g.minor,
+                    index: i as u32,
+                    gi,
+                    ci,
+                    gi_cap,
+                    ci_cap,
+                    uuid: None,
+                    access_files: vec![
+                        (format!("capabilities/{gi_rel}"), gi_text),
+                        (format!("capabilities/{ci_rel}"), ci_text),
+                    ],
+                });
+            }
+        }
+        let mig_config = cap_node("mig/config", &mut warnings);
+        let mig_monitor = cap_node("mig/monitor", &mut warnings);
+
         let mut proc_files = vec![crate::plan::FileWrite {
             path: "version".into(),
             content: vtext.clone(),
@@ -513,6 +616,9 @@ impl Driver {
             config_files,
             ipc_dirs,
             imex_channels,
+            migs,
+            mig_config,
+            mig_monitor,
             warnings,
         })
     }

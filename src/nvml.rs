@@ -33,6 +33,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Answer {
     pub cuda: Option<String>,
     pub gpus: Vec<GpuFacts>,
+    /// MIG devices: (index of the GPU in the query, GPU instance, compute instance, UUID).
+    pub migs: Vec<(usize, u32, u32, String)>,
 }
 
 type InitFn = unsafe extern "C" fn() -> c_int;
@@ -40,9 +42,13 @@ type CudaVersionFn = unsafe extern "C" fn(*mut c_int) -> c_int;
 type HandleFn = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> c_int;
 type CapFn = unsafe extern "C" fn(*mut c_void, *mut c_int, *mut c_int) -> c_int;
 type BrandFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
+type CountFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
+type MigHandleFn = unsafe extern "C" fn(*mut c_void, c_uint, *mut *mut c_void) -> c_int;
+type UuidFn = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
+type IdFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
 
 /// Runs in the child, unprivileged: loads NVML and asks it.
-fn ask(lib: &CString, bus_ids: &[CString]) -> std::result::Result<Answer, String> {
+fn ask(lib: &CString, bus_ids: &[CString], want_migs: bool) -> std::result::Result<Answer, String> {
     // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols are cast to NVML's
     // documented signatures.
     unsafe {
@@ -74,7 +80,17 @@ fn ask(lib: &CString, bus_ids: &[CString]) -> std::result::Result<Answer, String
         let cap: Option<CapFn> =
             sym(c"nvmlDeviceGetCudaComputeCapability").map(|p| std::mem::transmute(p));
         let brand: Option<BrandFn> = sym(c"nvmlDeviceGetBrand").map(|p| std::mem::transmute(p));
-        for b in bus_ids {
+        let mig_fns = (
+            sym(c"nvmlDeviceGetMaxMigDeviceCount")
+                .map(|p| std::mem::transmute::<*mut c_void, CountFn>(p)),
+            sym(c"nvmlDeviceGetMigDeviceHandleByIndex")
+                .map(|p| std::mem::transmute::<*mut c_void, MigHandleFn>(p)),
+            sym(c"nvmlDeviceGetUUID").map(|p| std::mem::transmute::<*mut c_void, UuidFn>(p)),
+            sym(c"nvmlDeviceGetGpuInstanceId").map(|p| std::mem::transmute::<*mut c_void, IdFn>(p)),
+            sym(c"nvmlDeviceGetComputeInstanceId")
+                .map(|p| std::mem::transmute::<*mut c_void, IdFn>(p)),
+        );
+        for (gpu_i, b) in bus_ids.iter().enumerate() {
             let mut g = GpuFacts {
                 bus_id: b.to_string_lossy().into_owned(),
                 ..Default::default()
@@ -94,6 +110,32 @@ fn ask(lib: &CString, bus_ids: &[CString]) -> std::result::Result<Answer, String
                             g.brand = Some(brand_name(n).to_string());
                         }
                     }
+                    if let (
+                        true,
+                        (Some(count), Some(handle), Some(uuid), Some(gi_id), Some(ci_id)),
+                    ) = (want_migs, mig_fns)
+                    {
+                        let mut n = 0;
+                        if count(dev, &mut n) == 0 {
+                            for i in 0..n.min(64) {
+                                let mut m: *mut c_void = std::ptr::null_mut();
+                                if handle(dev, i, &mut m) != 0 {
+                                    continue;
+                                }
+                                let mut buf = [0 as c_char; 96];
+                                let (mut gi, mut ci) = (0, 0);
+                                if uuid(m, buf.as_mut_ptr(), buf.len() as c_uint) == 0
+                                    && gi_id(m, &mut gi) == 0
+                                    && ci_id(m, &mut ci) == 0
+                                {
+                                    let u = std::ffi::CStr::from_ptr(buf.as_ptr())
+                                        .to_string_lossy()
+                                        .into_owned();
+                                    a.migs.push((gpu_i, gi, ci, u));
+                                }
+                            }
+                        }
+                    }
                 }
             }
             a.gpus.push(g);
@@ -107,7 +149,7 @@ fn ask(lib: &CString, bus_ids: &[CString]) -> std::result::Result<Answer, String
 }
 
 /// Asks NVML at `lib` about the driver and the GPUs at `bus_ids`.
-pub fn query(lib: &Path, bus_ids: &[BusId], timeout: Duration) -> Result<Answer> {
+pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) -> Result<Answer> {
     let label = lib.display().to_string();
     let io_err = |what| {
         let label = label.clone();
@@ -164,7 +206,7 @@ pub fn query(lib: &Path, bus_ids: &[BusId], timeout: Duration) -> Result<Answer>
             }
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         }
-        let out = match ask(&clib, &ids) {
+        let out = match ask(&clib, &ids, want_migs) {
             Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
             Err(e) => format!("!{e}"),
         };

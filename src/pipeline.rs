@@ -120,7 +120,15 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         });
     };
     let clock = Instant::now();
-    let driver = Driver::discover(&roots(cfg))?;
+    let mut driver = Driver::discover(&roots(cfg))?;
+    if let crate::request::Devices::List(ids) = &req.devices {
+        if ids
+            .iter()
+            .any(|i| i.len() > 4 && i[..4].eq_ignore_ascii_case("MIG-"))
+        {
+            fill_mig_uuids(&mut driver)?;
+        }
+    }
     for w in &driver.warnings {
         crate::log::warn(w);
     }
@@ -157,6 +165,33 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
     })
 }
 
+/// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) and attach
+/// them to the MIG devices found in `/proc`.
+fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
+    let lib = driver
+        .libraries
+        .iter()
+        .find(|l| {
+            l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
+        })
+        .ok_or(Error::NoNvml)?;
+    let bus: Vec<crate::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
+    let a = crate::nvml::query(&lib.host_path, &bus, true, Duration::from_secs(10))?;
+    for (gpu_i, gi, ci, uuid) in a.migs {
+        let Some(parent) = driver.gpus.get(gpu_i).map(|g| g.index) else {
+            continue;
+        };
+        if let Some(m) = driver
+            .migs
+            .iter_mut()
+            .find(|m| m.parent_index == parent && m.gi == gi && m.ci == ci)
+        {
+            m.uuid = Some(uuid);
+        }
+    }
+    Ok(())
+}
+
 /// Checks the requirements against the driver and the chosen GPUs; NVML is asked only
 /// when a requirement needs a fact that `/proc` does not give.
 fn check_requirements(
@@ -178,7 +213,7 @@ fn check_requirements(
                 l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
             })
             .ok_or(Error::NoNvml)?;
-        let a = crate::nvml::query(&lib.host_path, &bus, Duration::from_secs(10))?;
+        let a = crate::nvml::query(&lib.host_path, &bus, false, Duration::from_secs(10))?;
         facts.cuda = a.cuda;
         facts.gpus = a.gpus;
     } else {
@@ -234,6 +269,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
         driver_version: String::new(),
         capabilities: Vec::new(),
         gpus: Vec::new(),
+        migs: Vec::new(),
         devices: Vec::new(),
         mounts: Vec::new(),
         symlinks: Vec::new(),

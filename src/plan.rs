@@ -2,7 +2,7 @@
 //! container. Nothing before the plan touches the container and nothing after it
 //! decides anything, so `nvhook plan`, CDI and the tests all share this one function.
 
-use crate::driver::{DeviceNode, Driver, Gpu};
+use crate::driver::{DeviceNode, Driver, Gpu, Mig};
 use crate::ldcache::Arch;
 use crate::procfs::BusId;
 use crate::request::{Capability, Devices, Request};
@@ -23,6 +23,10 @@ pub enum Error {
     },
     #[error("device node /dev/nvidiactl not found under the dev root")]
     NoControl,
+    #[error("unknown MIG device {0:?} in NVIDIA_VISIBLE_DEVICES ({1})")]
+    UnknownMig(String, String),
+    #[error("{0} was asked for, but the driver shows no MIG {1} capability")]
+    NoMigCapability(&'static str, &'static str),
     #[error("IMEX channel {0} in NVIDIA_IMEX_CHANNELS has no node /dev/nvidia-caps-imex-channels/channel{0} under the dev root")]
     NoImexChannel(u32),
 }
@@ -179,10 +183,20 @@ pub struct SelectedGpu {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectedMig {
+    pub parent_index: u32,
+    pub index: u32,
+    pub gi: u32,
+    pub ci: u32,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub driver_version: String,
     pub capabilities: Vec<Capability>,
     pub gpus: Vec<SelectedGpu>,
+    pub migs: Vec<SelectedMig>,
     pub devices: Vec<Device>,
     pub mounts: Vec<Mount>,
     pub symlinks: Vec<Symlink>,
@@ -205,14 +219,54 @@ pub struct Options {
     pub no_cgroups: bool,
 }
 
-fn select<'a>(req: &Devices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
+type Selection<'a> = (Vec<&'a Gpu>, Vec<&'a Mig>);
+
+fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selection<'a>> {
     let ids = match req {
-        Devices::None => return Ok(Vec::new()),
-        Devices::All => return Ok(gpus.iter().collect()),
+        Devices::None => return Ok((Vec::new(), Vec::new())),
+        Devices::All => return Ok((gpus.iter().collect(), Vec::new())),
         Devices::List(ids) => ids,
     };
     let mut out: Vec<&Gpu> = Vec::new();
+    let mut out_migs: Vec<&Mig> = Vec::new();
+    let add_gpu = |g: &'a Gpu, out: &mut Vec<&'a Gpu>| {
+        if !out.iter().any(|o| o.minor == g.minor) {
+            out.push(g);
+        }
+    };
     for id in ids {
+        let mig = if id.len() > 4 && id[..4].eq_ignore_ascii_case("MIG-") {
+            let m = migs.iter().find(|m| {
+                m.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(id))
+            });
+            Some(m.ok_or_else(|| {
+                Error::UnknownMig(
+                    id.clone(),
+                    format!("{} MIG devices on this host", migs.len()),
+                )
+            })?)
+        } else if crate::request::is_mig_index(id) {
+            let (g, m) = id.split_once(':').expect("checked");
+            let (g, m): (u32, u32) = (g.parse().unwrap_or(u32::MAX), m.parse().unwrap_or(u32::MAX));
+            let found = migs.iter().find(|x| x.parent_index == g && x.index == m);
+            Some(found.ok_or_else(|| {
+                let n = migs.iter().filter(|x| x.parent_index == g).count();
+                Error::UnknownMig(id.clone(), format!("GPU {g} has {n} MIG devices"))
+            })?)
+        } else {
+            None
+        };
+        if let Some(m) = mig {
+            if let Some(parent) = gpus.iter().find(|g| g.index == m.parent_index) {
+                add_gpu(parent, &mut out);
+            }
+            if !out_migs.iter().any(|x| std::ptr::eq(*x, m)) {
+                out_migs.push(m);
+            }
+            continue;
+        }
         let found = if id.bytes().all(|c| c.is_ascii_digit()) {
             id.parse::<u32>()
                 .ok()
@@ -230,11 +284,9 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu]) -> Result<Vec<&'a Gpu>> {
             };
             Error::UnknownDevice(id.clone(), have)
         })?;
-        if !out.iter().any(|o| o.minor == g.minor) {
-            out.push(g);
-        }
+        add_gpu(g, &mut out);
     }
-    Ok(out)
+    Ok((out, out_migs))
 }
 
 fn device(n: &DeviceNode) -> Device {
@@ -251,7 +303,7 @@ fn device(n: &DeviceNode) -> Device {
 pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options) -> Result<Plan> {
     let caps = &req.capabilities;
     let has = |c: Capability| caps.contains(&c);
-    let chosen = select(&req.devices, &driver.gpus)?;
+    let (chosen, chosen_migs) = select(&req.devices, &driver.gpus, &driver.migs)?;
 
     let mut devices = Vec::new();
     if !chosen.is_empty() {
@@ -264,6 +316,10 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             })?;
             devices.push(device(n));
         }
+        for m in &chosen_migs {
+            devices.push(device(&m.gi_cap));
+            devices.push(device(&m.ci_cap));
+        }
         if has(Capability::Compute) {
             devices.extend(driver.uvm.iter().map(device));
             devices.extend(driver.uvm_tools.iter().map(device));
@@ -273,6 +329,37 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         }
     }
 
+    let mut mig_files: Vec<FileWrite> = chosen_migs
+        .iter()
+        .flat_map(|m| m.access_files.iter())
+        .map(|(p, c)| FileWrite {
+            path: p.clone(),
+            content: c.clone(),
+        })
+        .collect();
+    for (want, cap, var, name) in [
+        (
+            req.mig_config,
+            &driver.mig_config,
+            "NVIDIA_MIG_CONFIG_DEVICES",
+            "config",
+        ),
+        (
+            req.mig_monitor,
+            &driver.mig_monitor,
+            "NVIDIA_MIG_MONITOR_DEVICES",
+            "monitor",
+        ),
+    ] {
+        if want {
+            let (n, text) = cap.as_ref().ok_or(Error::NoMigCapability(var, name))?;
+            devices.push(device(n));
+            mig_files.push(FileWrite {
+                path: format!("capabilities/mig/{name}"),
+                content: text.clone(),
+            });
+        }
+    }
     for ch in &req.imex_channels {
         let (_, n) = driver
             .imex_channels
@@ -473,8 +560,19 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
                         f.content.clone()
                     },
                 })
+                .chain(mig_files.iter().cloned())
                 .collect(),
         }),
+        migs: chosen_migs
+            .iter()
+            .map(|m| SelectedMig {
+                parent_index: m.parent_index,
+                index: m.index,
+                gi: m.gi,
+                ci: m.ci,
+                uuid: m.uuid.clone(),
+            })
+            .collect(),
         ldconfig,
     })
 }
@@ -541,6 +639,9 @@ mod tests {
             config_files: vec![],
             ipc_dirs: vec![],
             imex_channels: vec![],
+            migs: vec![],
+            mig_config: None,
+            mig_monitor: None,
             warnings: vec![],
         }
     }

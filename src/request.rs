@@ -14,8 +14,10 @@ pub const CUDA_VERSION: &str = "CUDA_VERSION";
 pub enum Error {
     #[error("unknown driver capability {0:?} in NVIDIA_DRIVER_CAPABILITIES (known: compute, compat32, display, graphics, ngx, utility, video, all)")]
     UnknownCapability(String),
-    #[error("MIG device {0:?} in NVIDIA_VISIBLE_DEVICES is not supported yet")]
-    Mig(String),
+    #[error("{0} must be \"all\" (or unset); nvhook does not take device lists there")]
+    MigManagement(&'static str),
+    #[error("{0} is only allowed in a privileged container (CAP_SYS_ADMIN)")]
+    Unprivileged(&'static str),
     #[error("bad IMEX channel {0:?} in NVIDIA_IMEX_CHANNELS (numbers, comma separated)")]
     Imex(String),
 }
@@ -89,6 +91,9 @@ pub struct Request {
     pub legacy_cuda: bool,
     /// `NVIDIA_IMEX_CHANNELS`: channel numbers (`all` is ignored, as NVIDIA does).
     pub imex_channels: Vec<u32>,
+    /// `NVIDIA_MIG_CONFIG_DEVICES=all` / `NVIDIA_MIG_MONITOR_DEVICES=all` (privileged only).
+    pub mig_config: bool,
+    pub mig_monitor: bool,
 }
 
 /// Looks a variable up as the container will see it: the last assignment wins.
@@ -290,11 +295,25 @@ impl Request {
                 imex_channels.push(n);
             }
         }
+        let mut mig = [false; 2];
+        for (i, var) in ["NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"]
+            .into_iter()
+            .enumerate()
+        {
+            match getenv(env, var).map(str::trim) {
+                None | Some("") | Some("none") | Some("void") => {}
+                Some("all") if src.privileged => mig[i] = true,
+                Some("all") => return Err(Error::Unprivileged(var)),
+                Some(_) => return Err(Error::MigManagement(var)),
+            }
+        }
         Ok(Some(Request {
             devices,
             capabilities,
             legacy_cuda,
             imex_channels,
+            mig_config: mig[0],
+            mig_monitor: mig[1],
         }))
     }
 }
@@ -311,9 +330,6 @@ fn parse_devices(v: &str) -> Result<Devices> {
         match d {
             "all" => return Ok(Devices::All),
             "none" => continue,
-            _ if d.starts_with("MIG-") || (d.contains(':') && is_mig_index(d)) => {
-                return Err(Error::Mig(d.to_string()))
-            }
             _ => {
                 if !ids.iter().any(|x| x == d) {
                     ids.push(d.to_string())
@@ -329,7 +345,7 @@ fn parse_devices(v: &str) -> Result<Devices> {
 }
 
 /// `GPU:MIG` such as `0:1` (a PCI bus id also has colons but is not all digits).
-fn is_mig_index(d: &str) -> bool {
+pub fn is_mig_index(d: &str) -> bool {
     let mut parts = d.split(':');
     matches!((parts.next(), parts.next(), parts.next()),
         (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty()
@@ -410,10 +426,36 @@ mod tests {
     }
 
     #[test]
-    fn mig_is_refused_by_name() {
-        let e = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0:1"])).unwrap_err();
-        assert_eq!(e, Error::Mig("0:1".into()));
-        assert!(Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=MIG-x"])).is_err());
+    fn mig_forms_and_management() {
+        let r = req(&["NVIDIA_VISIBLE_DEVICES=0:1,MIG-abc"]).unwrap();
+        assert_eq!(
+            r.devices,
+            Devices::List(vec!["0:1".into(), "MIG-abc".into()])
+        );
+        assert!(is_mig_index("0:1") && !is_mig_index("0000:3b:00.0"));
+        let privileged = Source::from_env(&env(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_MIG_CONFIG_DEVICES=all",
+        ]));
+        assert!(
+            Request::from_source(&privileged, &Policy::default())
+                .unwrap()
+                .unwrap()
+                .mig_config
+        );
+        let unpriv = Source {
+            privileged: false,
+            ..privileged.clone()
+        };
+        assert_eq!(
+            Request::from_source(&unpriv, &Policy::default()).unwrap_err(),
+            Error::Unprivileged("NVIDIA_MIG_CONFIG_DEVICES")
+        );
+        let list = Source::from_env(&env(&[
+            "NVIDIA_VISIBLE_DEVICES=0",
+            "NVIDIA_MIG_MONITOR_DEVICES=0",
+        ]));
+        assert!(Request::from_source(&list, &Policy::default()).is_err());
     }
 
     #[test]

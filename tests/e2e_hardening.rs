@@ -369,24 +369,40 @@ fn shim_write_survives_kill() {
         ),
     )
     .unwrap();
-    let mut seen_new = false;
-    for i in 0..40u64 {
-        std::fs::write(&path, &old).unwrap();
+    let shim = |kill_after: Option<std::time::Duration>| {
         let mut child = Command::new(f.bin.join("nvhook-runtime"))
             .args(["create", "--bundle", c.bundle.to_str().unwrap(), "x"])
             .env("NVHOOK_CONFIG", &cfg)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5 * i));
-        let _ = child.kill();
+        if let Some(d) = kill_after {
+            std::thread::sleep(d);
+            let _ = child.kill();
+        }
         let _ = child.wait();
+    };
+    // How long a whole edit takes here, to spread the kills over it.
+    let t = std::time::Instant::now();
+    shim(None);
+    let whole = t.elapsed();
+    assert_ne!(
+        std::fs::read(&path).unwrap(),
+        old,
+        "an unkilled shim wrote the file"
+    );
+    let mut seen = [false, false]; // old, new
+    for i in 0..40u32 {
+        std::fs::write(&path, &old).unwrap();
+        shim(Some(whole * i / 32));
         let now = std::fs::read(&path).unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&now).expect("config.json torn by a kill");
-        if now != old {
+        if now == old {
+            seen[0] = true;
+        } else {
             assert_eq!(v["hooks"]["prestart"].as_array().unwrap().len(), 1);
-            seen_new = true;
+            seen[1] = true;
         }
         let temps = std::fs::read_dir(&c.bundle)
             .unwrap()
@@ -400,6 +416,11 @@ fn shim_write_survives_kill() {
             .count();
         assert!(temps <= 1, "temporary files pile up");
     }
+    let seen_new = seen[1];
+    eprintln!(
+        "kills left the old file: {}, the new file: {}",
+        seen[0], seen[1]
+    );
     assert!(seen_new, "no run got to write");
 }
 

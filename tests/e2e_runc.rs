@@ -681,3 +681,75 @@ fn config_files_ipc_and_imex() {
     let (_, err) = text(&c.run(Cgroup::V1));
     assert!(err.contains("IMEX channel 7"), "{err}");
 }
+
+/// MIG: `GPU:MIG` and `MIG-<uuid>` bring the parent GPU's node and the two capability
+/// nodes of that MIG device; management caps only for privileged containers.
+#[test]
+fn mig_devices() {
+    let script = "nvidia-smi -L; ls /dev/nvidia-caps; for d in /dev/nvidia-caps/*; do cat $d 2>&1 | head -n1; done; true";
+    for (cg, id) in [
+        (Cgroup::V1, "0:1".to_string()),
+        (
+            Cgroup::V2,
+            "MIG-0000aaaa-bbbb-cccc-dddd-000000000002".to_string(),
+        ),
+    ] {
+        let env = format!("NVIDIA_VISIBLE_DEVICES={id}");
+        let c = Container::new(Flavor::Debian, &[&env], script);
+        let o = c.run(cg);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{id}: {out}{err}");
+        let migs: Vec<&str> = out.lines().filter(|l| l.contains("MIG-")).collect();
+        assert_eq!(migs.len(), 1, "{id}: {out}");
+        assert!(
+            migs[0].contains("MIG-0000aaaa-bbbb-cccc-dddd-000000000002"),
+            "{id}: {out}"
+        );
+        assert!(out.contains(&gpu_uuid(0)), "parent GPU visible: {out}");
+        let caps: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("nvidia-cap"))
+            .collect();
+        assert_eq!(caps, ["nvidia-cap40", "nvidia-cap41"], "{out}");
+        assert!(
+            out.contains("nvidia-cap41': No such device or address"),
+            "cgroup allows the cap node: {out}"
+        );
+    }
+    // management capabilities: privileged only
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=all"],
+        script,
+    );
+    let (_, err) = text(&c.run(Cgroup::V1));
+    assert!(
+        err.contains("NVIDIA_MIG_CONFIG_DEVICES is only allowed in a privileged container"),
+        "{err}"
+    );
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_MONITOR_DEVICES=all"],
+        script,
+    );
+    let mut spec = c.spec();
+    spec["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push("CAP_SYS_ADMIN".into());
+    c.set_spec(&spec);
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.lines().any(|l| l == "nvidia-cap2"),
+        "monitor cap node: {out}"
+    );
+    // an unknown MIG device is named
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=1:0"], "true");
+    let (_, err) = text(&c.run(Cgroup::V1));
+    assert!(
+        err.contains("unknown MIG device") && err.contains("GPU 1 has 0 MIG devices"),
+        "{err}"
+    );
+}

@@ -111,6 +111,23 @@ proptest! {
     }
 
     #[test]
+    fn requirements_any(s in "[a-zA-Z0-9.,=<>! ]{0,60}", cuda in "[0-9]{1,2}\\.[0-9]", arch in "[0-9]\\.[0-9]") {
+        if let Ok(r) = nvhook::require::Requirement::parse("NVIDIA_REQUIRE_X", &s) {
+            let facts = nvhook::require::Facts {
+                cuda: Some(cuda),
+                driver: "550.54.14".into(),
+                gpus: vec![nvhook::require::GpuFacts { bus_id: "0000:01:00.0".into(), arch: Some(arch), brand: Some("tesla".into()) }],
+            };
+            let _ = nvhook::require::check(&[r], &facts);
+        }
+    }
+
+    #[test]
+    fn nvidia_config_any(s in ".{0,200}") {
+        let _ = Config::from_nvidia(&s, Path::new("nvidia.toml"));
+    }
+
+    #[test]
     fn capabilities_any(s in "[a-z0-9, ]{0,60}") {
         if let Ok(c) = request::parse_capabilities(&s) {
             prop_assert!(!c.is_empty());

@@ -6,4 +6,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = nvhook::request::wants_gpus(&env);
     let _ = nvhook::request::Request::from_env(&env);
     let _ = nvhook::request::parse_capabilities(&s);
+    let _ = nvhook::require::Requirement::parse("NVIDIA_REQUIRE_FUZZ", &s);
+    let _ = nvhook::require::from_env(&env, true);
 });

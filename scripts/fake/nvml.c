@@ -22,6 +22,16 @@ int nvmlFakeList(int verbose) {
         else
             printf("GPU %d: %s (UUID: %s)\n", shown, fake_gpus[i].model, fake_gpus[i].uuid);
         shown++;
+        /* MIG devices of this GPU whose compute-instance capability node is visible */
+        int m = 0;
+        for (unsigned j = 0; j < sizeof(fake_migs) / sizeof(fake_migs[0]); j++) {
+            if (fake_migs[j].gpu_minor != fake_gpus[i].minor) continue;
+            char cap[64];
+            snprintf(cap, sizeof cap, "/dev/nvidia-caps/nvidia-cap%u", fake_migs[j].ci_cap);
+            if (access(cap, F_OK) == 0)
+                printf("  MIG 1g.18gb     Device  %d: (UUID: %s)\n", m, fake_migs[j].uuid);
+            m++;
+        }
     }
     return shown;
 }
@@ -65,5 +75,43 @@ int nvmlDeviceGetCudaComputeCapability(void *dev, int *major, int *minor) {
 
 int nvmlDeviceGetBrand(void *dev, int *brand) {
     *brand = ((const typeof(fake_gpus[0]) *)dev)->brand;
+    return 0;
+}
+
+/* MIG device handles: a pointer into fake_migs. */
+int nvmlDeviceGetMaxMigDeviceCount(void *dev, unsigned *count) {
+    unsigned minor = ((const typeof(fake_gpus[0]) *)dev)->minor, n = 0;
+    for (unsigned j = 0; j < sizeof(fake_migs) / sizeof(fake_migs[0]); j++)
+        if (fake_migs[j].gpu_minor == minor) n++;
+    *count = n;
+    return 0;
+}
+
+int nvmlDeviceGetMigDeviceHandleByIndex(void *dev, unsigned index, void **mig) {
+    unsigned minor = ((const typeof(fake_gpus[0]) *)dev)->minor, n = 0;
+    for (unsigned j = 0; j < sizeof(fake_migs) / sizeof(fake_migs[0]); j++)
+        if (fake_migs[j].gpu_minor == minor && n++ == index) { *mig = (void *)&fake_migs[j]; return 0; }
+    return 6;
+}
+
+static int is_mig(void *dev) {
+    return (char *)dev >= (char *)fake_migs && (char *)dev < (char *)fake_migs + sizeof(fake_migs);
+}
+
+int nvmlDeviceGetUUID(void *dev, char *buf, unsigned len) {
+    const char *u = is_mig(dev) ? ((const typeof(fake_migs[0]) *)dev)->uuid : ((const typeof(fake_gpus[0]) *)dev)->uuid;
+    snprintf(buf, len, "%s", u);
+    return 0;
+}
+
+int nvmlDeviceGetGpuInstanceId(void *dev, unsigned *id) {
+    if (!is_mig(dev)) return 2;
+    *id = ((const typeof(fake_migs[0]) *)dev)->gi;
+    return 0;
+}
+
+int nvmlDeviceGetComputeInstanceId(void *dev, unsigned *id) {
+    if (!is_mig(dev)) return 2;
+    *id = ((const typeof(fake_migs[0]) *)dev)->ci;
     return 0;
 }
