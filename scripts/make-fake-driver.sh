@@ -99,6 +99,15 @@ for spec in nvidia-ml:libnvidia-ml.so.1 nvidia-cfg:libnvidia-cfg.so.1 \
     $cc -shared -fPIC -O1 -I"$out/build" -Wl,-soname,"$soname" -o "$lib/$file" "$src"
     [ "$soname" = "$file" ] || ln -sf "$file" "$lib/$soname"
 done
+# i386 builds of two libraries, for the compat32 capability (needs gcc-multilib).
+lib32=$root/usr/lib/i386-linux-gnu
+mkdir -p "$lib32"
+for spec in cuda:libcuda.so.1 nvidia-ml:libnvidia-ml.so.1; do
+    name=${spec%%:*}
+    soname=${spec#*:}
+    $cc -m32 -shared -fPIC -O1 -Wl,-soname,"$soname" -o "$lib32/lib$name.so.$ver" "$here/fake/lib.c" -Wl,--no-as-needed -lc
+    ln -sf "lib$name.so.$ver" "$lib32/$soname"
+done
 # A library of another version and a non-driver library: both must be ignored.
 $cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so.1.0.0-old" "$here/fake/lib.c"
 $cc -shared -fPIC -Wl,-soname,libz-fake.so.1 -o "$lib/libz-fake.so.1.2.3" "$here/fake/lib.c"
@@ -132,7 +141,7 @@ $cc -shared -fPIC -o "$out/tools/evil.so" "$here/fake/evil.c"
 $cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$out/tools/libcuda-compat.so" "$here/fake/lib.c"
 cp "$out/build/mksock" "$out/tools/mksock"
 
-echo /usr/lib/x86_64-linux-gnu >"$root/etc/ld.so.conf"
+printf '/usr/lib/x86_64-linux-gnu\n/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf"
 ldconfig -r "$root"
 
 cat >"$out/config.toml" <<CONF
