@@ -165,9 +165,15 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
     })
 }
 
-/// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) and attach
-/// them to the MIG devices found in `/proc`.
-fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
+/// How long NVML may take before it is killed.
+const NVML_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the driver's own `libnvidia-ml.so` (see `nvml`).
+fn ask_nvml(
+    driver: &Driver,
+    bus: &[crate::procfs::BusId],
+    migs: bool,
+) -> Result<crate::nvml::Answer> {
     let lib = driver
         .libraries
         .iter()
@@ -175,8 +181,14 @@ fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
             l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
         })
         .ok_or(Error::NoNvml)?;
+    Ok(crate::nvml::query(&lib.host_path, bus, migs, NVML_TIMEOUT)?)
+}
+
+/// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) and attach
+/// them to the MIG devices found in `/proc`.
+fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
     let bus: Vec<crate::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
-    let a = crate::nvml::query(&lib.host_path, &bus, true, Duration::from_secs(10))?;
+    let a = ask_nvml(driver, &bus, true)?;
     for (gpu_i, gi, ci, uuid) in a.migs {
         let Some(parent) = driver.gpus.get(gpu_i).map(|g| g.index) else {
             continue;
@@ -206,14 +218,7 @@ fn check_requirements(
     };
     let bus: Vec<crate::procfs::BusId> = plan.gpus.iter().map(|g| g.bus_id).collect();
     if crate::require::needs_nvml(reqs) {
-        let lib = driver
-            .libraries
-            .iter()
-            .find(|l| {
-                l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
-            })
-            .ok_or(Error::NoNvml)?;
-        let a = crate::nvml::query(&lib.host_path, &bus, false, Duration::from_secs(10))?;
+        let a = ask_nvml(driver, &bus, false)?;
         facts.cuda = a.cuda;
         facts.gpus = a.gpus;
     } else {

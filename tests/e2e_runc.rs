@@ -757,20 +757,44 @@ fn mig_devices() {
 /// compat32: the driver's i386 libraries go into the image's 32-bit dir and its cache.
 #[test]
 fn compat32_libraries() {
-    for (flavor, dir) in [(Flavor::Debian, "/usr/lib/i386-linux-gnu"), (Flavor::Rhel, "/usr/lib")] {
+    for (flavor, dir) in [
+        (Flavor::Debian, "/usr/lib/i386-linux-gnu"),
+        (Flavor::Rhel, "/usr/lib"),
+    ] {
         let c = Container::new(
             flavor,
-            &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=compute,utility,compat32"],
-            &format!("ls {dir} | grep -E 'libcuda|libnvidia-ml'; ldconfig -p | grep 'libcuda.so.1 '"),
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_DRIVER_CAPABILITIES=compute,utility,compat32",
+            ],
+            &format!(
+                "ls {dir} | grep -E 'libcuda|libnvidia-ml'; ldconfig -p | grep 'libcuda.so.1 '"
+            ),
         );
         let o = c.run(Cgroup::V1);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{flavor:?}: {out}{err}");
-        assert!(out.lines().any(|l| l == "libcuda.so.550.54.14"), "{flavor:?}: {out}");
-        assert!(out.contains(&format!("libcuda.so.1 (libc6) => {dir}/libcuda.so.1")), "{flavor:?} i386 cache entry: {out}");
-        assert!(out.contains("libcuda.so.1 (libc6,x86-64)"), "{flavor:?}: {out}");
+        assert!(
+            out.lines().any(|l| l == "libcuda.so.550.54.14"),
+            "{flavor:?}: {out}"
+        );
+        assert!(
+            out.contains(&format!("libcuda.so.1 (libc6) => {dir}/libcuda.so.1")),
+            "{flavor:?} i386 cache entry: {out}"
+        );
+        assert!(
+            out.contains("libcuda.so.1 (libc6,x86-64)"),
+            "{flavor:?}: {out}"
+        );
     }
-    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "ls /usr/lib/i386-linux-gnu 2>&1; true");
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        "ls /usr/lib/i386-linux-gnu 2>&1; true",
+    );
     let (out, _) = text(&c.run(Cgroup::V1));
-    assert!(!out.contains("libcuda"), "no compat32, no i386 libraries: {out}");
+    assert!(
+        !out.contains("libcuda"),
+        "no compat32, no i386 libraries: {out}"
+    );
 }
