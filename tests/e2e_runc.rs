@@ -798,3 +798,74 @@ fn compat32_libraries() {
         "no compat32, no i386 libraries: {out}"
     );
 }
+
+/// The masked `/proc/driver/nvidia`. This kernel has no NVIDIA module (so runc's procfs
+/// shows no such directory) and runc allows no mount over /proc subdirectories, so the
+/// container here is a process in its own mount namespace whose root holds a plain
+/// `proc/driver/nvidia` showing every GPU, and the hook is run by hand with its state,
+/// as anyone can.
+#[test]
+fn proc_driver_nvidia_is_masked() {
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=1"], "true");
+    c.write_config("no-cgroups = true");
+    let fake = c.rootfs.join("proc/driver/nvidia");
+    for i in 0..4 {
+        std::fs::create_dir_all(fake.join(format!("gpus/0000:{:02x}:00.0", 0x18 + i))).unwrap();
+    }
+    std::fs::write(fake.join("params"), "ModifyDeviceFiles: 1\n").unwrap();
+    let mut sleeper = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sleep", "120"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // let unshare exec sleep
+    let pid = sleeper.id();
+    let state = c.tmp.path().join("state.json");
+    std::fs::write(
+        &state,
+        format!(
+            r#"{{"ociVersion":"1.0.2","id":"{}","status":"creating","pid":{pid},"bundle":"{}"}}"#,
+            c.id,
+            c.bundle.display()
+        ),
+    )
+    .unwrap();
+    let o = std::process::Command::new(fixtures().bin.join("nvhook"))
+        .args([
+            "--config",
+            c.config.to_str().unwrap(),
+            "prestart",
+            "--state",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let inside = |cmd: &str| {
+        let o = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let dir = fake.display().to_string();
+    let params = inside(&format!("cat {dir}/params"));
+    let gpus = inside(&format!("ls {dir}/gpus"));
+    let version = inside(&format!("head -n1 {dir}/version"));
+    let write = inside(&format!("echo x > {dir}/params"));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // the host driver's params, with device file creation turned off
+    assert!(
+        params.contains("ModifyDeviceFiles: 0") && params.contains("DeviceFileMode: 438"),
+        "{params}"
+    );
+    assert!(!params.contains("ModifyDeviceFiles: 1"), "{params}");
+    assert_eq!(gpus.trim(), "0000:19:00.0", "only the visible GPU");
+    assert!(version.contains("Kernel Module  550.54.14"), "{version}");
+    assert!(write.contains("Read-only file system"), "{write}");
+    // the host's view of the image is untouched underneath
+    assert_eq!(
+        std::fs::read_to_string(fake.join("params")).unwrap(),
+        "ModifyDeviceFiles: 1\n"
+    );
+}
