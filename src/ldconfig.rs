@@ -165,7 +165,10 @@ pub fn run(
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
         as libc::pid_t;
     if pid < 0 {
-        return Err(io_err(&label, "clone")(io::Error::last_os_error()));
+        let e = io::Error::last_os_error();
+        // SAFETY: valid fd.
+        unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
+        return Err(io_err(&label, "clone")(e));
     }
     if pid == 0 {
         // Child. Any failure exits 127 after a short message on the pipe.
