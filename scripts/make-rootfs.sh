@@ -12,7 +12,7 @@ busybox=${BUSYBOX:-/bin/busybox}
 rm -rf "$out"
 mkdir -p "$out"
 cd "$out"
-mkdir -p usr/bin usr/sbin usr/lib usr/lib64 etc/ld.so.conf.d proc dev sys tmp root run var
+mkdir -p usr/bin usr/sbin usr/lib usr/lib64 etc/ld.so.conf.d proc dev sys tmp root run var/cache/ldconfig
 ln -s usr/bin bin
 ln -s usr/sbin sbin
 ln -s usr/lib lib

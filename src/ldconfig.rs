@@ -7,7 +7,7 @@
 
 use crate::sys;
 use std::ffi::CString;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -93,20 +93,21 @@ pub fn seal_host(path: &str) -> Result<Exe> {
     let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
     let st = sys::fstat(src.as_fd()).map_err(io_err(path, "stat"))?;
     crate::trust::check_stat("ldconfig", Path::new(path), &st)?;
-    let mut bytes = Vec::new();
-    std::fs::File::from(src)
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path, "read"))?;
-    if !is_static_elf(&bytes) {
-        return Err(Error::NotStatic(path.into()));
-    }
+    // Copied by the kernel (copy_file_range/sendfile), sealed, and only then checked:
+    // what is checked is exactly what will run.
     let mfd = sys::memfd(c"nvhook-ldconfig").map_err(io_err(path, "memfd"))?;
     let mut f = std::fs::File::from(mfd);
-    io::Write::write_all(&mut f, &bytes).map_err(io_err(path, "copy"))?;
+    io::copy(&mut std::fs::File::from(src), &mut f).map_err(io_err(path, "copy"))?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: valid fd.
     if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(io_err(path, "seal")(io::Error::last_os_error()));
+    }
+    // The ELF and program headers sit at the start of the file.
+    let mut head = vec![0u8; 64 * 1024];
+    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).map_err(io_err(path, "read"))?;
+    if !is_static_elf(&head[..n]) {
+        return Err(Error::NotStatic(path.into()));
     }
     Ok(Exe::Sealed(f.into()))
 }

@@ -1,7 +1,8 @@
 /* Benchmark helper installed as the hook path: runs HOOK (compiled in) with the same
- * argv and stdin, and appends its exec-to-exit wall time in microseconds to OUT. */
+ * argv and stdin, and appends "<exec-to-exit us> <peak RSS KiB>" to OUT. */
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,9 +14,10 @@ int main(int argc, char **argv) {
     pid_t p = fork();
     if (p == 0) { execv(HOOK, argv); _exit(127); }
     int st;
-    waitpid(p, &st, 0);
+    struct rusage ru;
+    wait4(p, &st, 0, &ru);
     clock_gettime(CLOCK_MONOTONIC, &b);
     int fd = open(OUT, O_WRONLY | O_APPEND | O_CREAT, 0644);
-    dprintf(fd, "%ld\n", (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000);
+    dprintf(fd, "%ld %ld\n", (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000, ru.ru_maxrss);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }

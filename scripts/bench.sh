@@ -1,0 +1,171 @@
+#!/bin/sh
+# nvhook's benchmarks, each a ratio against a baseline measured in the same run,
+# interleaved, with medians and min-max over RUNS runs. Run as root:
+#
+#   scripts/bench.sh [RUNS] [SECTION...]     sections: start shim scaling ldconfig (default: all)
+#
+#   start     `runc run` of a tiny container through the shim with 1 GPU and all
+#             capabilities vs plain `runc run` without GPUs; the hook's exec-to-exit time
+#             (a wrapper installed as hook-path) and its phases (its debug log); peak RSS.
+#   shim      pass-through calls (`state`, `kill ID 0`) through the shim vs runc directly.
+#   scaling   the hook with 1, 2, 8 and 64 synthetic GPUs (all visible), vs 1 GPU.
+#   ldconfig  the hook on an image with 2000 extra libraries vs the small image.
+# Bundles and images live on a tmpfs mounted at .work/bench for the run.
+set -eu
+runs=${1:-40}
+[ $# -gt 0 ] && shift
+sections=${*:-start shim scaling ldconfig}
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+scripts/ci-deps.sh
+cargo build --release --workspace -q
+bin=$repo/target/release
+work=$repo/.work/bench
+if mountpoint -q "$work" 2>/dev/null; then umount "$work"; fi
+rm -rf "$work"
+mkdir -p "$work"
+# Bundles live on a tmpfs: every run copies and deletes an image, and on a disk that
+# churn (journal commits, discards) would be measured instead of nvhook.
+mount -t tmpfs -o size=3g,mode=755 nvhook-bench "$work"
+trap 'cd /; umount -l "$work" 2>/dev/null || true' EXIT
+scripts/make-rootfs.sh "$work/image" debian >/dev/null
+gcc -O2 -o "$work/timeit" scripts/fake/timeit.c
+state=$work/runc-state
+
+# driver N: a synthetic driver with N GPUs, a hook wrapper and an nvhook config for it
+driver() {
+    d=$work/driver$1
+    [ -d "$d" ] && return 0
+    scripts/make-fake-driver.sh "$d" "$1" >/dev/null
+    gcc -O2 -DHOOK="\"$bin/nvhook\"" -DOUT="\"$d/hook.us\"" -o "$d/hookwrap" scripts/fake/hookwrap.c
+    { cat "$d/config.toml"; printf 'hook-path = "%s/hookwrap"\n[log]\nfile = "%s/nvhook.log"\nlevel = "debug"\n' "$d" "$d"; } >"$d/nvhook.toml"
+}
+
+mkbundle() { # DIR IMAGE ENV...
+    b=$1; img=$2; shift 2
+    rm -rf "$b"; mkdir -p "$b"
+    cp -a "$img" "$b/rootfs"
+    (cd "$b" && runc spec)
+    extra=
+    for e in "$@"; do extra="$extra, \"$e\""; done
+    sed -i -e 's/"terminal": true/"terminal": false/' -e 's|"sh"$|"true"|' \
+        -e "s|\"TERM=xterm\"|\"TERM=xterm\"$extra|" "$b/config.json"
+}
+
+# stats FILE [COLUMN]: "median min max" of a column of numbers
+stats() { awk -v c="${2:-1}" '{print $c}' "$1" | sort -n | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%d %d %d", m, v[1], v[NR]}'; }
+line() { # LABEL FILE [COLUMN] [UNIT]
+    set -- "$1" $(stats "$2" "${3:-1}") "${4:-us}"
+    printf '  %-44s median %7d %s  (min %d, max %d)\n' "$1" "$2" "$5" "$3" "$4"
+}
+ratio() { awk -v a="$2" -v b="$3" -v l="$1" 'BEGIN {printf "  %-44s %.2fx\n", l, a / b}'; }
+med() { stats "$1" "${2:-1}" | cut -d' ' -f1; }
+gpu_run() { # DRIVER-N IMAGE NAME ENV...: one container through the shim
+    n=$1; img=$2; name=$3; shift 3
+    mkbundle "$work/g" "$img" "$@"
+    NVHOOK_CONFIG=$work/driver$n/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" run --bundle "$work/g" "$name" \
+        3>>"$work/gpu$n.us" </dev/null
+}
+
+echo "nvhook benchmarks: $runs runs per case, $(nproc) CPUs, $(uname -r)"
+for s in $sections; do
+    case $s in
+    start)
+        driver 1
+        : >"$work/plain.us"; : >"$work/gpu1.us"; : >"$work/driver1/hook.us"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            mkbundle "$work/p" "$work/image"
+            "$work/timeit" runc --root "$state" run --bundle "$work/p" p$i 3>>"$work/plain.us" </dev/null
+            gpu_run 1 "$work/image" g$i NVIDIA_VISIBLE_DEVICES=0 NVIDIA_DRIVER_CAPABILITIES=all
+            i=$((i + 1))
+        done
+        echo "start: container start, 1 GPU, all capabilities"
+        line "runc run, no GPU (baseline)" "$work/plain.us"
+        line "runc run through the shim, 1 GPU" "$work/gpu1.us"
+        line "nvhook prestart (exec to exit)" "$work/driver1/hook.us"
+        line "nvhook prestart peak RSS" "$work/driver1/hook.us" 2 KiB
+        ratio "ratio GPU start / plain start" "$(med "$work/gpu1.us")" "$(med "$work/plain.us")"
+        ratio "ratio hook / plain start" "$(med "$work/driver1/hook.us")" "$(med "$work/plain.us")"
+        echo "  hook phases, median us (its debug log):"
+        grep -o 'timings_us.*' "$work/driver1/nvhook.log" | tr ' ' '\n' | grep '=' | awk -F= '{print $1, $2}' |
+            sort -k1,1 -k2n | awk '{n[$1]++; v[$1, n[$1]] = $2} END {for (k in n) {c = n[k]; m = (c % 2) ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2; printf "    %-9s %6d\n", k, m}}' | sort
+        ;;
+    shim)
+        driver 1
+        mkbundle "$work/s" "$work/image"
+        sed -i 's|"true"|"sleep", "600"|' "$work/s/config.json"
+        runc --root "$state" create --bundle "$work/s" shimbench </dev/null >/dev/null 2>&1
+        : >"$work/runc-state.us"; : >"$work/shim-state.us"; : >"$work/runc-kill.us"; : >"$work/shim-kill.us"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            "$work/timeit" runc --root "$state" state shimbench 3>>"$work/runc-state.us" >/dev/null
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" state shimbench 3>>"$work/shim-state.us" >/dev/null
+            "$work/timeit" runc --root "$state" kill shimbench 0 3>>"$work/runc-kill.us"
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" kill shimbench 0 3>>"$work/shim-kill.us"
+            i=$((i + 1))
+        done
+        runc --root "$state" delete --force shimbench
+        echo "shim: pass-through calls"
+        line "runc state" "$work/runc-state.us"
+        line "nvhook-runtime state" "$work/shim-state.us"
+        line "runc kill ID 0" "$work/runc-kill.us"
+        line "nvhook-runtime kill ID 0" "$work/shim-kill.us"
+        line "nvhook-runtime peak RSS" "$work/shim-state.us" 2 KiB
+        awk -v a="$(med "$work/shim-state.us")" -v b="$(med "$work/runc-state.us")" -v c="$(med "$work/shim-kill.us")" -v d="$(med "$work/runc-kill.us")" \
+            'BEGIN {printf "  %-44s %+d us (%.3fx)\n  %-44s %+d us (%.3fx)\n", "shim added to state", a - b, a / b, "shim added to kill", c - d, c / d}'
+        ;;
+    scaling)
+        echo "scaling: the hook with N GPUs, all visible, default capabilities"
+        for n in 1 2 8 64; do
+            driver $n
+            : >"$work/driver$n/hook.us"
+        done
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            for n in 1 2 8 64; do
+                gpu_run $n "$work/image" s$n-$i NVIDIA_VISIBLE_DEVICES=all
+            done
+            i=$((i + 1))
+        done
+        for n in 1 2 8 64; do
+            line "nvhook prestart, $n GPUs" "$work/driver$n/hook.us"
+        done
+        b=$(med "$work/driver1/hook.us")
+        for n in 2 8 64; do
+            awk -v a="$(med "$work/driver$n/hook.us")" -v b="$b" -v n="$n" \
+                'BEGIN {printf "  %-44s %.2fx (%+.0f us per extra GPU)\n", n " GPUs / 1 GPU", a / b, (a - b) / (n - 1)}'
+        done
+        ;;
+    ldconfig)
+        driver 1
+        big=$work/image-big
+        rm -rf "$big"; cp -a "$work/image" "$big"
+        gcc -shared -fPIC -o "$work/libtiny.so" scripts/fake/lib.c
+        k=0
+        while [ "$k" -lt 2000 ]; do cp "$work/libtiny.so" "$big/usr/lib/x86_64-linux-gnu/libbench$k.so.1"; k=$((k + 1)); done
+        ldconfig -r "$big"
+        : >"$work/driver1/hook.us"; : >"$work/small.us"; : >"$work/big.us"; : >"$work/driver1/nvhook.log"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            gpu_run 1 "$work/image" ls$i NVIDIA_VISIBLE_DEVICES=0
+            tail -n1 "$work/driver1/hook.us" >>"$work/small.us"
+            gpu_run 1 "$big" lb$i NVIDIA_VISIBLE_DEVICES=0
+            tail -n1 "$work/driver1/hook.us" >>"$work/big.us"
+            i=$((i + 1))
+        done
+        echo "ldconfig: an image with 2000 extra libraries"
+        line "nvhook prestart, small image" "$work/small.us"
+        line "nvhook prestart, 2000 more libraries" "$work/big.us"
+        ratio "ratio big / small" "$(med "$work/big.us")" "$(med "$work/small.us")"
+        echo "  phases, median us (debug log; small and big runs alternate):"
+        for ph in prepare mount ldconfig total; do
+            grep -o "$ph=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 1' >"$work/ph-small.us"
+            grep -o "$ph=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 0' >"$work/ph-big.us"
+            line "$ph, small image" "$work/ph-small.us"
+            line "$ph, 2000 more libraries" "$work/ph-big.us"
+        done
+        ;;
+    *) echo "bench: unknown section $s" >&2; exit 2 ;;
+    esac
+done
