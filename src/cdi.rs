@@ -69,6 +69,18 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
         devices.push(json!({"name": g.index.to_string(), "containerEdits": edits.clone()}));
         devices.push(json!({"name": g.uuid, "containerEdits": edits}));
     }
+    for m in &driver.migs {
+        let parent = driver.gpus.iter().find(|g| g.index == m.parent_index);
+        let Some(parent) = parent.and_then(|g| g.node.as_ref()) else {
+            continue;
+        };
+        let edits = json!({"deviceNodes": [node(parent), node(&m.gi_cap), node(&m.ci_cap)]});
+        let name = format!("{}:{}", m.parent_index, m.index);
+        devices.push(json!({"name": name, "containerEdits": edits.clone()}));
+        if let Some(u) = &m.uuid {
+            devices.push(json!({"name": u, "containerEdits": edits}));
+        }
+    }
     let all: Vec<Value> = driver
         .gpus
         .iter()

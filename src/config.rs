@@ -122,6 +122,8 @@ pub struct Config {
     pub accept_cdi_annotations: bool,
     /// What `NVIDIA_DRIVER_CAPABILITIES=all` means.
     pub supported_driver_capabilities: String,
+    /// Docker Swarm: comma list of variables read instead of `NVIDIA_VISIBLE_DEVICES`.
+    pub swarm_resource: Option<String>,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
 }
@@ -141,6 +143,7 @@ impl Default for Config {
             accept_cdi_annotations: false,
             supported_driver_capabilities: "compat32,compute,display,graphics,ngx,utility,video"
                 .into(),
+            swarm_resource: None,
             runtime: RuntimeConfig::default(),
             log: LogConfig::default(),
         }
@@ -316,6 +319,15 @@ impl Config {
             accept_volume_mounts: self.accept_volume_mounts,
             accept_cdi_annotations: self.accept_cdi_annotations,
             supported: crate::request::parse_capabilities(&self.supported_driver_capabilities)?,
+            swarm_resources: self
+                .swarm_resource
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 

@@ -186,7 +186,7 @@ fn ask_nvml(
 
 /// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) and attach
 /// them to the MIG devices found in `/proc`.
-fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
+pub fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
     let bus: Vec<crate::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
     let a = ask_nvml(driver, &bus, true)?;
     for (gpu_i, gi, ci, uuid) in a.migs {

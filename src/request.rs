@@ -139,6 +139,9 @@ pub struct Policy {
     pub accept_cdi_annotations: bool,
     /// What `all` expands to (`supported-driver-capabilities`).
     pub supported: BTreeSet<Capability>,
+    /// `swarm-resource`: variables (Docker Swarm's generic resources, e.g.
+    /// `DOCKER_RESOURCE_GPU`) read instead of `NVIDIA_VISIBLE_DEVICES` when present.
+    pub swarm_resources: Vec<String>,
 }
 
 impl Default for Policy {
@@ -148,6 +151,7 @@ impl Default for Policy {
             accept_volume_mounts: false,
             accept_cdi_annotations: false,
             supported: Capability::ALL.into_iter().collect(),
+            swarm_resources: Vec::new(),
         }
     }
 }
@@ -246,7 +250,11 @@ impl Source {
         if !self.privileged && !policy.accept_envvar_when_unprivileged {
             return Ok(None);
         }
-        Ok(match getenv(&self.env, VISIBLE_DEVICES) {
+        let swarm = policy
+            .swarm_resources
+            .iter()
+            .find_map(|k| getenv(&self.env, k));
+        Ok(match swarm.or_else(|| getenv(&self.env, VISIBLE_DEVICES)) {
             None if legacy_cuda => Some((Devices::All, true)),
             None => None,
             Some(v) if is_void(v) => None,
@@ -573,6 +581,20 @@ mod tests {
             Request::from_source(&ann, &Policy::default()).unwrap(),
             None
         );
+        // swarm-resource variables stand in for NVIDIA_VISIBLE_DEVICES
+        let sw = Policy {
+            swarm_resources: vec!["DOCKER_RESOURCE_GPU".into()],
+            ..Policy::default()
+        };
+        let s = Source::from_env(&env(&[
+            "DOCKER_RESOURCE_GPU=GPU-a,GPU-b",
+            "NVIDIA_VISIBLE_DEVICES=void",
+        ]));
+        assert_eq!(
+            Request::from_source(&s, &sw).unwrap().unwrap().devices,
+            Devices::List(vec!["GPU-a".into(), "GPU-b".into()])
+        );
+        assert_eq!(Request::from_source(&s, &Policy::default()).unwrap(), None);
         // supported-driver-capabilities bounds `all`
         let s = Policy {
             supported: [Capability::Utility, Capability::Compute].into(),

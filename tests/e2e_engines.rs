@@ -150,6 +150,10 @@ fn podman_cdi() {
         names.contains(&"0") && names.contains(&"all") && names.contains(&gpu_uuid(3).as_str()),
         "{names:?}"
     );
+    assert!(
+        names.contains(&"0:1") && names.contains(&"MIG-0000aaaa-bbbb-cccc-dddd-000000000002"),
+        "MIG devices: {names:?}"
+    );
     for (device, indices) in [
         (format!("nvidia.com/gpu={}", gpu_uuid(1)), vec![1]),
         ("nvidia.com/gpu=all".to_string(), vec![0, 1, 2, 3]),
@@ -170,6 +174,27 @@ fn podman_cdi() {
             "the CDI hook ran ldconfig: {out}"
         );
     }
+    // a MIG device by its CDI name (the UUID: Podman 4.3 cannot parse a request for
+    // `=0:1`, though the spec names it too): the parent GPU and exactly that MIG device
+    let c = Container::new(Flavor::Debian, &[], "true");
+    let out = ok(
+        &podman(
+            &[],
+            &[
+                "--device",
+                "nvidia.com/gpu=MIG-0000aaaa-bbbb-cccc-dddd-000000000002",
+            ],
+            &c.rootfs,
+            SCRIPT,
+        ),
+        "podman run --device MIG",
+    );
+    let mut expect = vec![
+        gpu_uuid(0),
+        "MIG-0000aaaa-bbbb-cccc-dddd-000000000002".to_string(),
+    ];
+    expect.sort();
+    assert_eq!(uuids(&out), expect, "{out}");
 }
 
 /// A dockerd of the test's own (socket, data and exec roots), stopped on drop.

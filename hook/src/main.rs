@@ -198,7 +198,13 @@ fn cdi_generate(
     config_path: Option<&std::path::Path>,
     output: Option<PathBuf>,
 ) -> Result<()> {
-    let driver = Driver::discover(&pipeline::roots(cfg))?;
+    let mut driver = Driver::discover(&pipeline::roots(cfg))?;
+    if !driver.migs.is_empty() {
+        // MIG UUIDs come from NVML; without it the MIG devices keep their GPU:MIG names.
+        if let Err(e) = pipeline::fill_mig_uuids(&mut driver) {
+            eprintln!("nvhook: warning: no MIG UUIDs in the spec: {e}");
+        }
+    }
     let exe = std::env::current_exe().context("cannot find own executable")?;
     let spec = nvhook::cdi::generate(
         &driver,
@@ -352,9 +358,26 @@ fn info(cfg: &Config, json: bool) -> Result<()> {
     for f in &d.firmware {
         println!("  {}", f.host_path.display());
     }
-    println!("sockets:");
-    for s in &d.sockets {
+    println!("sockets, config files and IPC dirs:");
+    for s in d.sockets.iter().chain(&d.config_files).chain(&d.ipc_dirs) {
         println!("  {:<9} {}", s.capability.name(), s.host_path.display());
+    }
+    println!("MIG devices:");
+    for m in &d.migs {
+        println!(
+            "  {}:{} gi {} ci {} caps {} {} {}",
+            m.parent_index,
+            m.index,
+            m.gi,
+            m.ci,
+            m.gi_cap.path,
+            m.ci_cap.path,
+            m.uuid.as_deref().unwrap_or("")
+        );
+    }
+    println!("IMEX channels:");
+    for (n, node) in &d.imex_channels {
+        println!("  {n} {}", node.host_path.display());
     }
     for w in &d.warnings {
         println!("warning: {w}");
