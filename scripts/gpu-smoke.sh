@@ -27,8 +27,11 @@ root=/
 for r in /usr/local/nvidia /run/nvidia/driver; do [ -d "$r/lib64" ] || [ -d "$r/lib" ] && { root=$r; break; }; done
 ld=@/sbin/ldconfig
 [ -x /sbin/ldconfig.real ] && ld=@/sbin/ldconfig.real
+# SMOKE_DRIVER_ROOT / SMOKE_DEV_ROOT / SMOKE_PROC_ROOT: rehearse on a synthetic driver.
 cat >"$work/nvhook.toml" <<CONF
-driver-root = "$root"
+driver-root = "${SMOKE_DRIVER_ROOT:-$root}"
+dev-root = "${SMOKE_DEV_ROOT:-/}"
+proc-root = "${SMOKE_PROC_ROOT:-/proc}"
 ldconfig = "$ld"
 [runtime]
 runtimes = ["runc"]
@@ -44,7 +47,7 @@ mkdir -p "$work/bundle"
 BUSYBOX=$busybox scripts/make-rootfs.sh "$work/bundle/rootfs" debian >/dev/null || exit 1
 (cd "$work/bundle" && runc spec) || exit 1
 sed -i -e 's/"terminal": true/"terminal": false/' \
-    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; echo rc=$?; ls /dev \| grep nvidia; ldconfig -p \| grep -E \\"libcuda.so.1\|libnvidia-ml.so.1\\"; grep ModifyDeviceFiles /proc/driver/nvidia/params; ls /proc/driver/nvidia/gpus"|' \
+    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; echo rc=$?; ls /dev \| grep nvidia; ldconfig -p \| grep -E \\"libcuda.so.1\|libnvidia-ml.so.1\\"; grep ModifyDeviceFiles /proc/driver/nvidia/params; ls /proc/driver/nvidia/gpus; true"|' \
     -e 's|"TERM=xterm"|"TERM=xterm", "NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=all"|' "$work/bundle/config.json"
 printf '{"ociVersion":"1.0.2","id":"smoke","status":"creating","bundle":"%s"}' "$work/bundle" >"$work/state.json"
 say "nvhook plan (GPU 0, all capabilities)"; "$bin/nvhook" plan --state "$work/state.json"
