@@ -292,26 +292,13 @@ mod tests {
                 node: Some(n("nvidia1", 195, 1)),
             }],
             nvidiactl: Some(n("nvidiactl", 195, 255)),
-            uvm: None,
-            uvm_tools: None,
-            modeset: None,
             libraries: vec![Library {
                 capability: Capability::Compute,
                 arch: Arch::X8664,
                 host_path: "/run/nvidia/driver/usr/lib64/libcuda.so.550.54.14".into(),
                 file_name: "libcuda.so.550.54.14".into(),
             }],
-            binaries: vec![],
-            firmware: vec![],
-            sockets: vec![],
-            proc_files: None,
-            config_files: vec![],
-            ipc_dirs: vec![],
-            imex_channels: vec![],
-            migs: vec![],
-            mig_config: None,
-            mig_monitor: None,
-            warnings: vec![],
+            ..Driver::default()
         }
     }
 

@@ -110,7 +110,7 @@ pub struct Mig {
 }
 
 /// Everything discovered about the host driver.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Driver {
     pub version: String,
     pub gpus: Vec<Gpu>,

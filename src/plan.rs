@@ -634,15 +634,7 @@ mod tests {
                 path: "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin".into(),
                 host_path: "/h/fw/gsp_ga10x.bin".into(),
             }],
-            sockets: vec![],
-            proc_files: None,
-            config_files: vec![],
-            ipc_dirs: vec![],
-            imex_channels: vec![],
-            migs: vec![],
-            mig_config: None,
-            mig_monitor: None,
-            warnings: vec![],
+            ..Driver::default()
         }
     }
 
