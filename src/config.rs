@@ -331,13 +331,24 @@ impl Config {
         })
     }
 
+    /// How long ldconfig may run (at least a second).
+    pub fn ldconfig_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ldconfig_timeout.max(1))
+    }
+
     /// The ldconfig to run: `(true, path)` for a host binary, `(false, path)` for one in
     /// the container.
     pub fn ldconfig_target(&self) -> (bool, &str) {
-        match self.ldconfig.strip_prefix('@') {
-            Some(p) => (true, p),
-            None => (false, self.ldconfig.as_str()),
-        }
+        split_ldconfig(&self.ldconfig)
+    }
+}
+
+/// Reads an `ldconfig` setting: `@/path` is a host binary, a plain path one in the
+/// container.
+pub fn split_ldconfig(spec: &str) -> (bool, &str) {
+    match spec.strip_prefix('@') {
+        Some(p) => (true, p),
+        None => (false, spec),
     }
 }
 

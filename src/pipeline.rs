@@ -249,7 +249,7 @@ pub fn run_hook(
             &apply::Target {
                 pid,
                 rootfs: &d.container.rootfs,
-                ldconfig_timeout: Duration::from_secs(cfg.ldconfig_timeout.max(1)),
+                ldconfig_timeout: cfg.ldconfig_deadline(),
                 faults,
             },
         )?;
@@ -262,33 +262,16 @@ pub fn run_hook(
 pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Result<()> {
     let spec = Spec::load(&state.bundle)?;
     let pid = state.pid().ok_or(Error::NoPid)?;
-    let (host, path) = match cfg.ldconfig.strip_prefix('@') {
-        Some(p) => (true, p.to_string()),
-        None => (false, cfg.ldconfig.clone()),
-    };
-    let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
-        .map(String::from)
-        .to_vec();
-    args.extend(folders.iter().cloned());
     let plan = Plan {
-        driver_version: String::new(),
-        capabilities: Vec::new(),
-        gpus: Vec::new(),
-        migs: Vec::new(),
-        devices: Vec::new(),
-        mounts: Vec::new(),
-        symlinks: Vec::new(),
-        cgroup: Vec::new(),
-        files: Vec::new(),
-        proc_driver: None,
-        ldconfig: Some(plan::Ldconfig { path, host, args }),
+        ldconfig: Some(plan::Ldconfig::new(&cfg.ldconfig, folders.to_vec())),
+        ..Plan::default()
     };
     apply::apply(
         &plan,
         &apply::Target {
             pid,
             rootfs: &spec.rootfs,
-            ldconfig_timeout: Duration::from_secs(cfg.ldconfig_timeout.max(1)),
+            ldconfig_timeout: cfg.ldconfig_deadline(),
             faults: apply::Faults::default(),
         },
     )?;

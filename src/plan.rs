@@ -174,6 +174,23 @@ pub struct Ldconfig {
     pub args: Vec<String>,
 }
 
+impl Ldconfig {
+    /// ldconfig as configured (`@/host/path` or a container path), rebuilding the
+    /// container's own cache from its own configuration plus `dirs`.
+    pub fn new(setting: &str, dirs: Vec<String>) -> Ldconfig {
+        let (host, path) = crate::config::split_ldconfig(setting);
+        let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
+            .map(String::from)
+            .to_vec();
+        args.extend(dirs);
+        Ldconfig {
+            path: path.to_string(),
+            host,
+            args,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SelectedGpu {
     pub index: u32,
@@ -191,7 +208,7 @@ pub struct SelectedMig {
     pub uuid: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Plan {
     pub driver_version: String,
     pub capabilities: Vec<Capability>,
@@ -501,28 +518,22 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         .iter()
         .any(|m| m.kind == MountKind::Library)
         .then(|| {
-            let (host, path) = match opts.ldconfig.strip_prefix('@') {
-                Some(p) => (true, p.to_string()),
-                None => (false, opts.ldconfig.clone()),
-            };
-            let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
-                .map(String::from)
-                .to_vec();
+            let mut dirs = Vec::new();
             // ldconfig ranks libraries of one name by the order of the dirs it is given.
             if compat.is_some() {
-                args.push(crate::image::CUDA_COMPAT_DIR.into());
+                dirs.push(crate::image::CUDA_COMPAT_DIR.to_string());
             }
-            args.push(image.lib_dir.clone());
+            dirs.push(image.lib_dir.clone());
             if has(Capability::Compat32) {
                 if let Some(d) = &image.lib32_dir {
                     if mounts.iter().any(|m| {
                         m.kind == MountKind::Library && m.target.starts_with(&format!("{d}/"))
                     }) {
-                        args.push(d.clone());
+                        dirs.push(d.clone());
                     }
                 }
             }
-            Ldconfig { path, host, args }
+            Ldconfig::new(&opts.ldconfig, dirs)
         });
 
     Ok(Plan {
