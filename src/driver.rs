@@ -257,6 +257,37 @@ const LIB_DIRS: &[&str] = &[
     "lib",
 ];
 
+/// The character device `dev/<name>` if it is one, with the expected major and minor
+/// where known (a node that is something else is left out, with a warning).
+fn char_node(
+    dev: &Path,
+    name: &str,
+    major: Option<u32>,
+    minor: Option<u32>,
+    warnings: &mut Vec<String>,
+) -> Option<DeviceNode> {
+    let host_path = dev.join(name);
+    let fd = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
+    let st = sys::fstat(fd.as_fd()).ok()?;
+    let (ma, mi) = sys::dev_split(st.st_rdev);
+    if !is_type(&st, libc::S_IFCHR)
+        || major.is_some_and(|m| m != ma)
+        || minor.is_some_and(|m| m != mi)
+    {
+        warnings.push(format!(
+            "{} is not the expected character device ({ma}:{mi})",
+            host_path.display()
+        ));
+        return None;
+    }
+    Some(DeviceNode {
+        path: format!("/dev/{name}"),
+        host_path,
+        major: ma,
+        minor: mi,
+    })
+}
+
 /// The numbers N of entries `<prefix>N` in `dir`.
 fn numbered(dir: &Path, prefix: &str) -> Vec<u32> {
     std::fs::read_dir(dir)
@@ -323,27 +354,8 @@ impl Driver {
         let uvm_major = major_of(&["nvidia-uvm"]);
 
         let dev = roots.dev_root.join("dev");
-        let mut node = |name: &str, major: Option<u32>, minor: Option<u32>| -> Option<DeviceNode> {
-            let host_path = dev.join(name);
-            let fd = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
-            let st = sys::fstat(fd.as_fd()).ok()?;
-            let (ma, mi) = sys::dev_split(st.st_rdev);
-            if !is_type(&st, libc::S_IFCHR)
-                || major.is_some_and(|m| m != ma)
-                || minor.is_some_and(|m| m != mi)
-            {
-                warnings.push(format!(
-                    "{} is not the expected character device ({ma}:{mi})",
-                    host_path.display()
-                ));
-                return None;
-            }
-            Some(DeviceNode {
-                path: format!("/dev/{name}"),
-                host_path,
-                major: ma,
-                minor: mi,
-            })
+        let mut node = |name: &str, major: Option<u32>, minor: Option<u32>| {
+            char_node(&dev, name, major, minor, &mut warnings)
         };
 
         let mut infos = Vec::new();
@@ -480,30 +492,10 @@ impl Driver {
                 else {
                     continue;
                 };
-                let host_path = e.path();
-                let Ok(fd) = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW) else {
-                    continue;
-                };
-                let Ok(st) = sys::fstat(std::os::fd::AsFd::as_fd(&fd)) else {
-                    continue;
-                };
-                let (ma, mi) = sys::dev_split(st.st_rdev);
-                if !is_type(&st, libc::S_IFCHR) || imex_major.is_some_and(|m| m != ma) {
-                    warnings.push(format!(
-                        "{} is not the expected character device",
-                        host_path.display()
-                    ));
-                    continue;
+                let name = format!("nvidia-caps-imex-channels/channel{n}");
+                if let Some(node) = char_node(&dev, &name, imex_major, None, &mut warnings) {
+                    imex_channels.push((n, node));
                 }
-                imex_channels.push((
-                    n,
-                    DeviceNode {
-                        path: format!("/dev/nvidia-caps-imex-channels/channel{n}"),
-                        host_path,
-                        major: ma,
-                        minor: mi,
-                    },
-                ));
             }
         }
         imex_channels.sort_by_key(|(n, _)| *n);
@@ -518,24 +510,9 @@ impl Driver {
                 .trim()
                 .parse()
                 .ok()?;
-            let host_path = dev.join(format!("nvidia-caps/nvidia-cap{minor}"));
-            let fd = sys::open(&host_path, libc::O_PATH | libc::O_NOFOLLOW).ok()?;
-            let st = sys::fstat(std::os::fd::AsFd::as_fd(&fd)).ok()?;
-            let (ma, mi) = sys::dev_split(st.st_rdev);
-            if !is_type(&st, libc::S_IFCHR) || mi != minor || caps_major.is_some_and(|m| m != ma) {
-                warnings.push(format!(
-                    "{} is not the expected capability device",
-                    host_path.display()
-                ));
-                return None;
-            }
+            let name = format!("nvidia-caps/nvidia-cap{minor}");
             Some((
-                DeviceNode {
-                    path: format!("/dev/nvidia-caps/nvidia-cap{minor}"),
-                    host_path,
-                    major: ma,
-                    minor: mi,
-                },
+                char_node(&dev, &name, caps_major, Some(minor), warnings)?,
                 text,
             ))
         };
