@@ -209,14 +209,19 @@ impl Root {
         Ok(cur)
     }
 
+    /// The directory that holds `path` (made if missing) and the last component's name.
+    fn parent_of<'p>(&mut self, path: &'p str) -> Result<(OwnedFd, &'p str)> {
+        let parts = components(path)?;
+        let (name, parent_parts) = parts.split_last().expect("components are never empty");
+        let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        Ok((parent, name))
+    }
+
     /// Makes `path` exist as an empty file or directory to mount on, and returns it
     /// open as `O_PATH` without following a final symlink. An existing entry of the
     /// wrong type is an error naming both types.
     pub fn mount_target(&mut self, path: &str, kind: TargetKind) -> Result<OwnedFd> {
-        let parts = components(path)?;
-        let (name, parent_parts) = parts.split_last().expect("components are never empty");
-        let parent_path = format!("/{}", parent_parts.join("/"));
-        let parent = self.mkdir_all(&parent_path)?;
+        let (parent, name) = self.parent_of(path)?;
         let c = cname(name);
         let made = match kind {
             TargetKind::Dir => sys::mkdirat(parent.as_fd(), &c, 0o755),
@@ -277,9 +282,7 @@ impl Root {
 
     /// Creates symlink `path -> target` unless something already exists at `path`.
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<bool> {
-        let parts = components(path)?;
-        let (name, parent_parts) = parts.split_last().expect("non-empty");
-        let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        let (parent, name) = self.parent_of(path)?;
         let c = cname(name);
         let t = CString::new(target).map_err(|_| Error::BadPath(target.into()))?;
         match sys::symlinkat(&t, parent.as_fd(), &c) {
@@ -303,9 +306,7 @@ impl Root {
     /// Writes a small file (created 0644, or an existing regular file replaced in place),
     /// never following a symlink and never opening a FIFO or device for writing.
     pub fn write_file(&mut self, path: &str, content: &[u8]) -> Result<()> {
-        let parts = components(path)?;
-        let (name, parent_parts) = parts.split_last().expect("non-empty");
-        let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        let (parent, name) = self.parent_of(path)?;
         let io = |what| {
             move |source| Error::Io {
                 path: path.into(),
