@@ -76,8 +76,10 @@ pub struct Binary {
     pub host_path: PathBuf,
 }
 
+/// A socket, loader file or IPC directory of the driver, bound into containers that
+/// ask for `capability` at `path` (its conventional host path).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Socket {
+pub struct HostFile {
     pub capability: Capability,
     /// Path inside the container (the conventional host path).
     pub path: String,
@@ -121,14 +123,14 @@ pub struct Driver {
     pub libraries: Vec<Library>,
     pub binaries: Vec<Binary>,
     pub firmware: Vec<Firmware>,
-    pub sockets: Vec<Socket>,
+    pub sockets: Vec<HostFile>,
     /// The driver's `/proc/driver/nvidia` files a container's masked view copies:
     /// `params`, `version`, `registry`, `gpus/<bus id>/information` (relative paths).
     pub proc_files: Option<Vec<crate::plan::FileWrite>>,
     /// Vendor and ICD files (GLVND, Vulkan, EGL platforms, OpenCL) the driver installs.
-    pub config_files: Vec<Socket>,
+    pub config_files: Vec<HostFile>,
     /// IPC directories (the MPS pipe dir), bound read-write.
-    pub ipc_dirs: Vec<Socket>,
+    pub ipc_dirs: Vec<HostFile>,
     /// `/dev/nvidia-caps-imex-channels/channel<N>`, by channel number.
     pub imex_channels: Vec<(u32, DeviceNode)>,
     pub migs: Vec<Mig>,
@@ -288,6 +290,25 @@ fn char_node(
     })
 }
 
+/// Those of `wanted` that exist under the driver root as files of type `kind`.
+fn find_host_files(
+    root: &std::os::fd::OwnedFd,
+    wanted: &[(Capability, &str)],
+    kind: libc::mode_t,
+) -> Vec<HostFile> {
+    wanted
+        .iter()
+        .filter_map(|(cap, path)| {
+            let (host_path, st) = resolve_in(root, path).ok()?;
+            is_type(&st, kind).then(|| HostFile {
+                capability: *cap,
+                path: path.to_string(),
+                host_path,
+            })
+        })
+        .collect()
+}
+
 /// The numbers N of entries `<prefix>N` in `dir`.
 fn numbered(dir: &Path, prefix: &str) -> Vec<u32> {
     std::fs::read_dir(dir)
@@ -445,41 +466,10 @@ impl Driver {
             }
         }
 
-        let mut sockets = Vec::new();
-        for (cap, path) in SOCKETS {
-            if let Ok((host_path, st)) = resolve_in(&root, path) {
-                if is_type(&st, libc::S_IFSOCK) {
-                    sockets.push(Socket {
-                        capability: *cap,
-                        path: path.to_string(),
-                        host_path,
-                    });
-                }
-            }
-        }
-
-        let mut config_files = Vec::new();
-        for (cap, path) in CONFIG_FILES {
-            if let Ok((host_path, st)) = resolve_in(&root, path) {
-                if is_type(&st, libc::S_IFREG) {
-                    config_files.push(Socket {
-                        capability: *cap,
-                        path: path.to_string(),
-                        host_path,
-                    });
-                }
-            }
-        }
-        let mut ipc_dirs = Vec::new();
-        if let Ok((host_path, st)) = resolve_in(&root, MPS_PIPE_DIR) {
-            if is_type(&st, libc::S_IFDIR) {
-                ipc_dirs.push(Socket {
-                    capability: Capability::Compute,
-                    path: MPS_PIPE_DIR.into(),
-                    host_path,
-                });
-            }
-        }
+        let sockets = find_host_files(&root, SOCKETS, libc::S_IFSOCK);
+        let config_files = find_host_files(&root, CONFIG_FILES, libc::S_IFREG);
+        let ipc_dirs =
+            find_host_files(&root, &[(Capability::Compute, MPS_PIPE_DIR)], libc::S_IFDIR);
         let imex_major = major_of(&["nvidia-caps-imex-channels"]);
         let mut imex_channels = Vec::new();
         if let Ok(rd) = std::fs::read_dir(dev.join("nvidia-caps-imex-channels")) {

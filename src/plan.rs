@@ -430,33 +430,17 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             });
         }
     }
-    for c in &driver.config_files {
-        if has(c.capability) {
+    for (files, kind, flags) in [
+        (&driver.config_files, MountKind::Config, LIB_FLAGS),
+        (&driver.ipc_dirs, MountKind::IpcDir, SOCK_FLAGS),
+        (&driver.sockets, MountKind::Socket, SOCK_FLAGS),
+    ] {
+        for f in files.iter().filter(|f| has(f.capability)) {
             mounts.push(Mount {
-                kind: MountKind::Config,
-                source: c.host_path.clone(),
-                target: c.path.clone(),
-                flags: LIB_FLAGS.to_vec(),
-            });
-        }
-    }
-    for d in &driver.ipc_dirs {
-        if has(d.capability) {
-            mounts.push(Mount {
-                kind: MountKind::IpcDir,
-                source: d.host_path.clone(),
-                target: d.path.clone(),
-                flags: SOCK_FLAGS.to_vec(),
-            });
-        }
-    }
-    for s in &driver.sockets {
-        if has(s.capability) {
-            mounts.push(Mount {
-                kind: MountKind::Socket,
-                source: s.host_path.clone(),
-                target: s.path.clone(),
-                flags: SOCK_FLAGS.to_vec(),
+                kind,
+                source: f.host_path.clone(),
+                target: f.path.clone(),
+                flags: flags.to_vec(),
             });
         }
     }
