@@ -121,12 +121,12 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
     };
     let clock = Instant::now();
     let mut driver = Driver::discover(&roots(cfg))?;
+    // NVML is asked at most once: for MIG UUIDs here, and its answer reused below for
+    // requirements that need its facts.
+    let mut nvml = None;
     if let crate::request::Devices::List(ids) = &req.devices {
-        if ids
-            .iter()
-            .any(|i| i.len() > 4 && i[..4].eq_ignore_ascii_case("MIG-"))
-        {
-            fill_mig_uuids(&mut driver)?;
+        if ids.iter().any(|i| crate::request::is_mig_uuid(i)) {
+            nvml = Some(fill_mig_uuids(&mut driver)?);
         }
     }
     for w in &driver.warnings {
@@ -154,7 +154,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         crate::require::from_env(&spec.env, req.legacy_cuda)?
     };
     if !requirements.is_empty() {
-        check_requirements(&requirements, &driver, &plan)?;
+        check_requirements(&requirements, &driver, &plan, nvml)?;
     }
     times.plan = clock.elapsed();
     Ok(Decision {
@@ -184,12 +184,13 @@ fn ask_nvml(
     Ok(crate::nvml::query(&lib.host_path, bus, migs, NVML_TIMEOUT)?)
 }
 
-/// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) and attach
-/// them to the MIG devices found in `/proc`.
-pub fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
+/// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) about every
+/// GPU and attach them to the MIG devices found in `/proc`. Returns NVML's answer.
+pub fn fill_mig_uuids(driver: &mut Driver) -> Result<crate::nvml::Answer> {
     let bus: Vec<crate::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
     let a = ask_nvml(driver, &bus, true)?;
-    for (gpu_i, gi, ci, uuid) in a.migs {
+    for (gpu_i, gi, ci, uuid) in &a.migs {
+        let (gpu_i, gi, ci) = (*gpu_i, *gi, *ci);
         let Some(parent) = driver.gpus.get(gpu_i).map(|g| g.index) else {
             continue;
         };
@@ -198,18 +199,20 @@ pub fn fill_mig_uuids(driver: &mut Driver) -> Result<()> {
             .iter_mut()
             .find(|m| m.parent_index == parent && m.gi == gi && m.ci == ci)
         {
-            m.uuid = Some(uuid);
+            m.uuid = Some(uuid.clone());
         }
     }
-    Ok(())
+    Ok(a)
 }
 
 /// Checks the requirements against the driver and the chosen GPUs; NVML is asked only
-/// when a requirement needs a fact that `/proc` does not give.
+/// when a requirement needs a fact that `/proc` does not give, and only if `nvml` does not
+/// already hold its answer (about every GPU).
 fn check_requirements(
     reqs: &[crate::require::Requirement],
     driver: &Driver,
     plan: &Plan,
+    nvml: Option<crate::nvml::Answer>,
 ) -> Result<()> {
     use crate::require::{Facts, GpuFacts};
     let mut facts = Facts {
@@ -218,9 +221,26 @@ fn check_requirements(
     };
     let bus: Vec<crate::procfs::BusId> = plan.gpus.iter().map(|g| g.bus_id).collect();
     if crate::require::needs_nvml(reqs) {
-        let a = ask_nvml(driver, &bus, false)?;
+        let a = match nvml {
+            Some(a) => a,
+            None => ask_nvml(driver, &bus, false)?,
+        };
         facts.cuda = a.cuda;
-        facts.gpus = a.gpus;
+        // The chosen GPUs' facts, in plan order.
+        facts.gpus = bus
+            .iter()
+            .map(|b| {
+                let id = b.to_string();
+                a.gpus
+                    .iter()
+                    .find(|g| g.bus_id == id)
+                    .cloned()
+                    .unwrap_or(GpuFacts {
+                        bus_id: id,
+                        ..Default::default()
+                    })
+            })
+            .collect();
     } else {
         facts.gpus = bus
             .iter()

@@ -352,6 +352,11 @@ fn parse_devices(v: &str) -> Result<Devices> {
     })
 }
 
+/// `MIG-<uuid>` (case-insensitive prefix).
+pub fn is_mig_uuid(d: &str) -> bool {
+    d.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")) && d.len() > 4
+}
+
 /// `GPU:MIG` such as `0:1` (a PCI bus id also has colons but is not all digits).
 pub fn is_mig_index(d: &str) -> bool {
     let mut parts = d.split(':');
