@@ -252,7 +252,7 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selecti
         }
     };
     for id in ids {
-        let mig = if id.len() > 4 && id[..4].eq_ignore_ascii_case("MIG-") {
+        let mig = if crate::request::is_mig_uuid(id) {
             let m = migs.iter().find(|m| {
                 m.uuid
                     .as_deref()
@@ -288,7 +288,7 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selecti
             id.parse::<u32>()
                 .ok()
                 .and_then(|i| gpus.iter().find(|g| g.index == i))
-        } else if id.len() > 4 && id[..4].eq_ignore_ascii_case("GPU-") {
+        } else if crate::request::is_gpu_uuid(id) {
             gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(id))
         } else {
             BusId::parse(id).and_then(|b| gpus.iter().find(|g| g.bus_id == b))
@@ -725,6 +725,21 @@ mod tests {
             ImageFacts::debian()
         )
         .is_err());
+    }
+
+    #[test]
+    fn non_ascii_ids_are_unknown_not_a_panic() {
+        for id in ["GPUé1", "MIGé", "é", "GPU-é", "MIG-ü"] {
+            let e = plan(
+                &[&format!("NVIDIA_VISIBLE_DEVICES={id}")],
+                ImageFacts::debian(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, Error::UnknownDevice(..) | Error::UnknownMig(..)),
+                "{id}: {e}"
+            );
+        }
     }
 
     #[test]

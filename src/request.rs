@@ -352,9 +352,20 @@ fn parse_devices(v: &str) -> Result<Devices> {
     })
 }
 
-/// `MIG-<uuid>` (case-insensitive prefix).
+/// `MIG-<uuid>` (case-insensitive prefix; any text, never split inside a character).
 pub fn is_mig_uuid(d: &str) -> bool {
-    d.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")) && d.len() > 4
+    has_prefix(d, "MIG-")
+}
+
+/// `GPU-<uuid>`, as [`is_mig_uuid`].
+pub fn is_gpu_uuid(d: &str) -> bool {
+    has_prefix(d, "GPU-")
+}
+
+fn has_prefix(d: &str, prefix: &str) -> bool {
+    d.len() > prefix.len()
+        && d.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// `GPU:MIG` such as `0:1` (a PCI bus id also has colons but is not all digits).

@@ -127,6 +127,16 @@ proptest! {
         let _ = Config::from_nvidia(&s, Path::new("nvidia.toml"));
     }
 
+    /// Device ids are container input: any text (multi-byte too) gives a plan or an error.
+    #[test]
+    fn plan_any_device_ids(ids in ".{0,40}") {
+        let env = vec![format!("NVIDIA_VISIBLE_DEVICES={ids}")];
+        if let Ok(Some(req)) = request::Request::from_env(&env) {
+            let opts = nvhook::plan::Options { ldconfig: "@/sbin/ldconfig".into(), no_cgroups: false };
+            let _ = nvhook::plan::build(&req, &Default::default(), &nvhook::plan::ImageFacts::debian(), &opts);
+        }
+    }
+
     #[test]
     fn capabilities_any(s in "[a-z0-9, ]{0,60}") {
         if let Ok(c) = request::parse_capabilities(&s) {
