@@ -67,8 +67,8 @@ fn mask(keep: &[u32]) -> u64 {
     keep.iter().fold(0u64, |m, c| m | (1u64 << c))
 }
 
-/// Current effective set, as a bit mask.
-pub fn effective() -> io::Result<u64> {
+/// The process's capability sets (capget, version 3: two 32-bit halves).
+fn capget() -> io::Result<[Data; 2]> {
     let mut h = Header {
         version: VERSION_3,
         pid: 0,
@@ -78,6 +78,12 @@ pub fn effective() -> io::Result<u64> {
     if unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(d)
+}
+
+/// Current effective set, as a bit mask.
+pub fn effective() -> io::Result<u64> {
+    let d = capget()?;
     Ok(u64::from(d[0].effective) | (u64::from(d[1].effective) << 32))
 }
 
@@ -112,15 +118,7 @@ pub fn limit_to(keep: &[u32]) -> io::Result<()> {
             0,
         )
     };
-    let mut h = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut cur = [Data::default(); 2];
-    // SAFETY: as in `effective`.
-    if unsafe { libc::syscall(libc::SYS_capget, &mut h, cur.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let cur = capget()?;
     let lo = m as u32;
     let hi = (m >> 32) as u32;
     let new = [
