@@ -323,75 +323,25 @@ fn docker_runtime_and_gpus_flag() {
         .output()
         .unwrap();
     ok(&tar, "docker import");
-    let out = ok(
-        &d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "nvidia",
-            "-e",
-            "NVIDIA_VISIBLE_DEVICES=1",
-            &image,
-            "sh",
-            "-c",
-            SCRIPT,
-        ]),
-        "docker run --runtime nvidia",
-    );
+    // `docker run --rm --network none FLAGS IMAGE sh -c SCRIPT`, which must succeed
+    let run = |flags: &[&str]| {
+        let args = [
+            &["run", "--rm", "--network", "none"][..],
+            flags,
+            &[&image, "sh", "-c", SCRIPT],
+        ]
+        .concat();
+        ok(&d.docker(&args), &format!("docker run {}", flags.join(" ")))
+    };
+    let out = run(&["--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=1"]);
     assert_eq!(uuids(&out), want(&[1]), "{out}");
-    let out = ok(
-        &d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--gpus",
-            "device=0",
-            &image,
-            "sh",
-            "-c",
-            SCRIPT,
-        ]),
-        "docker run --gpus",
-    );
+    let out = run(&["--gpus", "device=0"]);
     assert_eq!(uuids(&out), want(&[0]), "{out}");
     // both at once: the shim sees Docker's hook and adds no second one
-    let out = ok(
-        &d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "nvidia",
-            "--gpus",
-            "device=2",
-            &image,
-            "sh",
-            "-c",
-            SCRIPT,
-        ]),
-        "docker run --runtime nvidia --gpus",
-    );
+    let out = run(&["--runtime", "nvidia", "--gpus", "device=2"]);
     assert_eq!(uuids(&out), want(&[2]), "{out}");
     // a container without GPUs through the nvidia runtime is untouched
-    let out = ok(
-        &d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "nvidia",
-            &image,
-            "sh",
-            "-c",
-            SCRIPT,
-        ]),
-        "docker run without GPUs",
-    );
+    let out = run(&["--runtime", "nvidia"]);
     assert!(
         uuids(&out).is_empty() && !out.contains("nvidiactl"),
         "{out}"
