@@ -151,7 +151,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
     let requirements = if cfg.disable_require {
         Vec::new()
     } else {
-        crate::require::from_env(&spec.env, req.legacy_cuda)?
+        crate::require::from_env(&spec.source.env, req.legacy_cuda)?
     };
     if !requirements.is_empty() {
         check_requirements(&requirements, &driver, &plan, nvml)?;

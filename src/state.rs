@@ -65,16 +65,11 @@ impl State {
 /// What nvhook reads of the bundle's config.json.
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
-    /// `process.env`, in order.
-    pub env: Vec<String>,
     /// `root.path` resolved against the bundle.
     pub rootfs: PathBuf,
     pub root_readonly: bool,
-    /// Destinations of the spec's mounts (for Kubernetes device lists, later).
-    pub mount_destinations: Vec<String>,
-    /// `process.capabilities.bounding`, when given.
-    pub bounding_caps: Option<Vec<String>>,
-    /// The request's view of the whole config (env, mounts, annotations, privilege).
+    /// What can carry a GPU request: `process.env` (validated: strings only, in order),
+    /// mount destinations, annotations, privilege.
     pub source: crate::request::Source,
 }
 
@@ -116,35 +111,11 @@ impl Spec {
                 .collect::<std::result::Result<_, _>>()?,
             Some(_) => return Err("process.env is not an array".into()),
         };
-        let bounding_caps = process
-            .and_then(|p| p.get("capabilities"))
-            .and_then(|c| c.get("bounding"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(str::to_owned))
-                    .collect()
-            });
-        let mount_destinations = obj
-            .get("mounts")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| {
-                        m.get("destination")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let source = crate::request::Source::from_config(&v);
+        let mut source = crate::request::Source::from_config(&v);
+        source.env = env;
         Ok(Spec {
-            env,
             rootfs,
             root_readonly,
-            mount_destinations,
-            bounding_caps,
             source,
         })
     }
@@ -195,9 +166,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.rootfs, Path::new("/bundle/rootfs"));
         assert!(s.root_readonly);
-        assert_eq!(s.env, ["A=1", "B=2"]);
-        assert_eq!(s.mount_destinations, ["/proc"]);
-        assert_eq!(s.bounding_caps.unwrap(), ["CAP_SYS_ADMIN"]);
+        assert_eq!(s.source.env, ["A=1", "B=2"]);
+        assert_eq!(s.source.mount_destinations, ["/proc"]);
+        assert!(s.source.privileged, "CAP_SYS_ADMIN in the bounding set");
         let abs = Spec::parse(br#"{"root":{"path":"/abs"}}"#, Path::new("/bundle")).unwrap();
         assert_eq!(abs.rootfs, Path::new("/abs"));
         assert!(Spec::parse(br#"{"root":{}}"#, Path::new("/b")).is_err());
