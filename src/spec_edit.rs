@@ -45,20 +45,6 @@ pub struct HookEntry {
     pub env: Vec<String>,
 }
 
-/// `process.env` of a parsed config (non-strings ignored: the shim only decides
-/// whether to add a hook; the hook validates strictly).
-pub fn env_of(config: &Value) -> Vec<String> {
-    config
-        .pointer("/process/env")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn is_gpu_hook(h: &Value, our_path: &str) -> bool {
     let Some(p) = h.get("path").and_then(Value::as_str) else {
         return false;

@@ -4,7 +4,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = nvhook::state::State::parse(data);
     let _ = nvhook::state::Spec::parse(data, std::path::Path::new("/bundle"));
     if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = nvhook::spec_edit::env_of(&v);
+        let _ = nvhook::request::Source::from_config(&v).wants_gpus(&Default::default());
         let entry = nvhook::spec_edit::HookEntry {
             path: "/nvhook".into(),
             args: vec![],
