@@ -394,20 +394,28 @@ impl Driver {
                     excluded.push(format!("GPU {} is excluded by the driver", info.uuid));
                     continue;
                 }
-                infos.push(info);
+                infos.push((info, text));
             }
         }
-        infos.sort_by_key(|g| g.bus_id);
-        let gpus = infos
+        infos.sort_by_key(|(g, _)| g.bus_id);
+        // The information files, kept for the containers' /proc view.
+        let mut info_files = Vec::new();
+        let gpus: Vec<Gpu> = infos
             .into_iter()
             .enumerate()
-            .map(|(i, g)| Gpu {
-                index: i as u32,
-                minor: g.minor,
-                node: node(&format!("nvidia{}", g.minor), Some(nv_major), Some(g.minor)),
-                uuid: g.uuid,
-                bus_id: g.bus_id,
-                model: g.model,
+            .map(|(i, (g, text))| {
+                info_files.push(crate::plan::FileWrite {
+                    path: format!("gpus/{}/information", g.bus_id),
+                    content: text,
+                });
+                Gpu {
+                    index: i as u32,
+                    minor: g.minor,
+                    node: node(&format!("nvidia{}", g.minor), Some(nv_major), Some(g.minor)),
+                    uuid: g.uuid,
+                    bus_id: g.bus_id,
+                    model: g.model,
+                }
             })
             .collect();
         let nvidiactl = node("nvidiactl", Some(nv_major), Some(255));
@@ -508,7 +516,6 @@ impl Driver {
         };
         let mut migs = Vec::new();
         for g in &gpus {
-            let g: &Gpu = g;
             let mut pairs = Vec::new();
             let base = proc_nv.join(format!("capabilities/gpu{}/mig", g.minor));
             for gi in numbered(&base, "gi") {
@@ -557,16 +564,7 @@ impl Driver {
                 });
             }
         }
-        for g in &gpus {
-            let g: &Gpu = g;
-            let rel = format!("gpus/{}/information", g.bus_id);
-            if let Ok(t) = std::fs::read_to_string(proc_nv.join(&rel)) {
-                proc_files.push(crate::plan::FileWrite {
-                    path: rel,
-                    content: t,
-                });
-            }
-        }
+        proc_files.extend(info_files);
 
         Ok(Driver {
             version,
