@@ -86,6 +86,15 @@ fn prepare(
             expected: rootfs::type_name(want),
         });
     }
+    // A directory is bound read-write (the MPS pipe dir): checked again on the fd that
+    // is mounted, as discovery checked its path.
+    if want == libc::S_IFDIR && (st.st_uid != 0 || st.st_mode & 0o022 != 0) {
+        return Err(Error::SourceType {
+            path: path.into(),
+            found: "a directory not owned by root or writable by group or others",
+            expected: "a root-owned directory only root can write",
+        });
+    }
     if let Some((ma, mi)) = rdev {
         let (fa, fi) = sys::dev_split(st.st_rdev);
         if (fa, fi) != (ma, mi) {
@@ -232,6 +241,10 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         )),
         None => None,
     };
+    // The host's /proc, for the ldconfig child's user namespace maps: inside the
+    // container's mount namespace /proc may be the container's own.
+    let host_proc = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(|source| Error::Namespace { pid: t.pid, source })?;
     let ns = sys::open(
         Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
         libc::O_RDONLY,
@@ -282,7 +295,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 }
                 .into());
             }
-            ldconfig::run(exe, root.fd(), &l.args, t.ldconfig_timeout)?;
+            ldconfig::run(
+                exe,
+                root.fd(),
+                host_proc.as_fd(),
+                &l.args,
+                t.ldconfig_timeout,
+            )?;
         }
         times.ldconfig = clock.elapsed();
         Ok(())

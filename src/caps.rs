@@ -12,6 +12,8 @@ pub const CAP_KILL: u32 = 5;
 pub const CAP_SETGID: u32 = 6;
 pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;
+pub const CAP_MKNOD: u32 = 27;
+pub const CAP_SETFCAP: u32 = 31;
 pub const CAP_SYS_CHROOT: u32 = 18;
 pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
@@ -27,6 +29,8 @@ pub const CAP_BPF: u32 = 39;
 ///   targets in images whatever their owners and modes;
 /// - `BPF`, `PERFMON`: read back and replace the cgroup v2 device program;
 /// - `SETPCAP`: let the ldconfig child drop its bounding set further;
+/// - `SETFCAP`: map host root to root of the ldconfig child's user namespace (the
+///   kernel asks for it whenever uid 0 is mapped);
 /// - `SETUID`, `SETGID`: let the NVML child become `nobody` before loading NVML;
 /// - `KILL`: kill that child (no longer root's) when NVML hangs.
 pub const HOOK: &[u32] = &[
@@ -39,13 +43,16 @@ pub const HOOK: &[u32] = &[
     CAP_BPF,
     CAP_PERFMON,
     CAP_SETPCAP,
+    CAP_SETFCAP,
     CAP_SETUID,
     CAP_SETGID,
     CAP_KILL,
 ];
 
-/// What ldconfig needs: write the container's cache and links whatever their owners.
-pub const LDCONFIG: &[u32] = &[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER];
+/// What ldconfig needs: write the container's cache and links whatever their modes.
+/// These hold only inside its own user namespace (over files of the mapped root), and
+/// `DAC_READ_SEARCH` is left out: it is what `open_by_handle_at` escapes need.
+pub const LDCONFIG: &[u32] = &[CAP_DAC_OVERRIDE, CAP_FOWNER];
 
 #[repr(C)]
 struct Header {

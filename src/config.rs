@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("ldconfig = {0:?} names a binary inside the container: image code would run as root; use \"@/sbin/ldconfig\" (the host's), or set allow-ldconfig-from-container = true to accept the risk")]
+    LdconfigInContainer(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -109,6 +111,12 @@ pub struct Config {
     pub proc_root: PathBuf,
     /// `@/path` runs the host binary; a plain path names a binary inside the container.
     pub ldconfig: String,
+    /// Lets `ldconfig` name a binary inside the container (image code, run as the
+    /// container's root in the sandbox). Off: such a setting is refused.
+    pub allow_ldconfig_from_container: bool,
+    /// The MPS daemon's pipe directory on the host (under the driver root), bound
+    /// read-write into compute containers when it is root-owned and safe.
+    pub mps_pipe_directory: String,
     /// Seconds ldconfig may run before it is killed and the start fails.
     pub ldconfig_timeout: u64,
     pub no_cgroups: bool,
@@ -135,6 +143,8 @@ impl Default for Config {
             dev_root: "/".into(),
             proc_root: "/proc".into(),
             ldconfig: "@/sbin/ldconfig".into(),
+            allow_ldconfig_from_container: false,
+            mps_pipe_directory: "/tmp/nvidia-mps".into(),
             ldconfig_timeout: 30,
             no_cgroups: false,
             disable_require: false,
@@ -306,6 +316,17 @@ impl Config {
                         }
                     }
                 }
+                ("features", Value::Table(t)) => {
+                    for (k2, v2) in t {
+                        let key = format!("features.{k2}");
+                        match k2.as_str() {
+                            "allow-ldconfig-from-container" => {
+                                c.allow_ldconfig_from_container = want_bool(&key, v2)?
+                            }
+                            _ => ignore(&key),
+                        }
+                    }
+                }
                 _ => ignore(k),
             }
         }
@@ -334,6 +355,17 @@ impl Config {
     /// How long ldconfig may run (at least a second).
     pub fn ldconfig_deadline(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.ldconfig_timeout.max(1))
+    }
+
+    /// The `ldconfig` setting, refused when it names a binary in the container and
+    /// `allow-ldconfig-from-container` is off (NVIDIA refuses the same).
+    pub fn ldconfig_checked(&self) -> Result<&str> {
+        match split_ldconfig(&self.ldconfig) {
+            (false, _) if !self.allow_ldconfig_from_container => {
+                Err(Error::LdconfigInContainer(self.ldconfig.clone()))
+            }
+            _ => Ok(&self.ldconfig),
+        }
     }
 
     /// The ldconfig to run: `(true, path)` for a host binary, `(false, path)` for one in
@@ -374,6 +406,7 @@ proc-root = "/p"
 ldconfig = "/sbin/ldconfig"
 ldconfig-timeout = 5
 no-cgroups = true
+mps-pipe-directory = "/run/mps"
 [runtime]
 runtimes = ["/usr/bin/runc"]
 hook-path = "/opt/nvhook"
@@ -391,6 +424,7 @@ format = "json"
         assert_eq!(c.proc_root, Path::new("/p"));
         assert!(c.no_cgroups);
         assert_eq!(c.ldconfig_timeout, 5);
+        assert_eq!(c.mps_pipe_directory, "/run/mps");
         assert_eq!(c.ldconfig_target(), (false, "/sbin/ldconfig"));
         assert_eq!(c.runtime.stage, Stage::CreateRuntime);
         assert_eq!(
@@ -462,6 +496,33 @@ skip-mode-detection = false
         }
         assert!(!w.contains("runtimes") && !w.contains(".root"), "{w}");
         assert!(Config::from_nvidia("[nvidia-container-cli]\nroot = 1\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn ldconfig_in_container_needs_opt_in() {
+        let c = Config::parse("ldconfig = \"/sbin/ldconfig\"", Path::new("c.toml")).unwrap();
+        let e = c.ldconfig_checked().unwrap_err().to_string();
+        assert!(
+            e.contains("/sbin/ldconfig") && e.contains("allow-ldconfig-from-container"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "ldconfig = \"/sbin/ldconfig\"\nallow-ldconfig-from-container = true",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.ldconfig_checked().unwrap(), "/sbin/ldconfig");
+        assert_eq!(
+            Config::default().ldconfig_checked().unwrap(),
+            "@/sbin/ldconfig"
+        );
+        // NVIDIA's file: the same refusal, the same opt-in
+        let text = "[nvidia-container-cli]\nldconfig = \"/sbin/ldconfig\"\n";
+        let (c, _) = Config::from_nvidia(text, Path::new("n.toml")).unwrap();
+        assert!(c.ldconfig_checked().is_err());
+        let text = format!("{text}[features]\nallow-ldconfig-from-container = true\n");
+        let (c, w) = Config::from_nvidia(&text, Path::new("n.toml")).unwrap();
+        assert!(c.ldconfig_checked().is_ok() && w.is_empty(), "{w:?}");
     }
 
     #[test]

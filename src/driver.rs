@@ -38,6 +38,8 @@ pub struct Roots {
     pub driver_root: PathBuf,
     pub dev_root: PathBuf,
     pub proc_root: PathBuf,
+    /// The MPS pipe directory, a path under the driver root.
+    pub mps_pipe_dir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -171,8 +173,83 @@ const CONFIG_FILES: &[(Capability, &str)] = &[
     (Capability::Compute, "/etc/OpenCL/vendors/nvidia.icd"),
 ];
 
-/// The MPS daemon's default pipe directory (on the host, under the driver root).
-const MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
+/// Finds the MPS pipe directory, which containers get read-write: every component is
+/// opened under the driver root without following links, and it and every directory
+/// above it must be root-owned and not writable by group or others (a root-owned
+/// sticky directory such as `/tmp` aside, where others cannot replace what root owns).
+/// A local user who owns the directory, or plants a link on its path, must not get a
+/// host directory into containers: such a one is left out, with a warning.
+fn find_mps_dir(
+    root: &std::os::fd::OwnedFd,
+    path: &str,
+    warnings: &mut Vec<String>,
+) -> Option<HostFile> {
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let mut warn = |why: String| {
+        warnings.push(format!(
+            "MPS pipe directory {path} left out: {why} (containers get it read-write)"
+        ))
+    };
+    if comps.is_empty() || comps.contains(&"..") {
+        warn("not a plain absolute path".into());
+        return None;
+    }
+    let mut cur = root.try_clone().ok()?;
+    for (i, c) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let fd = match sys::openat2(
+            cur.as_fd(),
+            Path::new(c),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+            sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None, // no MPS here
+            Err(e) => {
+                warn(format!("cannot open {c}: {e}"));
+                return None;
+            }
+        };
+        let st = match sys::fstat(fd.as_fd()) {
+            Ok(st) => st,
+            Err(e) => {
+                warn(format!("cannot stat {c}: {e}"));
+                return None;
+            }
+        };
+        if !is_type(&st, libc::S_IFDIR) {
+            let what = if is_type(&st, libc::S_IFLNK) {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            };
+            warn(format!("{c} is {what}"));
+            return None;
+        }
+        if st.st_uid != 0 {
+            warn(format!("{c} is owned by uid {}, not root", st.st_uid));
+            return None;
+        }
+        let sticky_above = !last && st.st_mode & libc::S_ISVTX != 0;
+        if st.st_mode & 0o022 != 0 && !sticky_above {
+            warn(format!(
+                "{c} is writable by group or others (mode {:o})",
+                st.st_mode & 0o7777
+            ));
+            return None;
+        }
+        cur = fd;
+    }
+    Some(HostFile {
+        capability: Capability::Compute,
+        path: format!("/{}", comps.join("/")),
+        host_path: sys::fd_path(cur.as_fd()).ok()?,
+    })
+}
 
 /// Driver libraries by capability (file names are `lib<name>.so.<version>`).
 pub const LIBRARIES: &[(Capability, &[&str])] = &[
@@ -476,8 +553,9 @@ impl Driver {
 
         let sockets = find_host_files(&root, SOCKETS, libc::S_IFSOCK);
         let config_files = find_host_files(&root, CONFIG_FILES, libc::S_IFREG);
-        let ipc_dirs =
-            find_host_files(&root, &[(Capability::Compute, MPS_PIPE_DIR)], libc::S_IFDIR);
+        let ipc_dirs: Vec<HostFile> = find_mps_dir(&root, &roots.mps_pipe_dir, &mut warnings)
+            .into_iter()
+            .collect();
         let imex_major = major_of(&["nvidia-caps-imex-channels"]);
         let mut imex_channels = Vec::new();
         if let Ok(rd) = std::fs::read_dir(dev.join("nvidia-caps-imex-channels")) {

@@ -2,8 +2,11 @@
 //!
 //! The host binary is copied into a sealed memfd before nvhook enters the container,
 //! so the image cannot swap it; it must be static, because a dynamic one would load
-//! the image's loader and libc. The child chroots into the container root, gets an
-//! empty environment and `no_new_privs`, and is killed after a timeout.
+//! the image's loader and libc. The child runs in new user (host root mapped to its
+//! root, so its capabilities hold over nothing outside), PID, IPC, mount, network and
+//! UTS namespaces, chroots into the container root, gets an empty environment,
+//! `no_new_privs` and a seccomp filter that allows only the system calls ldconfig
+//! makes, and is killed after a timeout.
 
 use crate::sys;
 use std::ffi::CString;
@@ -28,6 +31,13 @@ pub enum Error {
     Timeout(Duration),
     #[error(transparent)]
     Untrusted(#[from] crate::trust::Error),
+    #[error("cannot build the ldconfig seccomp filter: {0}")]
+    Seccomp(String),
+    #[error("cannot map root into the ldconfig sandbox's user namespace ({what}): {source}; user namespaces must be enabled (sysctl user.max_user_namespaces > 0)")]
+    UserNs {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -41,6 +51,181 @@ const LIMITS: &[(libc::__rlimit_resource_t, libc::rlim_t)] = &[
     (libc::RLIMIT_NOFILE, 256),
     (libc::RLIMIT_CORE, 0),
 ];
+
+/// The system calls ldconfig makes (glibc's, static or dynamic: loader start-up, reading
+/// directories and ELF headers, writing the cache and the SONAME links), and nothing
+/// else: no sockets, no `mknod`, no mounts, no new processes, no `ptrace`, no BPF, no
+/// `open_by_handle_at`. Everything else fails with `EPERM`; a call from another
+/// architecture's table (an `int 0x80` on x86-64) kills the process.
+const ALLOWED_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_lseek,
+    libc::SYS_openat,
+    libc::SYS_close,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_statfs,
+    libc::SYS_fstatfs,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
+    libc::SYS_readlinkat,
+    libc::SYS_getdents64,
+    libc::SYS_getcwd,
+    libc::SYS_chdir,
+    libc::SYS_fchdir,
+    libc::SYS_mkdirat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_unlinkat,
+    libc::SYS_symlinkat,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_ftruncate,
+    libc::SYS_fcntl,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    libc::SYS_set_tid_address,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_prlimit64,
+    libc::SYS_getrlimit,
+    libc::SYS_getrandom,
+    libc::SYS_futex,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sched_yield,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_capget,
+    libc::SYS_uname,
+    libc::SYS_clock_gettime,
+    libc::SYS_gettimeofday,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    // The exec that starts ldconfig itself happens under the filter.
+    libc::SYS_execve,
+    libc::SYS_execveat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_arch_prctl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_open,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_stat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_lstat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_access,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_readlink,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_getdents,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_mkdir,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_rename,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_unlink,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_symlink,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chmod,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_dup2,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_time,
+];
+
+/// The seccomp program for the ldconfig child, built before it is started (the child
+/// only installs it). `ioctl` is allowed for `TCGETS` alone (`isatty`), `prctl` only to
+/// read no_new_privs and the bounding set.
+pub fn seccomp_program() -> Result<seccompiler::BpfProgram> {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let err = |e: seccompiler::BackendError| Error::Seccomp(e.to_string());
+    #[cfg(target_arch = "x86_64")]
+    let arch = seccompiler::TargetArch::x86_64;
+    #[cfg(target_arch = "aarch64")]
+    let arch = seccompiler::TargetArch::aarch64;
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = ALLOWED_SYSCALLS
+        .iter()
+        .map(|n| (*n, Vec::new()))
+        .collect();
+    let tcgets = SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::TCGETS,
+    )
+    .map_err(err)?;
+    rules.insert(
+        libc::SYS_ioctl,
+        vec![SeccompRule::new(vec![tcgets]).map_err(err)?],
+    );
+    // prctl only to read: no_new_privs and the bounding set.
+    let mut prctl = Vec::new();
+    for op in [libc::PR_GET_NO_NEW_PRIVS, libc::PR_CAPBSET_READ] {
+        let c = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op as u64)
+            .map_err(err)?;
+        prctl.push(SeccompRule::new(vec![c]).map_err(err)?);
+    }
+    rules.insert(libc::SYS_prctl, prctl);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(err)?;
+    filter.try_into().map_err(err)
+}
+
+/// Maps host root (uid and gid 0) to root of the child's new user namespace, through
+/// the host's `/proc` (`proc_dir`, opened before nvhook entered the container).
+fn map_root(proc_dir: std::os::fd::BorrowedFd<'_>, pid: libc::pid_t) -> Result<()> {
+    for (file, what) in [("uid_map", "uid_map"), ("gid_map", "gid_map")] {
+        let path = format!("{pid}/{file}");
+        let fd = sys::openat2(
+            proc_dir,
+            Path::new(&path),
+            libc::O_WRONLY,
+            0,
+            sys::RESOLVE_NO_SYMLINKS,
+        )
+        .map_err(|source| Error::UserNs { what, source })?;
+        let line = b"0 0 1\n";
+        // SAFETY: valid fd and buffer.
+        let n = unsafe { libc::write(fd.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+        if n != line.len() as isize {
+            return Err(Error::UserNs {
+                what,
+                source: io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// The executable to run: a sealed copy of a host binary, or a path in the container.
 #[derive(Debug)]
@@ -113,13 +298,16 @@ pub fn seal_host(path: &str) -> Result<Exe> {
 }
 
 /// Runs ldconfig chrooted into `root` (an fd opened inside the container's mount
-/// namespace, which the caller has joined), with an empty environment.
+/// namespace, which the caller has joined), with an empty environment. `proc_dir` is
+/// the host's `/proc`, opened before joining.
 pub fn run(
     exe: &Exe,
     root: std::os::fd::BorrowedFd<'_>,
+    proc_dir: std::os::fd::BorrowedFd<'_>,
     args: &[String],
     timeout: Duration,
 ) -> Result<()> {
+    let filter = seccomp_program()?;
     let argv0 = c"ldconfig".to_owned();
     let mut argv: Vec<CString> = vec![argv0];
     for a in args {
@@ -145,6 +333,15 @@ pub fn run(
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR)
         .map_err(io_err(&label, "open /dev/null"))?;
+    // The child waits on this pipe until its user namespace maps root.
+    let mut sync = [0; 2];
+    // SAFETY: valid out-array.
+    if unsafe { libc::pipe2(sync.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io_err(&label, "pipe")(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fds we own.
+    let (sync_rd, sync_wr) =
+        unsafe { (OwnedFd::from_raw_fd(sync[0]), OwnedFd::from_raw_fd(sync[1])) };
 
     // The child starts in the container root: clone() carries the working directory
     // over into the new mount namespace's copy, where file descriptors opened before
@@ -158,9 +355,17 @@ pub fn run(
         ));
     }
 
-    // New PID, IPC and mount namespaces: ldconfig is pid 1 of an empty PID namespace and
-    // its tmpfs mounts stay private to it.
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWNS | libc::SIGCHLD;
+    // New user, PID, IPC, mount, network and UTS namespaces: ldconfig is pid 1 of an
+    // empty PID namespace, its capabilities hold only in its own user namespace (over
+    // files of the mapped root), it has no network interface but a loopback that is
+    // down, and its tmpfs mounts stay private to it.
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWUTS
+        | libc::SIGCHLD;
     // SAFETY: clone without a new stack behaves as fork; nvhook is single-threaded here,
     // and the child only makes raw system calls and leaves by exec or _exit.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
@@ -195,6 +400,15 @@ pub fn run(
                 0,
                 0,
             );
+            drop(sync_wr);
+            let mut b = 0u8;
+            if libc::read(sync_rd.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
+                fail(b"nvhook: the ldconfig user namespace was not set up\n");
+            }
+            let name = b"nvhook-ldconfig";
+            if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+                fail(b"nvhook: cannot name the ldconfig UTS namespace\n");
+            }
             if libc::mount(
                 std::ptr::null(),
                 c"/".as_ptr(),
@@ -251,6 +465,9 @@ pub fn run(
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 fail(b"nvhook: cannot set no_new_privs\n");
             }
+            if seccompiler::apply_filter(&filter).is_err() {
+                fail(b"nvhook: cannot install the ldconfig seccomp filter\n");
+            }
             match exe {
                 Exe::Sealed(fd) => {
                     libc::syscall(
@@ -273,6 +490,18 @@ pub fn run(
     unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
     drop(wr);
     drop(devnull);
+    drop(sync_rd);
+    if let Err(e) = map_root(proc_dir, pid) {
+        // SAFETY: pid is our child; it waits on the sync pipe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: pid is our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(e);
+    }
+    // SAFETY: valid fd and one byte.
+    unsafe { libc::write(sync_wr.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    drop(sync_wr);
     let out = read_until(&rd, Instant::now() + timeout);
     let timed_out = out.is_none();
     if timed_out {

@@ -43,6 +43,8 @@ pub enum Error {
     Nvml(#[from] crate::nvml::Error),
     #[error("requirements need NVML, but the driver has no libnvidia-ml.so")]
     NoNvml,
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -69,6 +71,7 @@ pub fn roots(cfg: &Config) -> Roots {
         driver_root: cfg.driver_root.clone(),
         dev_root: cfg.dev_root.clone(),
         proc_root: cfg.proc_root.clone(),
+        mps_pipe_dir: cfg.mps_pipe_directory.clone(),
     }
 }
 
@@ -144,7 +147,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         &driver,
         &facts,
         &plan::Options {
-            ldconfig: cfg.ldconfig.clone(),
+            ldconfig: cfg.ldconfig_checked()?.to_owned(),
             no_cgroups: cfg.no_cgroups,
         },
     )?;
@@ -283,7 +286,10 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
     let spec = Spec::load(&state.bundle)?;
     let pid = state.pid().ok_or(Error::NoPid)?;
     let plan = Plan {
-        ldconfig: Some(plan::Ldconfig::new(&cfg.ldconfig, folders.to_vec())),
+        ldconfig: Some(plan::Ldconfig::new(
+            cfg.ldconfig_checked()?,
+            folders.to_vec(),
+        )),
         ..Plan::default()
     };
     apply::apply(

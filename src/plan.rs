@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("unknown GPU {0:?} in NVIDIA_VISIBLE_DEVICES (this host has {1})")]
     UnknownDevice(String, String),
+    #[error("unknown GPU {1:?} in {0} (this host has {2})")]
+    UnknownManaged(&'static str, String, String),
     #[error(
         "GPU {index} ({uuid}) has no usable device node /dev/nvidia{minor} under the dev root"
     )]
@@ -226,7 +228,9 @@ pub struct Plan {
 }
 
 const LIB_FLAGS: &[&str] = &["ro", "nosuid", "nodev"];
-const DEV_FLAGS: &[&str] = &["nosuid", "noexec"];
+/// Read-only, as NVIDIA mounts them: a read-only bind of a device node still opens for
+/// writing, and it stops the container from changing the host inode's mode or owner.
+const DEV_FLAGS: &[&str] = &["ro", "nosuid", "noexec"];
 const SOCK_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
 
 /// Options that come from configuration rather than the container.
@@ -356,19 +360,28 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         .collect();
     for (want, cap, var, name) in [
         (
-            req.mig_config,
+            &req.mig_config,
             &driver.mig_config,
             "NVIDIA_MIG_CONFIG_DEVICES",
             "config",
         ),
         (
-            req.mig_monitor,
+            &req.mig_monitor,
             &driver.mig_monitor,
             "NVIDIA_MIG_MONITOR_DEVICES",
             "monitor",
         ),
     ] {
-        if want {
+        if let Some(list) = want {
+            // Every GPU the list names must exist, as in NVIDIA_VISIBLE_DEVICES; the
+            // capability itself is one for the whole host.
+            let (gpus, _) = select(list, &driver.gpus, &driver.migs).map_err(|e| match e {
+                Error::UnknownDevice(id, have) => Error::UnknownManaged(var, id, have),
+                e => e,
+            })?;
+            if gpus.is_empty() {
+                continue;
+            }
             let (n, text) = cap.as_ref().ok_or(Error::NoMigCapability(var, name))?;
             devices.push(device(n));
             mig_files.push(FileWrite {
@@ -677,7 +690,10 @@ mod tests {
             .mounts
             .iter()
             .all(|m| m.readonly() && m.flags.contains(&"nosuid") && m.flags.contains(&"nodev")));
-        assert!(p.devices.iter().all(|d| d.flags == ["nosuid", "noexec"]));
+        assert!(p
+            .devices
+            .iter()
+            .all(|d| d.flags == ["ro", "nosuid", "noexec"]));
         assert_eq!(
             p.symlinks,
             [Symlink {

@@ -14,8 +14,8 @@ pub const CUDA_VERSION: &str = "CUDA_VERSION";
 pub enum Error {
     #[error("unknown driver capability {0:?} in NVIDIA_DRIVER_CAPABILITIES (known: compute, compat32, display, graphics, ngx, utility, video, all)")]
     UnknownCapability(String),
-    #[error("{0} must be \"all\" (or unset); nvhook does not take device lists there")]
-    MigManagement(&'static str),
+    #[error("bad device list in {0}: {1}")]
+    MigManagement(&'static str, String),
     #[error("{0} is only allowed in a privileged container (CAP_SYS_ADMIN)")]
     Unprivileged(&'static str),
     #[error("bad IMEX channel {0:?} in NVIDIA_IMEX_CHANNELS (numbers, comma separated)")]
@@ -89,11 +89,15 @@ pub struct Request {
     pub capabilities: BTreeSet<Capability>,
     /// Set for an image with `CUDA_VERSION` but no `NVIDIA_REQUIRE_CUDA`.
     pub legacy_cuda: bool,
-    /// `NVIDIA_IMEX_CHANNELS`: channel numbers (`all` is ignored, as NVIDIA does).
+    /// IMEX channel numbers, from `NVIDIA_IMEX_CHANNELS` (`all` is ignored, as NVIDIA
+    /// does) or from `/dev/null` mounts at `imex/<N>` under [`DEVICE_LIST_DIR`], under the
+    /// same policy as the device list.
     pub imex_channels: Vec<u32>,
-    /// `NVIDIA_MIG_CONFIG_DEVICES=all` / `NVIDIA_MIG_MONITOR_DEVICES=all` (privileged only).
-    pub mig_config: bool,
-    pub mig_monitor: bool,
+    /// `NVIDIA_MIG_CONFIG_DEVICES` / `NVIDIA_MIG_MONITOR_DEVICES` (privileged only): the
+    /// GPUs (`all` or a list, as in `NVIDIA_VISIBLE_DEVICES`) whose MIG configuration or
+    /// monitoring the container may use; `None` when unset.
+    pub mig_config: Option<Devices>,
+    pub mig_monitor: Option<Devices>,
 }
 
 /// Looks a variable up as the container will see it: the last assignment wins.
@@ -122,6 +126,42 @@ fn is_void(v: &str) -> bool {
 
 /// Mounts under this directory name devices (Kubernetes' volume-mount strategy).
 pub const DEVICE_LIST_DIR: &str = "/var/run/nvidia-container-devices";
+/// The only mount source that makes a mount under [`DEVICE_LIST_DIR`] a device request:
+/// any other (an emptyDir, a host path) is something a pod can mount by itself.
+pub const DEVICE_LIST_SOURCE: &str = "/dev/null";
+
+/// Cleans a path lexically, as Go's `filepath.Clean` does (NVIDIA compares cleaned
+/// paths): repeated and trailing slashes, `.` and `..` go; `..` never climbs above `/`.
+pub fn clean_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !abs {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    let body = out.join("/");
+    match (abs, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".into(),
+        (false, false) => body,
+    }
+}
+
+/// One entry of the spec's `mounts`, as far as a device request reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecMount {
+    pub source: String,
+    pub destination: String,
+}
 /// Annotations under this prefix name CDI devices (`nvidia.com/gpu=<id>`).
 pub const CDI_ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
 
@@ -160,7 +200,7 @@ impl Default for Policy {
 #[derive(Debug, Clone, Default)]
 pub struct Source {
     pub env: Vec<String>,
-    pub mount_destinations: Vec<String>,
+    pub mounts: Vec<SpecMount>,
     pub annotations: std::collections::BTreeMap<String, String>,
     /// `CAP_SYS_ADMIN` in the process's bounding set.
     pub privileged: bool,
@@ -189,12 +229,17 @@ impl Source {
         };
         Source {
             env: strings("/process/env"),
-            mount_destinations: v
+            mounts: v
                 .get("mounts")
                 .and_then(serde_json::Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .filter_map(|m| m["destination"].as_str().map(str::to_owned))
+                        .filter_map(|m| {
+                            Some(SpecMount {
+                                source: m.get("source")?.as_str()?.to_owned(),
+                                destination: m.get("destination")?.as_str()?.to_owned(),
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -213,13 +258,78 @@ impl Source {
         }
     }
 
+    /// What the `/dev/null` mounts under [`DEVICE_LIST_DIR`] name, relative to it
+    /// (`1`, `GPU-...`, `imex/3`), both paths cleaned first, each once, in spec order.
+    fn volume_mount_requests(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in &self.mounts {
+            if clean_path(&m.source) != DEVICE_LIST_SOURCE {
+                continue;
+            }
+            let dest = clean_path(&m.destination);
+            let Some(rel) = dest
+                .strip_prefix(DEVICE_LIST_DIR)
+                .and_then(|r| r.strip_prefix('/'))
+            else {
+                continue;
+            };
+            if !rel.is_empty() && !out.iter().any(|o| o == rel) {
+                out.push(rel.to_owned());
+            }
+        }
+        out
+    }
+
     fn volume_mount_ids(&self) -> Vec<String> {
-        self.mount_destinations
+        self.volume_mount_requests()
+            .into_iter()
+            .filter(|id| !id.contains('/'))
+            .collect()
+    }
+
+    fn volume_mount_imex(&self) -> Vec<String> {
+        self.volume_mount_requests()
             .iter()
-            .filter_map(|d| d.strip_prefix(DEVICE_LIST_DIR)?.strip_prefix('/'))
-            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .filter_map(|r| r.strip_prefix("imex/"))
+            .filter(|c| !c.contains('/'))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Whether this container's own variables may name devices under `policy`.
+    fn env_trusted(&self, policy: &Policy) -> bool {
+        self.privileged || policy.accept_envvar_when_unprivileged
+    }
+
+    /// The IMEX channels asked for: from volume mounts when accepted and present, else
+    /// from `NVIDIA_IMEX_CHANNELS` when the container's variables are trusted.
+    fn imex_channels(&self, policy: &Policy) -> Result<Vec<u32>> {
+        let mut from_mounts = Vec::new();
+        if policy.accept_volume_mounts {
+            from_mounts = self.volume_mount_imex();
+        }
+        let list = if !from_mounts.is_empty() {
+            from_mounts
+        } else if self.env_trusted(policy) {
+            getenv(&self.env, "NVIDIA_IMEX_CHANNELS")
+                .unwrap_or("")
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut channels = Vec::new();
+        for c in list {
+            if c.is_empty() || c == "all" || c == "none" {
+                continue;
+            }
+            let n: u32 = c.parse().map_err(|_| Error::Imex(c.clone()))?;
+            if !channels.contains(&n) {
+                channels.push(n);
+            }
+        }
+        Ok(channels)
     }
 
     fn cdi_annotation_ids(&self) -> Vec<String> {
@@ -247,7 +357,7 @@ impl Source {
                 return Ok(Some((parse_devices(&ids.join(","))?, legacy_cuda)));
             }
         }
-        if !self.privileged && !policy.accept_envvar_when_unprivileged {
+        if !self.env_trusted(policy) {
             return Ok(None);
         }
         let swarm = policy
@@ -289,39 +399,27 @@ impl Request {
             Some(v) if v.trim().is_empty() => default_caps(),
             Some(v) => parse_capabilities_with(v, &policy.supported)?,
         };
-        let mut imex_channels = Vec::new();
-        for c in getenv(env, "NVIDIA_IMEX_CHANNELS")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-        {
-            if c.is_empty() || c == "all" || c == "none" {
-                continue;
+        let imex_channels = src.imex_channels(policy)?;
+        let mig = |var: &'static str| -> Result<Option<Devices>> {
+            let Some(v) = getenv(env, var).filter(|v| !is_void(v)) else {
+                return Ok(None);
+            };
+            if !src.privileged {
+                return Err(Error::Unprivileged(var));
             }
-            let n: u32 = c.parse().map_err(|_| Error::Imex(c.into()))?;
-            if !imex_channels.contains(&n) {
-                imex_channels.push(n);
+            match parse_devices(v) {
+                Ok(Devices::None) => Ok(None),
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(Error::MigManagement(var, e.to_string())),
             }
-        }
-        let mut mig = [false; 2];
-        for (i, var) in ["NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"]
-            .into_iter()
-            .enumerate()
-        {
-            match getenv(env, var).map(str::trim) {
-                None | Some("") | Some("none") | Some("void") => {}
-                Some("all") if src.privileged => mig[i] = true,
-                Some("all") => return Err(Error::Unprivileged(var)),
-                Some(_) => return Err(Error::MigManagement(var)),
-            }
-        }
+        };
         Ok(Some(Request {
             devices,
             capabilities,
             legacy_cuda,
             imex_channels,
-            mig_config: mig[0],
-            mig_monitor: mig[1],
+            mig_config: mig("NVIDIA_MIG_CONFIG_DEVICES")?,
+            mig_monitor: mig("NVIDIA_MIG_MONITOR_DEVICES")?,
         }))
     }
 }
@@ -461,11 +559,12 @@ mod tests {
             "NVIDIA_VISIBLE_DEVICES=0",
             "NVIDIA_MIG_CONFIG_DEVICES=all",
         ]));
-        assert!(
+        assert_eq!(
             Request::from_source(&privileged, &Policy::default())
                 .unwrap()
                 .unwrap()
-                .mig_config
+                .mig_config,
+            Some(Devices::All)
         );
         let unpriv = Source {
             privileged: false,
@@ -475,11 +574,20 @@ mod tests {
             Request::from_source(&unpriv, &Policy::default()).unwrap_err(),
             Error::Unprivileged("NVIDIA_MIG_CONFIG_DEVICES")
         );
+        // a device list, as NVIDIA takes it
         let list = Source::from_env(&env(&[
             "NVIDIA_VISIBLE_DEVICES=0",
-            "NVIDIA_MIG_MONITOR_DEVICES=0",
+            "NVIDIA_MIG_MONITOR_DEVICES=0,GPU-abc",
+            "NVIDIA_MIG_CONFIG_DEVICES=none",
         ]));
-        assert!(Request::from_source(&list, &Policy::default()).is_err());
+        let r = Request::from_source(&list, &Policy::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.mig_monitor,
+            Some(Devices::List(vec!["0".into(), "GPU-abc".into()]))
+        );
+        assert_eq!(r.mig_config, None);
     }
 
     #[test]
@@ -536,12 +644,15 @@ mod tests {
     fn kubernetes_device_lists_and_policy() {
         let mounts = |ids: &[&str]| {
             ids.iter()
-                .map(|i| format!("{DEVICE_LIST_DIR}/{i}"))
+                .map(|i| SpecMount {
+                    source: "/dev/null".into(),
+                    destination: format!("{DEVICE_LIST_DIR}/{i}"),
+                })
                 .collect::<Vec<_>>()
         };
         let src = Source {
             env: env(&["NVIDIA_VISIBLE_DEVICES=void"]),
-            mount_destinations: mounts(&["1", "GPU-x"]),
+            mounts: mounts(&["1", "GPU-x"]),
             ..Default::default()
         };
         // volume mounts only count when accepted, and then win over the variable
@@ -628,11 +739,94 @@ mod tests {
         assert_eq!(r.capabilities, [Compute, Utility].into());
         // the shim's reading of config.json
         let v = serde_json::json!({"process": {"env": ["A=1"], "capabilities": {"bounding": ["CAP_SYS_ADMIN"]}},
-            "mounts": [{"destination": "/var/run/nvidia-container-devices/0"}], "annotations": {"a": "b"}});
+            "mounts": [{"destination": "/var/run/nvidia-container-devices/0", "source": "/dev/null"}], "annotations": {"a": "b"}});
         let s = Source::from_config(&v);
         assert!(s.privileged);
         assert_eq!(s.volume_mount_ids(), ["0"]);
         assert_eq!(s.annotations["a"], "b");
+    }
+
+    #[test]
+    fn clean_path_is_lexical() {
+        for (p, want) in [
+            ("/dev/null", "/dev/null"),
+            ("/dev//null/", "/dev/null"),
+            ("/dev/./null", "/dev/null"),
+            ("/tmp/../dev/null", "/dev/null"),
+            ("/../../dev/null", "/dev/null"),
+            ("dev/null", "dev/null"),
+            ("../x", "../x"),
+            ("", "."),
+            ("/", "/"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p}");
+        }
+    }
+
+    #[test]
+    fn volume_mounts_count_only_from_dev_null() {
+        let m = |source: &str, destination: &str| SpecMount {
+            source: source.into(),
+            destination: destination.into(),
+        };
+        let vm = Policy {
+            accept_volume_mounts: true,
+            accept_envvar_when_unprivileged: false,
+            ..Policy::default()
+        };
+        let src = |mounts: Vec<SpecMount>| Source {
+            env: env(&["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_IMEX_CHANNELS=0,1"]),
+            mounts,
+            ..Default::default()
+        };
+        // an emptyDir (or any directory) at .../all: no request at all
+        let s = src(vec![m(
+            "/var/lib/kubelet/pods/x/volumes/empty",
+            &format!("{DEVICE_LIST_DIR}/all"),
+        )]);
+        assert_eq!(Request::from_source(&s, &vm).unwrap(), None);
+        assert!(!s.wants_gpus(&vm));
+        // sources that only look like /dev/null
+        for bad in [
+            "dev/null",
+            "/dev/null2",
+            "/dev/nul",
+            "/tmp/dev/null",
+            "/dev/null/x",
+        ] {
+            let s = src(vec![m(bad, &format!("{DEVICE_LIST_DIR}/1"))]);
+            assert_eq!(Request::from_source(&s, &vm).unwrap(), None, "{bad}");
+        }
+        // cleaned paths: /dev/./null at .../x/../1 is GPU 1
+        let s = src(vec![
+            m("/dev/./null", &format!("{DEVICE_LIST_DIR}/x/../1")),
+            m("/dev/null", &format!("{DEVICE_LIST_DIR}//1/")),
+            m("/dev/null", &format!("{DEVICE_LIST_DIR}-evil/0")),
+            m(
+                "/dev/null",
+                &format!("{DEVICE_LIST_DIR}/../nvidia-container-devices-x/0"),
+            ),
+        ]);
+        let r = Request::from_source(&s, &vm).unwrap().unwrap();
+        assert_eq!(r.devices, Devices::List(vec!["1".into()]));
+        // the unprivileged container's NVIDIA_IMEX_CHANNELS is ignored like its device list
+        assert!(r.imex_channels.is_empty(), "{:?}", r.imex_channels);
+        // the volume-mount form of IMEX channels
+        let s = src(vec![
+            m("/dev/null", &format!("{DEVICE_LIST_DIR}/0")),
+            m("/dev/null", &format!("{DEVICE_LIST_DIR}/imex/3")),
+            m("/tmp", &format!("{DEVICE_LIST_DIR}/imex/4")),
+        ]);
+        let r = Request::from_source(&s, &vm).unwrap().unwrap();
+        assert_eq!(r.devices, Devices::List(vec!["0".into()]));
+        assert_eq!(r.imex_channels, [3]);
+        // a privileged container's variable still counts
+        let s = Source {
+            privileged: true,
+            ..src(vec![])
+        };
+        let r = Request::from_source(&s, &vm).unwrap().unwrap();
+        assert_eq!(r.imex_channels, [0, 1]);
     }
 
     #[test]

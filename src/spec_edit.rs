@@ -24,6 +24,8 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0} is a symbolic link: nvhook adds its hook only to a config.json that is a regular file (replacing the link would hide the hook from its target)")]
+    Symlink(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -108,6 +110,15 @@ pub fn write_atomic(bundle: &Path, value: &Value, meta: &std::fs::Metadata) -> R
         path: path.display().to_string(),
         source,
     };
+    if std::fs::symlink_metadata(&path)
+        .map_err(werr)?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(Error::Symlink(path.display().to_string()));
+    }
+    // Numbers are kept as written (serde_json's arbitrary_precision): `-0` and integers
+    // beyond 64 bits would otherwise come back as floats, which Go's decoder rejects.
     let bytes = serde_json::to_vec(value).map_err(|e| werr(std::io::Error::other(e)))?;
     let result = (|| -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
@@ -174,6 +185,40 @@ mod tests {
         assert_eq!(v["hooks"]["createRuntime"][0]["path"], "/usr/bin/nvhook");
         let mut v = json!({"hooks":[]});
         assert!(add_hook(&mut v, Stage::Prestart, &entry()).is_err());
+    }
+
+    #[test]
+    fn numbers_survive_exactly() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.json");
+        let nums = r#"{"a":-0,"b":123456789012345678901234567890,"c":-9223372036854775809,"d":1.50,"f":18446744073709551615}"#;
+        std::fs::write(&p, nums).unwrap();
+        let (mut v, meta) = read(d.path()).unwrap();
+        add_hook(&mut v, Stage::Prestart, &entry()).unwrap();
+        write_atomic(d.path(), &v, &meta).unwrap();
+        let out = std::fs::read_to_string(&p).unwrap();
+        assert!(out.starts_with(&nums[..nums.len() - 1]), "{out}");
+    }
+
+    #[test]
+    fn symlinked_config_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("real.json");
+        std::fs::write(&target, r#"{"process":{}}"#).unwrap();
+        std::os::unix::fs::symlink("real.json", d.path().join("config.json")).unwrap();
+        let (mut v, meta) = read(d.path()).unwrap();
+        add_hook(&mut v, Stage::Prestart, &entry()).unwrap();
+        let e = write_atomic(d.path(), &v, &meta).unwrap_err();
+        assert!(matches!(e, Error::Symlink(_)), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(std::fs::symlink_metadata(d.path().join("config.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            r#"{"process":{}}"#
+        );
     }
 
     #[test]

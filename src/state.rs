@@ -160,14 +160,14 @@ mod tests {
     fn spec_fields() {
         let s = Spec::parse(
             br#"{"root":{"path":"rootfs","readonly":true},"process":{"env":["A=1","B=2"],
-              "capabilities":{"bounding":["CAP_SYS_ADMIN"]}},"mounts":[{"destination":"/proc"}]}"#,
+              "capabilities":{"bounding":["CAP_SYS_ADMIN"]}},"mounts":[{"destination":"/proc","source":"proc"}]}"#,
             Path::new("/bundle"),
         )
         .unwrap();
         assert_eq!(s.rootfs, Path::new("/bundle/rootfs"));
         assert!(s.root_readonly);
         assert_eq!(s.source.env, ["A=1", "B=2"]);
-        assert_eq!(s.source.mount_destinations, ["/proc"]);
+        assert_eq!(s.source.mounts[0].destination, "/proc");
         assert!(s.source.privileged, "CAP_SYS_ADMIN in the bounding set");
         let abs = Spec::parse(br#"{"root":{"path":"/abs"}}"#, Path::new("/bundle")).unwrap();
         assert_eq!(abs.rootfs, Path::new("/abs"));

@@ -259,9 +259,16 @@ fn ldconfig_runs_sandboxed() {
     assert_eq!(get("dev_null"), "absent", "/dev covered");
     assert_eq!(get("rlimit_cpu"), "10");
     assert_eq!(get("rlimit_nofile"), "256");
-    // only DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER: bits 1, 2, 3
-    assert_eq!(get("capbnd"), "000000000000000e");
-    assert_eq!(get("capeff"), "000000000000000e");
+    // only DAC_OVERRIDE and FOWNER (bits 1 and 3), and those in its own user namespace
+    // where host root is its root; no DAC_READ_SEARCH (open_by_handle_at)
+    assert_eq!(get("capbnd"), "000000000000000a");
+    assert_eq!(get("capeff"), "000000000000000a");
+    assert_eq!(get("uid"), "0", "host root mapped to its root");
+    assert_eq!(get("nodename"), "nvhook-ldconfig", "own UTS namespace");
+    // the seccomp filter: no device nodes, no sockets, no file handles
+    assert_eq!(get("mknod"), "Operation not permitted");
+    assert_eq!(get("socket"), "Operation not permitted");
+    assert_eq!(get("open_by_handle"), "Operation not permitted");
 }
 
 #[test]
