@@ -6,8 +6,14 @@
 #
 #   scripts/make-fake-driver.sh OUT [NGPUS] [VERSION]
 #
-# OUT/root is the driver root, OUT/dev the dev root, OUT/proc the proc root, and
-# OUT/config.toml an nvhook configuration pointing at them.
+# OUT/root is the driver root, OUT/dev the dev root, OUT/proc the proc root, OUT/sys
+# the sys root, and OUT/config.toml an nvhook configuration pointing at them.
+#
+# LAYOUT=ubuntu lays the driver out as on a cloud GPU host (Ubuntu 24.04, driver in
+# its own tree): libraries in /usr/local/nvidia/lib64 (lib -> lib64) listed through
+# /etc/ld.so.conf.d, ELF tools in /usr/local/nvidia/bin with a wrapper script
+# /usr/bin/nvidia-smi, GSP firmware in /usr/local/nvidia/firmware named by the
+# kernel's firmware search path (OUT/sys/module/firmware_class/parameters/path).
 set -eu
 out=${1:?usage: make-fake-driver.sh OUT [NGPUS] [VERSION]}
 ngpus=${2:-4}
@@ -19,9 +25,29 @@ rm -rf "$out"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 root=$out/root
-lib=$root/usr/lib/x86_64-linux-gnu
-mkdir -p "$lib" "$root/usr/bin" "$root/etc" "$root/lib/firmware/nvidia/$ver" \
-    "$root/var/run/nvidia-persistenced" "$out/dev" "$out/proc/driver/nvidia/gpus" "$out/build"
+layout=${LAYOUT:-debian}
+case $layout in
+debian)
+    lib=$root/usr/lib/x86_64-linux-gnu
+    bindir=$root/usr/bin
+    fwdir=$root/lib/firmware/nvidia/$ver
+    ;;
+ubuntu)
+    lib=$root/usr/local/nvidia/lib64
+    bindir=$root/usr/local/nvidia/bin
+    fwdir=$root/usr/local/nvidia/firmware/nvidia/$ver
+    ;;
+*) echo "make-fake-driver.sh: LAYOUT must be debian or ubuntu" >&2; exit 2 ;;
+esac
+mkdir -p "$lib" "$bindir" "$root/usr/bin" "$root/etc" "$fwdir" \
+    "$root/var/run/nvidia-persistenced" "$out/dev" "$out/proc/driver/nvidia/gpus" "$out/build" \
+    "$out/sys/module/firmware_class/parameters"
+if [ "$layout" = ubuntu ]; then
+    ln -s lib64 "$root/usr/local/nvidia/lib"
+    echo /usr/local/nvidia/firmware >"$out/sys/module/firmware_class/parameters/path"
+else
+    echo >"$out/sys/module/firmware_class/parameters/path"
+fi
 
 # GPUs: index i (PCI order) gets minor ngpus-1-i, so index and minor differ.
 hdr=$out/build/gpus.h
@@ -113,12 +139,18 @@ $cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/libcuda.so.1.0.0-old" "$here
 $cc -shared -fPIC -Wl,-soname,libz-fake.so.1 -o "$lib/libz-fake.so.1.2.3" "$here/fake/lib.c"
 ln -sf libz-fake.so.1.2.3 "$lib/libz-fake.so.1"
 
-# Binaries: nvidia-smi really links libnvidia-ml.so.1.
-$cc -O1 -o "$root/usr/bin/nvidia-smi" "$here/fake/nvidia-smi.c" -L"$lib" -l:libnvidia-ml.so.1
+# Binaries, ELF as the real ones: nvidia-smi really links libnvidia-ml.so.1.
+$cc -O1 -o "$bindir/nvidia-smi" "$here/fake/nvidia-smi.c" -L"$lib" -l:libnvidia-ml.so.1
 for b in nvidia-debugdump nvidia-cuda-mps-control; do
-    printf '#!/bin/sh\necho %s synthetic\n' "$b" >"$root/usr/bin/$b"
-    chmod 755 "$root/usr/bin/$b"
+    $cc -O1 -o "$bindir/$b" "$here/fake/tool.c"
 done
+# A wrapper script where the host puts tools on PATH: it cannot work in an image.
+printf '#!/bin/sh\nexec /usr/local/nvidia/bin/nvidia-persistenced "$@"\n' >"$root/usr/bin/nvidia-persistenced"
+chmod 755 "$root/usr/bin/nvidia-persistenced"
+if [ "$layout" = ubuntu ]; then
+    printf '#!/bin/sh\nexec /usr/local/nvidia/bin/nvidia-smi "$@"\n' >"$root/usr/bin/nvidia-smi"
+    chmod 755 "$root/usr/bin/nvidia-smi"
+fi
 
 # Loader configuration the driver installs, and the MPS pipe directory.
 mkdir -p "$root/usr/share/glvnd/egl_vendor.d" "$root/usr/share/vulkan/icd.d" "$root/etc/OpenCL/vendors" "$root/tmp/nvidia-mps"
@@ -126,8 +158,8 @@ printf '{"file_format_version":"1.0.0","ICD":{"library_path":"libEGL_nvidia.so.0
 printf '{"file_format_version":"1.0.0","ICD":{"library_path":"libGLX_nvidia.so.0","api_version":"1.3.277"}}\n' >"$root/usr/share/vulkan/icd.d/nvidia_icd.json"
 echo libnvidia-opencl.so.1 >"$root/etc/OpenCL/vendors/nvidia.icd"
 
-head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_ga10x.bin"
-head -c 4096 /dev/zero >"$root/lib/firmware/nvidia/$ver/gsp_tu10x.bin"
+head -c 4096 /dev/zero >"$fwdir/gsp_ga10x.bin"
+head -c 4096 /dev/zero >"$fwdir/gsp_tu10x.bin"
 $cc -O1 -o "$out/build/mksock" "$here/fake/mksock.c"
 "$out/build/mksock" "$root/var/run/nvidia-persistenced/socket"
 
@@ -141,7 +173,14 @@ $cc -shared -fPIC -o "$out/tools/evil.so" "$here/fake/evil.c"
 $cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$out/tools/libcuda-compat.so" "$here/fake/lib.c"
 cp "$out/build/mksock" "$out/tools/mksock"
 
-printf '/usr/lib/x86_64-linux-gnu\n/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf"
+if [ "$layout" = ubuntu ]; then
+    mkdir -p "$root/etc/ld.so.conf.d"
+    printf 'include /etc/ld.so.conf.d/*.conf\n' >"$root/etc/ld.so.conf"
+    printf '/usr/local/nvidia/lib64\n' >"$root/etc/ld.so.conf.d/000_nvidia.conf"
+    printf '/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf.d/i386.conf"
+else
+    printf '/usr/lib/x86_64-linux-gnu\n/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf"
+fi
 ldconfig -r "$root"
 
 cat >"$out/config.toml" <<CONF
@@ -149,9 +188,9 @@ cat >"$out/config.toml" <<CONF
 driver-root = "$root"
 dev-root = "$out"
 proc-root = "$out/proc"
-ldconfig = "@/sbin/ldconfig"
+sys-root = "$out/sys"
 
 [runtime]
 runtimes = ["runc"]
 CONF
-echo "synthetic driver $ver with $ngpus GPUs in $out"
+echo "synthetic driver $ver with $ngpus GPUs ($layout layout) in $out"

@@ -237,7 +237,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
         Some(l) => Some(ldconfig::Exe::InContainer(
             std::ffi::CString::new(l.path.as_str())
-                .map_err(|_| ldconfig::Error::NotStatic(l.path.clone()))?,
+                .map_err(|_| ldconfig::Error::NotStatic(l.path.clone(), String::new()))?,
         )),
         None => None,
     };
@@ -245,6 +245,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     // container's mount namespace /proc may be the container's own.
     let host_proc = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
         .map_err(|source| Error::Namespace { pid: t.pid, source })?;
+    let id_maps = ldconfig::IdMaps::of_process(host_proc.as_fd(), t.pid);
     let ns = sys::open(
         Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
         libc::O_RDONLY,
@@ -270,8 +271,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
 
     // 3. Into the container's mount namespace; from here on no host path is opened.
     let clock = std::time::Instant::now();
+    // Run by hand on a created container (`runc create`, then the hook, then `runc
+    // start`), the container has already pivoted into its root: inside its mount
+    // namespace the bundle's path is gone and `/` is the container root.
+    let pivoted = has_pivoted(t.pid, t.rootfs);
     sys::setns_mnt(ns.as_fd()).map_err(|source| Error::Namespace { pid: t.pid, source })?;
-    let mut root = Root::open(t.rootfs).map_err(|source| Error::Root {
+    let root_path = if pivoted { Path::new("/") } else { t.rootfs };
+    let mut root = Root::open(root_path).map_err(|source| Error::Root {
         path: t.rootfs.into(),
         source,
     })?;
@@ -299,6 +305,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 exe,
                 root.fd(),
                 host_proc.as_fd(),
+                &id_maps,
                 &l.args,
                 t.ldconfig_timeout,
             )?;
@@ -319,6 +326,19 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             Err(e)
         }
     }
+}
+
+/// Whether the process `pid` already has the container root as its `/` (same device
+/// and inode as the bundle's root, seen from the host).
+fn has_pivoted(pid: i32, rootfs: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (
+        std::fs::metadata(format!("/proc/{pid}/root")),
+        std::fs::metadata(rootfs),
+    ) else {
+        return false;
+    };
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 /// Builds the masked `/proc/driver/nvidia` as a detached tmpfs: files written through

@@ -124,11 +124,13 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
             "options": ["nosuid", "nodev", "noexec", "bind"],
         }));
     }
+    // Read-only, as in the hook's own plan: a socket still connects, and the container
+    // cannot chmod the host's inode.
     for s in &driver.sockets {
         mounts.push(json!({
             "hostPath": s.host_path.display().to_string(),
             "containerPath": s.path,
-            "options": ["nosuid", "nodev", "noexec", "bind"],
+            "options": ["ro", "nosuid", "nodev", "noexec", "bind"],
         }));
     }
     let mut args = vec!["nvhook".to_string()];

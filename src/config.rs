@@ -70,7 +70,8 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            runtimes: vec!["docker-runc".into(), "runc".into(), "crun".into()],
+            // NVIDIA's default since v1.18 (`docker-runc` first was a leftover).
+            runtimes: vec!["runc".into(), "crun".into()],
             hook_path: None,
             stage: Stage::Prestart,
         }
@@ -109,6 +110,9 @@ pub struct Config {
     pub driver_root: PathBuf,
     pub dev_root: PathBuf,
     pub proc_root: PathBuf,
+    /// Where the kernel's custom firmware search path is read
+    /// (`module/firmware_class/parameters/path`).
+    pub sys_root: PathBuf,
     /// `@/path` runs the host binary; a plain path names a binary inside the container.
     pub ldconfig: String,
     /// Lets `ldconfig` name a binary inside the container (image code, run as the
@@ -142,7 +146,8 @@ impl Default for Config {
             driver_root: "/".into(),
             dev_root: "/".into(),
             proc_root: "/proc".into(),
-            ldconfig: "@/sbin/ldconfig".into(),
+            sys_root: "/sys".into(),
+            ldconfig: default_ldconfig(Path::new("/")),
             allow_ldconfig_from_container: false,
             mps_pipe_directory: "/tmp/nvidia-mps".into(),
             ldconfig_timeout: 30,
@@ -375,6 +380,17 @@ impl Config {
     }
 }
 
+/// The host's ldconfig under `root`: Ubuntu and its derivatives ship `/sbin/ldconfig`
+/// as a shell wrapper around the static `/sbin/ldconfig.real` (NVIDIA's packages there
+/// default to it too); elsewhere `/sbin/ldconfig` is the static binary.
+pub fn default_ldconfig(root: &Path) -> String {
+    if root.join("sbin/ldconfig.real").is_file() {
+        "@/sbin/ldconfig.real".into()
+    } else {
+        "@/sbin/ldconfig".into()
+    }
+}
+
 /// Reads an `ldconfig` setting: `@/path` is a host binary, a plain path one in the
 /// container.
 pub fn split_ldconfig(spec: &str) -> (bool, &str) {
@@ -392,8 +408,9 @@ mod tests {
     fn defaults_from_empty_file() {
         let c = Config::parse("", Path::new("x")).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.runtime.runtimes, ["docker-runc", "runc", "crun"]);
-        assert_eq!(c.ldconfig_target(), (true, "/sbin/ldconfig"));
+        assert_eq!(c.runtime.runtimes, ["runc", "crun"]);
+        assert_eq!(c.ldconfig, default_ldconfig(Path::new("/")));
+        assert!(c.ldconfig_target().0, "the host's ldconfig by default");
     }
 
     #[test]
@@ -499,6 +516,16 @@ skip-mode-detection = false
     }
 
     #[test]
+    fn ubuntu_ldconfig_real_is_the_default() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sbin")).unwrap();
+        std::fs::write(d.path().join("sbin/ldconfig"), "#!/bin/sh\n").unwrap();
+        assert_eq!(default_ldconfig(d.path()), "@/sbin/ldconfig");
+        std::fs::write(d.path().join("sbin/ldconfig.real"), "").unwrap();
+        assert_eq!(default_ldconfig(d.path()), "@/sbin/ldconfig.real");
+    }
+
+    #[test]
     fn ldconfig_in_container_needs_opt_in() {
         let c = Config::parse("ldconfig = \"/sbin/ldconfig\"", Path::new("c.toml")).unwrap();
         let e = c.ldconfig_checked().unwrap_err().to_string();
@@ -512,10 +539,10 @@ skip-mode-detection = false
         )
         .unwrap();
         assert_eq!(c.ldconfig_checked().unwrap(), "/sbin/ldconfig");
-        assert_eq!(
-            Config::default().ldconfig_checked().unwrap(),
-            "@/sbin/ldconfig"
-        );
+        assert!(Config::default()
+            .ldconfig_checked()
+            .unwrap()
+            .starts_with("@/sbin/ldconfig"));
         // NVIDIA's file: the same refusal, the same opt-in
         let text = "[nvidia-container-cli]\nldconfig = \"/sbin/ldconfig\"\n";
         let (c, _) = Config::from_nvidia(text, Path::new("n.toml")).unwrap();

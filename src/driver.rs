@@ -40,6 +40,9 @@ pub struct Roots {
     pub proc_root: PathBuf,
     /// The MPS pipe directory, a path under the driver root.
     pub mps_pipe_dir: String,
+    /// Where `module/firmware_class/parameters/path` (the kernel's custom firmware
+    /// search path) is read: `/sys`.
+    pub sys_root: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,6 +212,10 @@ fn find_mps_dir(
         ) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None, // no MPS here
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                warn(format!("{c} is a symbolic link"));
+                return None;
+            }
             Err(e) => {
                 warn(format!("cannot open {c}: {e}"));
                 return None;
@@ -222,12 +229,7 @@ fn find_mps_dir(
             }
         };
         if !is_type(&st, libc::S_IFDIR) {
-            let what = if is_type(&st, libc::S_IFLNK) {
-                "a symbolic link"
-            } else {
-                "not a directory"
-            };
-            warn(format!("{c} is {what}"));
+            warn(format!("{c} is not a directory"));
             return None;
         }
         if st.st_uid != 0 {
@@ -508,14 +510,28 @@ impl Driver {
                     source,
                 }
             })?;
-        let libraries = find_libraries(&root, &roots.driver_root, &version)?;
+        let (libraries, lib_dirs) = find_libraries(&root, &roots.driver_root, &version)?;
 
+        // A driver in its own tree keeps its tools in the `bin/` beside its library dir
+        // (`/usr/local/nvidia/{lib64,bin}`), and hosts often put wrapper scripts on PATH:
+        // look there first, and take only ELF executables (a script cannot run in an
+        // image that lacks what it calls).
+        let mut bin_dirs: Vec<String> = Vec::new();
+        for d in &lib_dirs {
+            if let Some(parent) = Path::new(d).parent() {
+                let b = parent.join("bin").display().to_string();
+                if !bin_dirs.contains(&b) {
+                    bin_dirs.push(b);
+                }
+            }
+        }
+        bin_dirs.extend(BIN_DIRS.iter().map(|d| format!("/{d}")));
         let mut binaries = Vec::new();
         for (cap, names) in BINARIES {
             for name in *names {
-                let found = BIN_DIRS.iter().find_map(|d| {
+                let found = bin_dirs.iter().find_map(|d| {
                     let (p, st) = resolve_in(&root, &format!("{d}/{name}")).ok()?;
-                    is_type(&st, libc::S_IFREG).then_some(p)
+                    (is_type(&st, libc::S_IFREG) && is_elf_executable(&p)).then_some(p)
                 });
                 if let Some(host_path) = found {
                     binaries.push(Binary {
@@ -528,8 +544,24 @@ impl Driver {
         }
 
         let mut firmware = Vec::new();
-        let fw_dir = format!("/lib/firmware/nvidia/{version}");
-        if let Ok((real_dir, st)) = resolve_in(&root, &fw_dir) {
+        // The kernel looks in its custom search path first (a driver in its own tree
+        // points it there), then in /lib/firmware: so does nvhook.
+        let mut fw_dirs = Vec::new();
+        let custom = roots.sys_root.join("module/firmware_class/parameters/path");
+        if let Ok(text) = std::fs::read_to_string(&custom) {
+            let p = text.trim();
+            if p.starts_with('/') && p.len() > 1 {
+                fw_dirs.push(format!("{}/nvidia/{version}", p.trim_end_matches('/')));
+            }
+        }
+        fw_dirs.push(format!("/lib/firmware/nvidia/{version}"));
+        for fw_dir in &fw_dirs {
+            if !firmware.is_empty() {
+                break;
+            }
+            let Ok((real_dir, st)) = resolve_in(&root, fw_dir) else {
+                continue;
+            };
             if is_type(&st, libc::S_IFDIR) {
                 let mut names: Vec<String> = std::fs::read_dir(&real_dir)
                     .map(|rd| {
@@ -667,11 +699,27 @@ impl Driver {
     }
 }
 
+/// True when the file at `p` starts like an ELF executable or shared object (the
+/// driver's tools are ELF; a `#!` wrapper is not).
+fn is_elf_executable(p: &Path) -> bool {
+    let Ok(fd) = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW) else {
+        return false;
+    };
+    let mut head = [0u8; 18];
+    let f = std::fs::File::from(fd);
+    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
+    n == head.len()
+        && head[..4] == *b"\x7fELF"
+        && matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3)
+}
+
+/// The driver's libraries, and the dirs (paths under the driver root) its x86-64
+/// libraries were listed in, most used first.
 fn find_libraries(
     root: &std::os::fd::OwnedFd,
     root_path: &Path,
     version: &str,
-) -> Result<Vec<Library>> {
+) -> Result<(Vec<Library>, Vec<String>)> {
     let cache_path = root_path.join("etc/ld.so.cache");
     let candidates: Vec<(String, Arch)> = match std::fs::read(&cache_path) {
         Ok(bytes) => ldcache::parse(&bytes)
@@ -705,6 +753,7 @@ fn find_libraries(
         }
     };
     let mut out: Vec<Library> = Vec::new();
+    let mut dirs: Vec<(String, usize)> = Vec::new();
     for (path, arch) in candidates {
         let Ok((host_path, st)) = resolve_in(root, &path) else {
             continue;
@@ -732,6 +781,14 @@ fn find_libraries(
         {
             continue;
         }
+        if arch == Arch::X8664 {
+            if let Some(d) = Path::new(&path).parent().and_then(Path::to_str) {
+                match dirs.iter_mut().find(|(x, _)| x == d) {
+                    Some((_, n)) => *n += 1,
+                    None => dirs.push((d.to_owned(), 1)),
+                }
+            }
+        }
         out.push(Library {
             capability,
             arch,
@@ -739,11 +796,12 @@ fn find_libraries(
             file_name,
         });
     }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.1));
     // Stable, readable order for plans and `info` (the cache's order is a hash order).
     out.sort_by(|a, b| {
         (a.capability, a.arch as u8, &a.file_name).cmp(&(b.capability, b.arch as u8, &b.file_name))
     });
-    Ok(out)
+    Ok((out, dirs.into_iter().map(|(d, _)| d).collect()))
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub enum Error {
         what: &'static str,
         source: io::Error,
     },
-    #[error("ldconfig {0} is not a statically linked ELF executable; a dynamic one would run the image's libc")]
-    NotStatic(String),
+    #[error("ldconfig {0} is not a statically linked ELF executable (a dynamic one would run the image's libc){1}")]
+    NotStatic(String, String),
     #[error("ldconfig failed ({status}): {stderr}")]
     Failed { status: String, stderr: String },
     #[error("ldconfig did not finish within {0:?} and was killed")]
@@ -33,7 +33,7 @@ pub enum Error {
     Untrusted(#[from] crate::trust::Error),
     #[error("cannot build the ldconfig seccomp filter: {0}")]
     Seccomp(String),
-    #[error("cannot map root into the ldconfig sandbox's user namespace ({what}): {source}; user namespaces must be enabled (sysctl user.max_user_namespaces > 0)")]
+    #[error("cannot set up the ldconfig sandbox's user namespace ({what}): {source}; the sandbox needs user namespaces (sysctl user.max_user_namespaces > 0, and no security module refusing them to root)")]
     UserNs {
         what: &'static str,
         source: io::Error,
@@ -118,6 +118,7 @@ const ALLOWED_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_getgid,
     libc::SYS_getegid,
     libc::SYS_capget,
+    libc::SYS_sysinfo,
     libc::SYS_uname,
     libc::SYS_clock_gettime,
     libc::SYS_gettimeofday,
@@ -168,17 +169,10 @@ pub fn seccomp_program() -> Result<seccompiler::BpfProgram> {
     let arch = seccompiler::TargetArch::x86_64;
     #[cfg(target_arch = "aarch64")]
     let arch = seccompiler::TargetArch::aarch64;
-    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = ALLOWED_SYSCALLS
-        .iter()
-        .map(|n| (*n, Vec::new()))
-        .collect();
-    let tcgets = SeccompCondition::new(
-        1,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        libc::TCGETS,
-    )
-    .map_err(err)?;
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED_SYSCALLS.iter().map(|n| (*n, Vec::new())).collect();
+    let tcgets = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::TCGETS)
+        .map_err(err)?;
     rules.insert(
         libc::SYS_ioctl,
         vec![SeccompRule::new(vec![tcgets]).map_err(err)?],
@@ -201,11 +195,63 @@ pub fn seccomp_program() -> Result<seccompiler::BpfProgram> {
     filter.try_into().map_err(err)
 }
 
-/// Maps host root (uid and gid 0) to root of the child's new user namespace, through
-/// the host's `/proc` (`proc_dir`, opened before nvhook entered the container).
-fn map_root(proc_dir: std::os::fd::BorrowedFd<'_>, pid: libc::pid_t) -> Result<()> {
-    for (file, what) in [("uid_map", "uid_map"), ("gid_map", "gid_map")] {
-        let path = format!("{pid}/{file}");
+/// The uid and gid maps of the ldconfig child's user namespace: the container's own
+/// (so ldconfig is the container's root, over the files the container's root owns), or
+/// for a container without a user namespace every id to itself (its capabilities then
+/// hold over the container's files as before, and over nothing outside its namespaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid: String,
+    pub gid: String,
+}
+
+impl IdMaps {
+    /// Every id to itself.
+    pub fn identity() -> IdMaps {
+        let all = "0 0 4294967295\n".to_string();
+        IdMaps {
+            uid: all.clone(),
+            gid: all,
+        }
+    }
+
+    /// The maps of process `pid` (the container's init), read through the host's
+    /// `/proc`; the identity where they cannot be read.
+    pub fn of_process(proc_dir: std::os::fd::BorrowedFd<'_>, pid: i32) -> IdMaps {
+        let read = |f: &str| -> Option<String> {
+            let fd = sys::openat2(
+                proc_dir,
+                Path::new(&format!("{pid}/{f}")),
+                libc::O_RDONLY,
+                0,
+                sys::RESOLVE_NO_SYMLINKS,
+            )
+            .ok()?;
+            let mut text = String::new();
+            io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).ok()?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|l| !l.is_empty())
+                .collect();
+            (!lines.is_empty()).then(|| lines.join("\n") + "\n")
+        };
+        match (read("uid_map"), read("gid_map")) {
+            (Some(uid), Some(gid)) => IdMaps { uid, gid },
+            _ => IdMaps::identity(),
+        }
+    }
+}
+
+/// Writes `maps` for the child's new user namespace, through the host's `/proc`
+/// (`proc_dir`, opened before nvhook entered the container).
+fn write_maps(
+    proc_dir: std::os::fd::BorrowedFd<'_>,
+    pid: libc::pid_t,
+    maps: &IdMaps,
+) -> Result<()> {
+    for (what, text) in [("uid_map", &maps.uid), ("gid_map", &maps.gid)] {
+        let path = format!("{pid}/{what}");
         let fd = sys::openat2(
             proc_dir,
             Path::new(&path),
@@ -214,10 +260,9 @@ fn map_root(proc_dir: std::os::fd::BorrowedFd<'_>, pid: libc::pid_t) -> Result<(
             sys::RESOLVE_NO_SYMLINKS,
         )
         .map_err(|source| Error::UserNs { what, source })?;
-        let line = b"0 0 1\n";
         // SAFETY: valid fd and buffer.
-        let n = unsafe { libc::write(fd.as_raw_fd(), line.as_ptr().cast(), line.len()) };
-        if n != line.len() as isize {
+        let n = unsafe { libc::write(fd.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+        if n != text.len() as isize {
             return Err(Error::UserNs {
                 what,
                 source: io::Error::last_os_error(),
@@ -272,6 +317,26 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
     true
 }
 
+/// Where the refused `path` is a wrapper (Ubuntu's `/sbin/ldconfig` runs
+/// `/sbin/ldconfig.real`), names a host ldconfig that would be accepted.
+fn static_alternative(path: &str) -> String {
+    let candidates = [
+        format!("{path}.real"),
+        "/sbin/ldconfig.real".into(),
+        "/usr/sbin/ldconfig.real".into(),
+        "/sbin/ldconfig".into(),
+        "/usr/sbin/ldconfig".into(),
+    ];
+    for c in candidates.iter().filter(|c| c.as_str() != path) {
+        let ok = crate::trust::check_root_owned("ldconfig", Path::new(c)).is_ok()
+            && std::fs::read(c).is_ok_and(|b| is_static_elf(&b));
+        if ok {
+            return format!("; {c} is: set ldconfig = \"@{c}\"");
+        }
+    }
+    String::new()
+}
+
 /// Copies the host binary into a sealed memfd. Must run before entering the container.
 pub fn seal_host(path: &str) -> Result<Exe> {
     crate::trust::check_root_owned("ldconfig", Path::new(path))?;
@@ -292,7 +357,7 @@ pub fn seal_host(path: &str) -> Result<Exe> {
     let mut head = vec![0u8; 64 * 1024];
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).map_err(io_err(path, "read"))?;
     if !is_static_elf(&head[..n]) {
-        return Err(Error::NotStatic(path.into()));
+        return Err(Error::NotStatic(path.into(), static_alternative(path)));
     }
     Ok(Exe::Sealed(f.into()))
 }
@@ -304,6 +369,7 @@ pub fn run(
     exe: &Exe,
     root: std::os::fd::BorrowedFd<'_>,
     proc_dir: std::os::fd::BorrowedFd<'_>,
+    maps: &IdMaps,
     args: &[String],
     timeout: Duration,
 ) -> Result<()> {
@@ -374,6 +440,16 @@ pub fn run(
         let e = io::Error::last_os_error();
         // SAFETY: valid fd.
         unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
+        // ENOSPC: user.max_user_namespaces is 0 (or used up); EPERM/EUSERS: refused.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EPERM | libc::EUSERS | libc::EINVAL)
+        ) {
+            return Err(Error::UserNs {
+                what: "clone",
+                source: e,
+            });
+        }
         return Err(io_err(&label, "clone")(e));
     }
     if pid == 0 {
@@ -404,6 +480,14 @@ pub fn run(
             let mut b = 0u8;
             if libc::read(sync_rd.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
                 fail(b"nvhook: the ldconfig user namespace was not set up\n");
+            }
+            // Become the namespace's root: the container's root where it has its own
+            // user namespace (then files ldconfig creates belong to it).
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(0, 0, 0) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                fail(b"nvhook: cannot become root of the ldconfig user namespace\n");
             }
             let name = b"nvhook-ldconfig";
             if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
@@ -462,6 +546,17 @@ pub fn run(
             if crate::caps::limit_to(crate::caps::LDCONFIG).is_err() {
                 fail(b"nvhook: cannot drop capabilities for ldconfig\n");
             }
+            // No descriptor of the hook's (a directory of the host, say) reaches
+            // ldconfig: everything above stdio closes on exec.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                fail(b"nvhook: cannot close the hook's descriptors for ldconfig\n");
+            }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 fail(b"nvhook: cannot set no_new_privs\n");
             }
@@ -491,7 +586,7 @@ pub fn run(
     drop(wr);
     drop(devnull);
     drop(sync_rd);
-    if let Err(e) = map_root(proc_dir, pid) {
+    if let Err(e) = write_maps(proc_dir, pid, maps) {
         // SAFETY: pid is our child; it waits on the sync pipe.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let mut status = 0;
@@ -598,7 +693,7 @@ mod tests {
         std::fs::write(&p, "#!/bin/sh\ntouch /pwned\n").unwrap();
         assert!(matches!(
             seal_host(p.to_str().unwrap()),
-            Err(Error::NotStatic(_))
+            Err(Error::NotStatic(..))
         ));
         // the real static ldconfig, but in a world-writable dir: refused
         let t = tempfile::tempdir().unwrap();

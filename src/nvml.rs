@@ -54,7 +54,13 @@ fn ask(lib: &CString, bus_ids: &[CString], want_migs: bool) -> std::result::Resu
     unsafe {
         let h = libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
         if h.is_null() {
-            return Err("cannot load the library".into());
+            let e = libc::dlerror();
+            let why = if e.is_null() {
+                "no reason given".into()
+            } else {
+                std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned()
+            };
+            return Err(format!("cannot load the library: {why}"));
         }
         let sym = |n: &std::ffi::CStr| {
             let p = libc::dlsym(h, n.as_ptr());
@@ -159,10 +165,6 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
             source,
         }
     };
-    let clib = CString::new(lib.as_os_str().as_encoded_bytes()).map_err(|_| Error::Failed {
-        lib: label.clone(),
-        message: "path holds a NUL".into(),
-    })?;
     // NVML's own format: an 8-digit domain, upper case.
     let ids: Vec<CString> = bus_ids
         .iter()
@@ -174,6 +176,11 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
             .expect("no NUL")
         })
         .collect();
+    // Opened here, as root: the driver may sit under a directory only root can read
+    // (a 0700 driver root), and the unprivileged child loads it through this descriptor.
+    let lib_fd =
+        crate::sys::open(lib, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(io_err("open"))?;
+    let clib = CString::new(format!("/proc/self/fd/{}", lib_fd.as_raw_fd())).expect("no NUL");
     let mut fds = [0; 2];
     // SAFETY: valid out-array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -216,6 +223,7 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
         unsafe { libc::_exit(0) };
     }
     drop(wr);
+    drop(lib_fd);
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut f = std::fs::File::from(rd);

@@ -72,6 +72,7 @@ pub fn roots(cfg: &Config) -> Roots {
         dev_root: cfg.dev_root.clone(),
         proc_root: cfg.proc_root.clone(),
         mps_pipe_dir: cfg.mps_pipe_directory.clone(),
+        sys_root: cfg.sys_root.clone(),
     }
 }
 

@@ -231,7 +231,11 @@ const LIB_FLAGS: &[&str] = &["ro", "nosuid", "nodev"];
 /// Read-only, as NVIDIA mounts them: a read-only bind of a device node still opens for
 /// writing, and it stops the container from changing the host inode's mode or owner.
 const DEV_FLAGS: &[&str] = &["ro", "nosuid", "noexec"];
-const SOCK_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
+/// Sockets connect through a read-only bind, which stops the container from changing
+/// the host inode's mode or owner.
+const SOCK_FLAGS: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
+/// The MPS pipe directory: clients create their pipes in it.
+const IPC_DIR_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
 
 /// Options that come from configuration rather than the container.
 #[derive(Debug, Clone)]
@@ -445,7 +449,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
     }
     for (files, kind, flags) in [
         (&driver.config_files, MountKind::Config, LIB_FLAGS),
-        (&driver.ipc_dirs, MountKind::IpcDir, SOCK_FLAGS),
+        (&driver.ipc_dirs, MountKind::IpcDir, IPC_DIR_FLAGS),
         (&driver.sockets, MountKind::Socket, SOCK_FLAGS),
     ] {
         for f in files.iter().filter(|f| has(f.capability)) {

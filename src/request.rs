@@ -280,10 +280,11 @@ impl Source {
         out
     }
 
+    /// Device ids: plain names, never the `imex` and `cdi` request subdirectories.
     fn volume_mount_ids(&self) -> Vec<String> {
         self.volume_mount_requests()
             .into_iter()
-            .filter(|id| !id.contains('/'))
+            .filter(|id| !id.contains('/') && id != "imex" && id != "cdi")
             .collect()
     }
 
@@ -404,11 +405,9 @@ impl Request {
             let Some(v) = getenv(env, var).filter(|v| !is_void(v)) else {
                 return Ok(None);
             };
-            if !src.privileged {
-                return Err(Error::Unprivileged(var));
-            }
             match parse_devices(v) {
                 Ok(Devices::None) => Ok(None),
+                Ok(_) if !src.privileged => Err(Error::Unprivileged(var)),
                 Ok(d) => Ok(Some(d)),
                 Err(e) => Err(Error::MigManagement(var, e.to_string())),
             }
@@ -574,6 +573,16 @@ mod tests {
             Request::from_source(&unpriv, &Policy::default()).unwrap_err(),
             Error::Unprivileged("NVIDIA_MIG_CONFIG_DEVICES")
         );
+        // `none` asks for nothing, privileged or not
+        let none = Source {
+            env: env(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_MIG_CONFIG_DEVICES=none"]),
+            privileged: false,
+            ..Default::default()
+        };
+        let r = Request::from_source(&none, &Policy::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.mig_config, None);
         // a device list, as NVIDIA takes it
         let list = Source::from_env(&env(&[
             "NVIDIA_VISIBLE_DEVICES=0",
@@ -816,6 +825,7 @@ mod tests {
             m("/dev/null", &format!("{DEVICE_LIST_DIR}/0")),
             m("/dev/null", &format!("{DEVICE_LIST_DIR}/imex/3")),
             m("/tmp", &format!("{DEVICE_LIST_DIR}/imex/4")),
+            m("/dev/null", &format!("{DEVICE_LIST_DIR}/imex")),
         ]);
         let r = Request::from_source(&s, &vm).unwrap().unwrap();
         assert_eq!(r.devices, Devices::List(vec!["0".into()]));

@@ -112,6 +112,69 @@ const POLICY: &str = "accept-nvidia-visible-devices-as-volume-mounts = true\n\
 
 const SEE: &str = "echo \"== smi\"; nvidia-smi -L 2>&1; echo \"== dev\"; ls /dev /dev/nvidia-caps-imex-channels 2>/dev/null | grep -E 'nvidia|channel'; echo \"== end\"";
 
+/// The persistenced socket, too, is a read-only bind: it still connects, but the
+/// container cannot chmod the host's inode.
+#[test]
+fn sockets_are_read_only_mounts() {
+    let host = fixtures()
+        .driver
+        .join("root/var/run/nvidia-persistenced/socket");
+    let before = std::fs::metadata(&host).unwrap().mode();
+    let sock = "/var/run/nvidia-persistenced/socket";
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        &format!(
+            "chmod 000 {sock} 2>&1; echo \"== mount\"; grep 'nvidia-persistenced/socket ' /proc/self/mountinfo; echo \"== end\""
+        ),
+    );
+    add_caps(&c, &["CAP_FOWNER"]);
+    let out = ok_output(&c, Cgroup::V1);
+    let after = std::fs::metadata(&host).unwrap().mode();
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(before)).unwrap();
+    assert_eq!(before, after, "the host's socket changed: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let m = section(&out, "mount").join(" ");
+    let opts = m.split_whitespace().nth(5).unwrap_or("");
+    assert!(opts.split(',').any(|o| o == "ro"), "{m}");
+}
+
+/// The real ldconfig still writes where the container's root may but host root's
+/// mapping alone would not: a library dir owned by another user (conda, jupyter).
+#[test]
+fn ldconfig_links_in_a_dir_owned_by_a_user() {
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        "ls /opt/userlib; ldconfig -p | grep libfoo",
+    );
+    let dir = c.rootfs.join("opt/userlib");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o"])
+        .arg(dir.join("libfoo.so.1.0"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fake/lib.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for p in [&dir, &dir.join("libfoo.so.1.0")] {
+        std::os::unix::fs::chown(p, Some(1000), Some(1000)).unwrap();
+    }
+    let conf = c.rootfs.join("etc/ld.so.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+    text.push_str("/opt/userlib\n");
+    std::fs::write(&conf, text).unwrap();
+    let out = ok_output(&c, Cgroup::V1);
+    assert!(
+        out.lines().any(|l| l == "libfoo.so.1"),
+        "SONAME link made: {out}"
+    );
+    assert!(
+        out.contains("libfoo.so.1 (libc6,x86-64) => /opt/userlib/libfoo.so.1"),
+        "{out}"
+    );
+}
+
 /// Item 2: device lists from volume mounts count only when the mount's source is `/dev/null`.
 #[test]
 fn volume_mount_device_lists_need_dev_null() {
@@ -252,7 +315,7 @@ fn image_ldconfig_opted_in_is_sandboxed() {
 }
 
 /// Item 4c: seen from outside while it runs: ldconfig's user, network and UTS namespaces are
-/// not the host's, host root is its only mapped uid, its capabilities are DAC_OVERRIDE
+/// not the host's, its ids map to themselves, its capabilities are DAC_OVERRIDE
 /// and FOWNER, and a seccomp filter is on.
 #[test]
 fn ldconfig_namespaces_seen_from_outside() {
@@ -284,7 +347,7 @@ fn ldconfig_namespaces_seen_from_outside() {
     let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
     assert_eq!(
         uid_map.split_whitespace().collect::<Vec<_>>(),
-        ["0", "0", "1"]
+        ["0", "0", "4294967295"]
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |k: &str| {
@@ -348,6 +411,12 @@ fn mps_pipe_dir_is_checked() {
     std::fs::create_dir_all(host("wparent/nvidia-mps")).unwrap();
     std::fs::set_permissions(host("wparent"), std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::create_dir_all(host("sticky/nvidia-mps")).unwrap();
+    std::fs::create_dir_all(host("tmpmode/nvidia-mps")).unwrap();
+    std::fs::set_permissions(
+        host("tmpmode/nvidia-mps"),
+        std::fs::Permissions::from_mode(0o1777),
+    )
+    .unwrap();
     std::fs::set_permissions(host("sticky"), std::fs::Permissions::from_mode(0o1777)).unwrap();
 
     for (case, path, bound) in [
@@ -355,6 +424,11 @@ fn mps_pipe_dir_is_checked() {
         ("under a root-owned sticky dir", "sticky/nvidia-mps", true),
         ("owned by a user", "user/nvidia-mps", false),
         ("world-writable", "open/nvidia-mps", false),
+        (
+            "sticky and world-writable itself",
+            "tmpmode/nvidia-mps",
+            false,
+        ),
         ("a symlink to a host dir", "link", false),
         ("a symlinked parent", "plink/nvidia-mps", false),
         ("a writable parent", "wparent/nvidia-mps", false),

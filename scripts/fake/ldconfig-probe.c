@@ -25,8 +25,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "ldconfig-fail: cannot write /etc/ld.so.cache~: injected failure\n");
     return 3;
 #elif defined(MODE_HANG)
-    for (;;) pause();
+    /* blocks in a call the sandbox's seccomp filter allows (futex wait) */
+    static int word;
+    for (;;) syscall(SYS_futex, &word, 0 /* FUTEX_WAIT */, 0, NULL, NULL, 0);
 #else
+    /* descriptors the hook left open for ldconfig, counted before this opens any */
+    int fds_open = 0;
+    for (int fd = 3; fd < 1024; fd++)
+        if (fcntl(fd, F_GETFD) >= 0) fds_open++;
     FILE *f = fopen("/nvhook-sandbox.txt", "w");
     if (!f) return 4;
     int envc = 0;
@@ -54,6 +60,7 @@ int main(int argc, char **argv) {
     fprintf(f, "rlimit_nofile=%lld\n", (long long)nofile.rlim_cur);
     fprintf(f, "capeff=%016llx\ncapbnd=%016llx\n", eff, bnd);
     fprintf(f, "uid=%d\n", (int)getuid());
+    fprintf(f, "fds_above_2=%d\n", fds_open);
     struct utsname u;
     uname(&u);
     fprintf(f, "nodename=%s\n", u.nodename);

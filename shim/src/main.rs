@@ -20,22 +20,48 @@ fn main() {
     let rest = &argv[1.min(argv.len())..];
     let parsed = args::parse(rest);
     let fail = |msg: String| -> ! {
-        report(&parsed, &msg);
+        report(&parsed, "error", &msg);
         std::process::exit(1)
     };
-    let loaded = Config::load(None).unwrap_or_else(|e| fail(e.to_string()));
-    if matches!(parsed.subcommand.as_deref(), Some("create" | "run")) {
-        let bundle = parsed
+    let creating = matches!(parsed.subcommand.as_deref(), Some("create" | "run"));
+    let bundle = || {
+        parsed
             .bundle
             .clone()
             .map(Ok)
             .unwrap_or_else(std::env::current_dir)
-            .unwrap_or_else(|e| fail(format!("cannot find the bundle: {e}")));
-        if let Err(e) = add_hook(&bundle, &loaded) {
-            fail(e);
+            .unwrap_or_else(|e| fail(format!("cannot find the bundle: {e}")))
+    };
+    // A broken configuration must never stop runc from listing, killing or deleting
+    // containers (where the shim is the default runtime, nothing could be stopped): only
+    // the start of a container that asks for GPUs needs it.
+    let runtimes = match Config::load(None) {
+        Ok(loaded) => {
+            if creating {
+                if let Err(e) = add_hook(&bundle(), &loaded) {
+                    fail(e);
+                }
+            }
+            loaded.config.runtime.runtimes
         }
-    }
-    let runtime = find_runtime(&loaded.config.runtime.runtimes).unwrap_or_else(|e| fail(e));
+        Err(e) => {
+            if creating && asks_for_gpus(&bundle()) {
+                fail(e.to_string());
+            }
+            let defaults = Config::default().runtime.runtimes;
+            report(
+                &parsed,
+                "warning",
+                &format!(
+                    "{e}; running {} with the default runtimes ({})",
+                    parsed.subcommand.as_deref().unwrap_or("the runtime"),
+                    defaults.join(", ")
+                ),
+            );
+            defaults
+        }
+    };
+    let runtime = find_runtime(&runtimes).unwrap_or_else(|e| fail(e));
     let err = std::process::Command::new(&runtime)
         .arg0(&runtime)
         .args(rest)
@@ -45,18 +71,21 @@ fn main() {
 
 /// Writes a one-line error to stderr and, runc-style, to the `--log` file, which is
 /// what Docker and containerd show the user.
-fn report(p: &args::Parsed, msg: &str) {
-    eprintln!("nvhook-runtime: {msg}");
+fn report(p: &args::Parsed, level: &str, msg: &str) {
+    match level {
+        "error" => eprintln!("nvhook-runtime: {msg}"),
+        _ => eprintln!("nvhook-runtime: {level}: {msg}"),
+    }
     let Some(log) = &p.log else { return };
     let time = nvhook::log::rfc3339(std::time::SystemTime::now());
     let line = if p.log_json {
         format!(
             "{}\n",
-            serde_json::json!({"level": "error", "msg": format!("nvhook-runtime: {msg}"), "time": time})
+            serde_json::json!({"level": level, "msg": format!("nvhook-runtime: {msg}"), "time": time})
         )
     } else {
         format!(
-            "time=\"{time}\" level=error msg=\"nvhook-runtime: {}\"\n",
+            "time=\"{time}\" level={level} msg=\"nvhook-runtime: {}\"\n",
             msg.replace('"', "\\\"")
         )
     };
@@ -118,6 +147,21 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
         spec_edit::write_atomic(bundle, &spec, &meta).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Whether a bundle's config.json asks for GPUs in any form nvhook could honour (the
+/// variable, volume mounts, CDI annotations), read without a configuration: used only
+/// to decide whether a broken configuration must stop this start.
+fn asks_for_gpus(bundle: &Path) -> bool {
+    let Ok((spec, _)) = spec_edit::read(bundle) else {
+        return true; // the runtime would fail on it anyway; say why the config is bad
+    };
+    let widest = nvhook::request::Policy {
+        accept_volume_mounts: true,
+        accept_cdi_annotations: true,
+        ..Default::default()
+    };
+    nvhook::request::Source::from_config(&spec).wants_gpus(&widest)
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -206,12 +206,18 @@ impl Container {
 
     /// Writes the nvhook config: the synthetic driver's, plus `extra` top-level keys.
     pub fn write_config(&self, extra: &str) {
+        self.write_config_for(&fixtures().driver, extra)
+    }
+
+    /// Writes the nvhook config for the synthetic driver in `d` (as made by
+    /// make-fake-driver.sh), plus `extra` top-level keys.
+    pub fn write_config_for(&self, d: &Path, extra: &str) {
         let f = fixtures();
-        let d = &f.driver;
         std::fs::write(
             &self.config,
             format!(
-                "driver-root = \"{}/root\"\ndev-root = \"{}\"\nproc-root = \"{}/proc\"\n{extra}\n[runtime]\nruntimes = [\"runc\"]\nhook-path = \"{}/nvhook\"\n[log]\nfile = \"{}\"\nlevel = \"debug\"\n",
+                "driver-root = \"{}/root\"\ndev-root = \"{}\"\nproc-root = \"{}/proc\"\nsys-root = \"{}/sys\"\n{extra}\n[runtime]\nruntimes = [\"runc\"]\nhook-path = \"{}/nvhook\"\n[log]\nfile = \"{}\"\nlevel = \"debug\"\n",
+                d.display(),
                 d.display(),
                 d.display(),
                 d.display(),
