@@ -2,7 +2,7 @@
 # Installs the Debian packages nvhook's build, demo and tests need (as root), and
 # checks for a Rust toolchain. Idempotent: installs only what is missing.
 set -eu
-pkgs="runc busybox-static gcc g++ gcc-multilib libc6-dev util-linux mount coreutils procps podman docker.io containerd"
+pkgs="runc busybox-static gcc g++ gcc-multilib libc6-dev util-linux mount coreutils procps podman docker.io containerd patch python3-jsonschema"
 missing=
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -20,6 +20,23 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Containerd {
+        path: PathBuf,
+        source: crate::containerd_config::Error,
+    },
+    #[error("{path}: a runtime named {name:?} exists already and is not nvhook's (path {found:?}); pass --force to replace it, or --runtime-name to install under another name")]
+    Taken {
+        path: PathBuf,
+        name: String,
+        found: String,
+    },
+    #[error("{path}: the default runtime is {current:?}; pass --force to make {name:?} the default instead (uninstall then leaves Docker's own default, runc)")]
+    DefaultTaken {
+        path: PathBuf,
+        name: String,
+        current: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -76,6 +93,40 @@ impl Default for Paths {
     }
 }
 
+/// What to install, beyond where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The runtime's name in the engine (and the RuntimeClass handler): `nvidia`.
+    pub runtime_name: String,
+    /// Make it the engine's default runtime (Docker, containerd).
+    pub set_default: bool,
+    /// Replace a runtime of that name that is not nvhook's, or a default runtime that
+    /// is not runc.
+    pub force: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            runtime_name: RUNTIME_NAME.into(),
+            set_default: false,
+            force: false,
+        }
+    }
+}
+
+/// What an operator must do after the files are written for `engine` to use them.
+pub fn restart_hint(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Docker => "restart dockerd to use it: systemctl restart docker",
+        Engine::Containerd => "restart containerd to use it: systemctl restart containerd",
+        Engine::Crio => "restart CRI-O to use it: systemctl restart crio",
+        Engine::Podman => {
+            "nothing to restart: Podman reads hooks.d at every container start (CRI-O in hook mode re-reads its hooks dirs when they change)"
+        }
+    }
+}
+
 /// One file's before and after (`None`: absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -113,38 +164,20 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The changes that install nvhook for `engine`.
-pub fn install(engine: Engine, p: &Paths) -> Result<Vec<Change>> {
+pub fn install(engine: Engine, p: &Paths, o: &Options) -> Result<Vec<Change>> {
     let rt = p.runtime_path.display().to_string();
     let changes = match engine {
-        Engine::Docker => vec![docker(p, Some(&rt))?],
-        Engine::Containerd => {
-            let dropin = p.containerd_dropin_dir.join(DROPIN);
-            let text = format!(
-                "# nvhook: the \"{RUNTIME_NAME}\" runtime for containerd's CRI plugin (RuntimeClass \"{RUNTIME_NAME}\").\n\
-                 version = 2\n\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{RUNTIME_NAME}]\n\
-                 \x20 runtime_type = \"io.containerd.runc.v2\"\n\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{RUNTIME_NAME}.options]\n\
-                 \x20 BinaryName = {}\n",
-                toml_str(&rt)
-            );
-            vec![
-                Change {
-                    path: dropin.clone(),
-                    old: read_opt(&dropin)?,
-                    new: Some(text),
-                },
-                containerd_imports(p, true)?,
-            ]
-        }
+        Engine::Docker => vec![docker(p, o, Some(&rt))?],
+        Engine::Containerd => containerd(p, Some(o))?,
         Engine::Crio => {
             let dropin = p.crio_dropin_dir.join(DROPIN);
             let text = format!(
-                "# nvhook: the \"{RUNTIME_NAME}\" runtime for CRI-O (RuntimeClass \"{RUNTIME_NAME}\").\n\
-                 [crio.runtime.runtimes.{RUNTIME_NAME}]\n\
+                "# nvhook: the \"{name}\" runtime for CRI-O (RuntimeClass \"{name}\").\n\
+                 [crio.runtime.runtimes.{name}]\n\
                  runtime_path = {}\n\
                  runtime_type = \"oci\"\n",
-                toml_str(&rt)
+                toml_str(&rt),
+                name = o.runtime_name
             );
             vec![Change {
                 path: dropin.clone(),
@@ -165,20 +198,10 @@ pub fn install(engine: Engine, p: &Paths) -> Result<Vec<Change>> {
 }
 
 /// The changes that undo [`install`].
-pub fn uninstall(engine: Engine, p: &Paths) -> Result<Vec<Change>> {
+pub fn uninstall(engine: Engine, p: &Paths, o: &Options) -> Result<Vec<Change>> {
     let changes = match engine {
-        Engine::Docker => vec![docker(p, None)?],
-        Engine::Containerd => {
-            let dropin = p.containerd_dropin_dir.join(DROPIN);
-            vec![
-                Change {
-                    path: dropin.clone(),
-                    old: read_opt(&dropin)?,
-                    new: None,
-                },
-                containerd_imports(p, false)?,
-            ]
-        }
+        Engine::Docker => vec![docker(p, o, None)?],
+        Engine::Containerd => containerd(p, None)?,
         Engine::Crio => {
             let dropin = p.crio_dropin_dir.join(DROPIN);
             vec![Change {
@@ -223,10 +246,40 @@ pub fn hooks_json(hook: &Path, config: Option<&Path>) -> String {
     )
 }
 
-/// daemon.json with `runtimes.nvidia` set (`Some`) or removed (`None`).
-fn docker(p: &Paths, runtime: Option<&str>) -> Result<Change> {
+/// Whether a runtime path is nvhook's shim (this one, or one installed elsewhere).
+fn is_ours(path: &str, ours: &str) -> bool {
+    path == ours
+        || Path::new(path)
+            .file_name()
+            .is_some_and(|n| n == "nvhook-runtime")
+}
+
+/// The indent a JSON text uses (its first indented line's), or two spaces.
+fn json_indent(text: &str) -> String {
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            l.chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect::<String>()
+        })
+        .find(|i| !i.is_empty())
+        .unwrap_or_else(|| "  ".into())
+}
+
+/// daemon.json with nvhook's runtime set (`Some`) or removed (`None`): every other key
+/// kept in its order, the file's indent kept; someone else's runtime of that name, or
+/// default runtime, only replaced with `--force`; uninstall removes only what is
+/// nvhook's, and never leaves `default-runtime` naming a runtime it removed.
+fn docker(p: &Paths, o: &Options, runtime: Option<&str>) -> Result<Change> {
     let path = &p.docker_config;
+    let ours_path = p.runtime_path.display().to_string();
     let old = read_opt(path)?;
+    let unchanged = |old: &Option<String>| Change {
+        path: path.clone(),
+        old: old.clone(),
+        new: old.clone(),
+    };
     let mut v: Value = match &old {
         Some(t) if !t.trim().is_empty() => serde_json::from_str(t).map_err(|e| Error::Parse {
             path: path.clone(),
@@ -238,6 +291,7 @@ fn docker(p: &Paths, runtime: Option<&str>) -> Result<Change> {
         path: path.clone(),
         message: "not a JSON object".into(),
     })?;
+    let name = o.runtime_name.as_str();
     match runtime {
         Some(rt) => {
             let runtimes = obj.entry("runtimes").or_insert_with(|| json!({}));
@@ -245,32 +299,53 @@ fn docker(p: &Paths, runtime: Option<&str>) -> Result<Change> {
                 path: path.clone(),
                 message: "runtimes is not an object".into(),
             })?;
-            if r.get(RUNTIME_NAME).and_then(|x| x["path"].as_str()) == Some(rt) {
-                return Ok(Change {
-                    path: path.clone(),
-                    old: old.clone(),
-                    new: old,
-                });
+            let found = r
+                .get(name)
+                .map(|x| x["path"].as_str().unwrap_or("").to_string());
+            if let Some(found) = &found {
+                if !is_ours(found, &ours_path) && !o.force {
+                    return Err(Error::Taken {
+                        path: path.clone(),
+                        name: name.into(),
+                        found: found.clone(),
+                    });
+                }
             }
-            r.insert(RUNTIME_NAME.into(), json!({"path": rt}));
+            r.insert(name.into(), json!({"path": rt}));
+            if o.set_default {
+                let current = obj
+                    .get("default-runtime")
+                    .and_then(Value::as_str)
+                    .unwrap_or("runc")
+                    .to_string();
+                if current != name && current != "runc" && !o.force {
+                    return Err(Error::DefaultTaken {
+                        path: path.clone(),
+                        name: name.into(),
+                        current,
+                    });
+                }
+                obj.insert("default-runtime".into(), json!(name));
+            }
         }
         None => {
-            let Some(r) = obj.get_mut("runtimes").and_then(Value::as_object_mut) else {
-                return Ok(Change {
-                    path: path.clone(),
-                    old: old.clone(),
-                    new: old,
-                });
-            };
-            if r.shift_remove(RUNTIME_NAME).is_none() {
-                return Ok(Change {
-                    path: path.clone(),
-                    old: old.clone(),
-                    new: old,
-                });
+            let theirs = obj
+                .get("runtimes")
+                .and_then(|r| r.get(name))
+                .map(|x| !is_ours(x["path"].as_str().unwrap_or(""), &ours_path));
+            if theirs != Some(false) {
+                return Ok(unchanged(&old)); // absent, or not nvhook's: leave it
             }
+            let r = obj
+                .get_mut("runtimes")
+                .and_then(Value::as_object_mut)
+                .expect("checked above");
+            r.shift_remove(name);
             if r.is_empty() {
                 obj.shift_remove("runtimes");
+            }
+            if obj.get("default-runtime").and_then(Value::as_str) == Some(name) {
+                obj.shift_remove("default-runtime");
             }
             if obj.is_empty() {
                 // Nothing but nvhook's entry was there: an absent daemon.json is the same.
@@ -282,10 +357,12 @@ fn docker(p: &Paths, runtime: Option<&str>) -> Result<Change> {
             }
         }
     }
-    let new = format!(
-        "{}\n",
-        serde_json::to_string_pretty(&v).expect("serializable")
-    );
+    let indent = json_indent(old.as_deref().unwrap_or(""));
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&v, &mut ser).expect("serializable");
+    let new = format!("{}\n", String::from_utf8(buf).expect("JSON is UTF-8"));
     Ok(Change {
         path: path.clone(),
         old,
@@ -293,7 +370,59 @@ fn docker(p: &Paths, runtime: Option<&str>) -> Result<Change> {
     })
 }
 
-/// containerd's main config with (or without) nvhook's `imports` line for the drop-in dir.
+/// containerd's main config with nvhook's runtime added (`Some`) or removed (`None`),
+/// in place (see `containerd_config`); a drop-in and `imports` line that an earlier
+/// nvhook wrote are removed either way.
+fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
+    let path = &p.containerd_config;
+    let old = read_opt(path)?;
+    let imports = containerd_imports(p, false)?;
+    let base = imports.new.clone().unwrap_or_default();
+    let new = match o {
+        Some(o) => {
+            let rt = p.runtime_path.display().to_string();
+            Some(
+                crate::containerd_config::add(
+                    &base,
+                    &crate::containerd_config::Runtime {
+                        name: &o.runtime_name,
+                        binary: &rt,
+                        set_default: o.set_default,
+                        force: o.force,
+                    },
+                )
+                .map_err(|source| Error::Containerd {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => {
+            let restored = crate::containerd_config::remove(&base);
+            if restored.is_empty() && old.is_none() {
+                None
+            } else {
+                Some(restored)
+            }
+        }
+    };
+    let dropin = p.containerd_dropin_dir.join(DROPIN);
+    Ok(vec![
+        Change {
+            path: path.clone(),
+            old,
+            new,
+        },
+        Change {
+            path: dropin.clone(),
+            old: read_opt(&dropin)?,
+            new: None,
+        },
+    ])
+}
+
+/// containerd's main config with (or without) the `imports` line for the drop-in dir
+/// that nvhook up to 0.1 wrote (now only removed).
 fn containerd_imports(p: &Paths, add: bool) -> Result<Change> {
     let path = &p.containerd_config;
     let old = read_opt(path)?;
@@ -371,52 +500,23 @@ fn containerd_imports(p: &Paths, add: bool) -> Result<Change> {
     })
 }
 
-/// A minimal unified-style diff of one change, for `--dry-run`.
+/// The unified diff of one change, for `--dry-run` (an absent file is `/dev/null`, as
+/// `diff -N` writes it).
 pub fn diff(c: &Change) -> String {
-    let old: Vec<&str> = c
-        .old
-        .as_deref()
-        .map(|s| s.lines().collect())
-        .unwrap_or_default();
-    let new: Vec<&str> = c
-        .new
-        .as_deref()
-        .map(|s| s.lines().collect())
-        .unwrap_or_default();
-    // Longest common subsequence, fine for configuration files.
-    let (n, m) = (old.len(), new.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if old[i] == new[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut out = format!(
-        "--- {}{}\n+++ {}{}\n",
-        c.path.display(),
-        if c.old.is_none() { " (absent)" } else { "" },
-        c.path.display(),
-        if c.new.is_none() { " (removed)" } else { "" }
-    );
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && old[i] == new[j] {
-            out.push_str(&format!(" {}\n", old[i]));
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+{}\n", new[j]));
-            j += 1;
+    let path = c.path.display().to_string();
+    let label = |present: bool| {
+        if present {
+            path.clone()
         } else {
-            out.push_str(&format!("-{}\n", old[i]));
-            i += 1;
+            "/dev/null".into()
         }
-    }
-    out
+    };
+    crate::unified_diff::unified(
+        &label(c.old.is_some()),
+        &label(c.new.is_some()),
+        c.old.as_deref().unwrap_or(""),
+        c.new.as_deref().unwrap_or(""),
+    )
 }
 
 /// Writes the changes: each atomically (temporary file + rename), the previous version
@@ -488,16 +588,18 @@ mod tests {
             .iter()
             .map(|f| std::fs::read_to_string(f).ok())
             .collect();
-        let ch = install(engine, p).unwrap();
+        let ch = install(engine, p, &Options::default()).unwrap();
         assert!(!ch.is_empty());
         apply(&ch).unwrap();
         assert!(
-            install(engine, p).unwrap().is_empty(),
+            install(engine, p, &Options::default()).unwrap().is_empty(),
             "{engine:?}: install is idempotent"
         );
-        apply(&uninstall(engine, p).unwrap()).unwrap();
+        apply(&uninstall(engine, p, &Options::default()).unwrap()).unwrap();
         assert!(
-            uninstall(engine, p).unwrap().is_empty(),
+            uninstall(engine, p, &Options::default())
+                .unwrap()
+                .is_empty(),
             "{engine:?}: uninstall is idempotent"
         );
         let after: Vec<Option<String>> = files
@@ -526,7 +628,7 @@ mod tests {
             r#"{"log-driver":"json-file","runtimes":{"other":{"path":"/x"}},"zz":1}"#,
         )
         .unwrap();
-        let ch = install(Engine::Docker, &p).unwrap();
+        let ch = install(Engine::Docker, &p, &Options::default()).unwrap();
         let dry = diff(&ch[0]);
         assert!(
             dry.contains("+      \"path\": \"/opt/nvhook/nvhook-runtime\""),
@@ -550,7 +652,7 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["log-driver", "runtimes", "zz"]);
         assert!(PathBuf::from(format!("{}.nvhook.bak", p.docker_config.display())).exists());
-        apply(&uninstall(Engine::Docker, &p).unwrap()).unwrap();
+        apply(&uninstall(Engine::Docker, &p, &Options::default()).unwrap()).unwrap();
         let v: Value =
             serde_json::from_str(&std::fs::read_to_string(&p.docker_config).unwrap()).unwrap();
         assert!(v["runtimes"].get("nvidia").is_none());
@@ -560,7 +662,7 @@ mod tests {
             ..p.clone()
         };
         std::fs::write(&e.docker_config, "{oops").unwrap();
-        assert!(install(Engine::Docker, &e)
+        assert!(install(Engine::Docker, &e, &Options::default())
             .unwrap_err()
             .to_string()
             .contains("bad.json"));
@@ -573,54 +675,104 @@ mod tests {
         std::fs::create_dir_all(d.path().join("containerd")).unwrap();
         std::fs::write(&p.containerd_config, "version = 2\nroot = \"/var/lib/containerd\"\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause:3.9\"\n").unwrap();
         roundtrip(Engine::Docker, &p, &[&p.docker_config]);
-        roundtrip(
-            Engine::Containerd,
-            &p,
-            &[&p.containerd_config, &p.containerd_dropin_dir.join(DROPIN)],
-        );
+        roundtrip(Engine::Containerd, &p, &[&p.containerd_config]);
         roundtrip(Engine::Crio, &p, &[&p.crio_dropin_dir.join(DROPIN)]);
         roundtrip(Engine::Podman, &p, &[&p.hooks_dir.join(HOOK_JSON)]);
     }
 
     #[test]
-    fn containerd_config_and_imports() {
+    fn containerd_in_place_and_migration() {
         let d = tempfile::tempdir().unwrap();
         let p = paths(d.path());
         std::fs::create_dir_all(d.path().join("containerd")).unwrap();
-        std::fs::write(&p.containerd_config, "version = 2\n[plugins]\n").unwrap();
-        apply(&install(Engine::Containerd, &p).unwrap()).unwrap();
+        let stock = "version = 2\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    default_runtime_name = \"runc\"\n";
+        std::fs::write(&p.containerd_config, stock).unwrap();
+        let o = Options {
+            set_default: true,
+            ..Options::default()
+        };
+        apply(&install(Engine::Containerd, &p, &o).unwrap()).unwrap();
         let main = std::fs::read_to_string(&p.containerd_config).unwrap();
         let t: toml::Table = toml::from_str(&main).unwrap();
+        let c = &t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"];
         assert_eq!(
-            t["imports"][0].as_str().unwrap(),
-            format!("{}/*.toml", p.containerd_dropin_dir.display())
-        );
-        let drop: toml::Table =
-            toml::from_str(&std::fs::read_to_string(p.containerd_dropin_dir.join(DROPIN)).unwrap())
-                .unwrap();
-        let rt = &drop["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["nvidia"];
-        assert_eq!(rt["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
-        assert_eq!(
-            rt["options"]["BinaryName"].as_str(),
+            c["runtimes"]["nvidia"]["options"]["BinaryName"].as_str(),
             Some("/opt/nvhook/nvhook-runtime")
         );
-        // a user's own imports list is extended, not replaced
-        std::fs::write(
-            &p.containerd_config,
-            "version = 2\nimports = [\"/etc/mine/*.toml\"]\n",
+        assert_eq!(c["default_runtime_name"].as_str(), Some("nvidia"));
+        assert!(!p.containerd_dropin_dir.join(DROPIN).exists(), "no drop-in");
+        apply(&uninstall(Engine::Containerd, &p, &o).unwrap()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p.containerd_config).unwrap(),
+            stock
+        );
+        // what nvhook 0.1 wrote (a drop-in and an imports line) is taken back
+        let glob = format!("{}/*.toml", p.containerd_dropin_dir.display());
+        let old_main = format!("version = 2\nimports = [{glob:?}]  {IMPORTS_MARK}\n[plugins]\n");
+        std::fs::write(&p.containerd_config, &old_main).unwrap();
+        std::fs::create_dir_all(&p.containerd_dropin_dir).unwrap();
+        std::fs::write(p.containerd_dropin_dir.join(DROPIN), "version = 2\n").unwrap();
+        apply(&install(Engine::Containerd, &p, &Options::default()).unwrap()).unwrap();
+        assert!(!p.containerd_dropin_dir.join(DROPIN).exists());
+        let main = std::fs::read_to_string(&p.containerd_config).unwrap();
+        assert!(!main.contains(IMPORTS_MARK), "{main}");
+    }
+
+    #[test]
+    fn docker_refuses_someone_elses_runtime_and_default() {
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path());
+        std::fs::create_dir_all(d.path().join("docker")).unwrap();
+        let theirs = "{\n\t\"runtimes\": {\n\t\t\"nvidia\": {\n\t\t\t\"path\": \"nvidia-container-runtime\"\n\t\t}\n\t},\n\t\"default-runtime\": \"crun\"\n}\n";
+        std::fs::write(&p.docker_config, theirs).unwrap();
+        let e = install(Engine::Docker, &p, &Options::default()).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        // under another name: theirs kept, tabs kept
+        let o = Options {
+            runtime_name: "nvhook".into(),
+            ..Options::default()
+        };
+        let ch = install(Engine::Docker, &p, &o).unwrap();
+        let new = ch[0].new.clone().unwrap();
+        assert!(new.contains("\t\t\"nvhook\": {\n\t\t\t\"path\""), "{new}");
+        assert!(new.contains("nvidia-container-runtime"));
+        // a default that is not runc is not taken without --force
+        let e = install(
+            Engine::Docker,
+            &p,
+            &Options {
+                set_default: true,
+                ..o.clone()
+            },
         )
-        .unwrap();
-        apply(&install(Engine::Containerd, &p).unwrap()).unwrap();
-        let t: toml::Table =
-            toml::from_str(&std::fs::read_to_string(&p.containerd_config).unwrap()).unwrap();
-        assert_eq!(t["imports"].as_array().unwrap().len(), 2);
+        .unwrap_err();
+        assert!(e.to_string().contains("\"crun\""), "{e}");
+        // uninstall never removes what is not nvhook's
+        assert!(uninstall(Engine::Docker, &p, &Options::default())
+            .unwrap()
+            .is_empty());
+        // set as default, then uninstalled: default-runtime goes with the runtime
+        std::fs::write(&p.docker_config, "{\n  \"log-level\": \"warn\"\n}\n").unwrap();
+        let o = Options {
+            set_default: true,
+            ..Options::default()
+        };
+        apply(&install(Engine::Docker, &p, &o).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&p.docker_config).unwrap()).unwrap();
+        assert_eq!(v["default-runtime"], "nvidia");
+        apply(&uninstall(Engine::Docker, &p, &o).unwrap()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p.docker_config).unwrap(),
+            "{\n  \"log-level\": \"warn\"\n}\n"
+        );
     }
 
     #[test]
     fn crio_and_hooks_content() {
         let d = tempfile::tempdir().unwrap();
         let p = paths(d.path());
-        apply(&install(Engine::Crio, &p).unwrap()).unwrap();
+        apply(&install(Engine::Crio, &p, &Options::default()).unwrap()).unwrap();
         let t: toml::Table =
             toml::from_str(&std::fs::read_to_string(p.crio_dropin_dir.join(DROPIN)).unwrap())
                 .unwrap();

@@ -1,6 +1,7 @@
 //! nvhook through each container engine, with the real engine: Podman (hooks.d and
-//! CDI), Docker (the `nvidia` runtime and `--gpus`), containerd (`ctr` with the shim as
-//! runc binary). Each engine instance is started by the test with its own state, and
+//! CDI), Docker (the `nvidia` runtime and `--gpus`, set as default and uninstalled),
+//! containerd (its own `config dump` of the installed stock config with the CRI plugin
+//! enabled, and `ctr` with the shim as runc binary). Each engine instance is started by the test with its own state, and
 //! the set-up is done with `nvhook install` where the engine has one.
 
 mod common;
@@ -349,12 +350,165 @@ fn docker_runtime_and_gpus_flag() {
     let _ = d.docker(&["rmi", &image]);
 }
 
-#[test]
-fn containerd_with_shim_as_runc() {
+/// `containerd --config F config dump`: containerd's own view of a config file.
+fn containerd_dump(config: &Path) -> String {
+    let o = Command::new("containerd")
+        .arg("--config")
+        .arg(config)
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    ok(&o, "containerd config dump")
+}
+
+/// A dump as TOML, without the `imports` line (it names the file dumped).
+fn dump_table(dump: &str) -> toml::Table {
+    let mut t: toml::Table = toml::from_str(dump).unwrap();
+    t.remove("imports");
+    t
+}
+
+/// containerd's stock configuration (`containerd config default`, CRI plugin enabled)
+/// with a CNI dir of the operator's own and the test's own state and sockets.
+fn stock_containerd_config(dir: &Path) -> String {
     assert!(
         which("containerd").is_some() && which("ctr").is_some(),
         "containerd is not installed (scripts/ci-deps.sh installs it)"
     );
+    let o = Command::new("containerd")
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    let stock = ok(&o, "containerd config default");
+    stock
+        .replace("bin_dir = \"/opt/cni/bin\"", "bin_dir = \"/usr/lib/cni\"")
+        .replace(
+            "root = \"/var/lib/containerd\"",
+            &format!("root = {:?}", dir.join("root")),
+        )
+        .replace(
+            "state = \"/run/containerd\"",
+            &format!("state = {:?}", dir.join("state")),
+        )
+        .replace(
+            "address = \"/run/containerd/containerd.sock\"",
+            &format!("address = {:?}", dir.join("containerd.sock")),
+        )
+        .replace(
+            "[ttrpc]\n  address = \"\"",
+            &format!("[ttrpc]\n  address = {:?}", dir.join("ttrpc.sock")),
+        )
+}
+
+/// Installed into the stock config (CRI plugin on) and into an empty one, with and
+/// without `--set-as-default`: containerd's own dump keeps every runtime, the CNI
+/// settings, `sandbox_image` and the default runtime, and adds exactly the nvidia
+/// runtime; uninstalled, the dump and the file are what they were.
+#[test]
+fn containerd_install_keeps_the_node() {
+    let f = fixtures();
+    let tmp = tempfile::Builder::new()
+        .prefix("nvhook-ctd-install-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    let shim = f.bin.join("nvhook-runtime");
+    for (case, text) in [
+        ("stock", stock_containerd_config(dir)),
+        ("empty", String::new()),
+    ] {
+        for set_default in [false, true] {
+            let cfg = dir.join(format!("{case}-{set_default}.toml"));
+            std::fs::write(&cfg, &text).unwrap();
+            let before = containerd_dump(&cfg);
+            let mut args = vec![
+                "install",
+                "containerd",
+                "--containerd-config",
+                cfg.to_str().unwrap(),
+                "--containerd-dropin-dir",
+                dir.to_str().unwrap(),
+                "--runtime-path",
+                shim.to_str().unwrap(),
+            ];
+            if set_default {
+                args.push("--set-as-default");
+            }
+            let out = ok(&nvhook(&args), "nvhook install containerd");
+            assert!(out.contains("restart containerd"), "{out}");
+            let after = containerd_dump(&cfg);
+            if case == "stock" && !set_default {
+                eprintln!(
+                    "containerd config dump, stock config, before and after install:\n{}",
+                    nvhook::unified_diff::unified("before", "after", &before, &after)
+                );
+            }
+            let mut a = dump_table(&after);
+            let b = dump_table(&before);
+            let cri = |t: &mut toml::Table| -> toml::Table {
+                t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
+                    .as_table()
+                    .unwrap()
+                    .clone()
+            };
+            let ca = cri(&mut a);
+            let rt = &ca["runtimes"]["nvidia"];
+            assert_eq!(rt["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+            assert_eq!(rt["options"]["BinaryName"].as_str(), shim.to_str());
+            assert!(ca["runtimes"].get("runc").is_some(), "{case}: runc kept");
+            assert_eq!(
+                ca["default_runtime_name"].as_str(),
+                Some(if set_default { "nvidia" } else { "runc" })
+            );
+            // everything else exactly as before
+            let mut b = b;
+            let c = a["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]
+                .as_table_mut()
+                .unwrap();
+            c["runtimes"].as_table_mut().unwrap().remove("nvidia");
+            c.insert("default_runtime_name".into(), "runc".into());
+            if case == "empty" {
+                // containerd's built-in runc, written out by nvhook (a runtimes table in
+                // the file replaces the built-in one): its options table is empty where
+                // the built-in one lists every option at its zero value, the same thing
+                let opts = |t: &mut toml::Table| {
+                    t["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"]
+                        .as_table_mut()
+                        .unwrap()
+                        .remove("options")
+                        .unwrap()
+                };
+                let builtin = opts(&mut b);
+                let written = opts(&mut a);
+                assert!(written.as_table().unwrap().is_empty(), "{written:?}");
+                for (k, v) in builtin.as_table().unwrap() {
+                    let zero = matches!(v, toml::Value::String(s) if s.is_empty())
+                        || matches!(v, toml::Value::Integer(0) | toml::Value::Boolean(false));
+                    assert!(zero, "built-in runc option {k} = {v:?} is not a zero value");
+                }
+            }
+            assert_eq!(
+                a, b,
+                "{case}, set_default {set_default}: only the runtime was added"
+            );
+            ok(
+                &nvhook(&[&["uninstall"][..], &args[1..]].concat()),
+                "nvhook uninstall containerd",
+            );
+            assert_eq!(
+                std::fs::read_to_string(&cfg).unwrap(),
+                text,
+                "{case}: file restored"
+            );
+            assert_eq!(containerd_dump(&cfg), before, "{case}: dump restored");
+        }
+    }
+}
+
+/// The stock config (CRI plugin on) with nvhook installed runs a GPU container through
+/// the shim (`ctr` with the shim as runc binary).
+#[test]
+fn containerd_with_shim_as_runc() {
     let f = fixtures();
     let tmp = tempfile::Builder::new()
         .prefix("nvhook-containerd-")
@@ -362,19 +516,24 @@ fn containerd_with_shim_as_runc() {
         .unwrap();
     let dir = tmp.path();
     let sock = dir.join("containerd.sock");
-    std::fs::write(
-        dir.join("config.toml"),
-        format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n[ttrpc]\n  address = \"{0}/ttrpc.sock\"\n",
-            dir.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, stock_containerd_config(dir)).unwrap();
+    let shim = f.bin.join("nvhook-runtime");
+    ok(
+        &nvhook(&[
+            "install",
+            "containerd",
+            "--containerd-config",
+            cfg.to_str().unwrap(),
+            "--runtime-path",
+            shim.to_str().unwrap(),
+        ]),
+        "nvhook install containerd",
+    );
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
     let mut child = Command::new("containerd")
         .arg("--config")
-        .arg(dir.join("config.toml"))
+        .arg(&cfg)
         .env("NVHOOK_CONFIG", driver_config())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -391,12 +550,16 @@ fn containerd_with_shim_as_runc() {
     while !ctr(&["version"]).status.success() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "containerd did not come up"
+            "containerd did not come up: {}",
+            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let plugins = ok(&ctr(&["plugins", "ls"]), "ctr plugins ls");
+    let cri_ok = plugins
+        .lines()
+        .any(|l| l.contains("io.containerd.grpc.v1") && l.contains("cri") && l.contains("ok"));
     let c = Container::new(Flavor::Rhel, &[], "true");
-    let shim = f.bin.join("nvhook-runtime");
     let id = format!("nvhook-ctr-{}", std::process::id());
     let o = ctr(&[
         "run",
@@ -417,8 +580,52 @@ fn containerd_with_shim_as_runc() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
+    assert!(cri_ok, "the CRI plugin is enabled and loaded: {plugins}");
     let out = ok(&o, "ctr run");
     assert_eq!(uuids(&out), want(&[2]), "{out}");
+}
+
+/// Docker with nvhook as its default runtime, then uninstalled: dockerd starts both
+/// times, with the default it should have.
+#[test]
+fn docker_set_as_default_and_uninstalled() {
+    let f = fixtures();
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon_json = tmp.path().join("daemon.json");
+    let original = "{\n    \"log-level\": \"warn\"\n}\n";
+    std::fs::write(&daemon_json, original).unwrap();
+    let shim = f.bin.join("nvhook-runtime");
+    let args = [
+        "docker",
+        "--docker-config",
+        daemon_json.to_str().unwrap(),
+        "--runtime-path",
+        shim.to_str().unwrap(),
+        "--set-as-default",
+    ];
+    let out = ok(&nvhook(&[&["install"][..], &args].concat()), "install");
+    assert!(out.contains("restart dockerd"), "{out}");
+    let written = std::fs::read_to_string(&daemon_json).unwrap();
+    assert!(
+        written.contains("\n    \"runtimes\": {"),
+        "indent kept: {written}"
+    );
+    {
+        let d = Dockerd::start(&daemon_json, tmp.path());
+        let o = ok(
+            &d.docker(&["info", "--format", "{{.DefaultRuntime}}"]),
+            "docker info",
+        );
+        assert_eq!(o.trim(), "nvidia");
+    }
+    ok(&nvhook(&[&["uninstall"][..], &args].concat()), "uninstall");
+    assert_eq!(std::fs::read_to_string(&daemon_json).unwrap(), original);
+    let d = Dockerd::start(&daemon_json, tmp.path());
+    let o = ok(
+        &d.docker(&["info", "--format", "{{.DefaultRuntime}}"]),
+        "docker info",
+    );
+    assert_eq!(o.trim(), "runc");
 }
 
 #[test]
@@ -439,6 +646,12 @@ fn installer_cli_dry_run_and_uninstall() {
         out.contains("+runtime_path = \"/opt/nvhook/nvhook-runtime\""),
         "{out}"
     );
+    // a real unified diff: headers and a hunk
+    assert!(
+        out.contains("--- /dev/null\n+++ ") && out.contains("@@ -0,0 +1,4 @@"),
+        "{out}"
+    );
+    assert!(out.contains("dry run, nothing written"), "{out}");
     assert!(!crio.exists(), "dry run wrote");
     ok(
         &nvhook(&[&["install", "crio"][..], &args].concat()),

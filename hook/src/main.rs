@@ -118,6 +118,16 @@ struct InstallArgs {
     /// nvhook configuration file for the hooks.d entry to pass on.
     #[arg(long)]
     nvhook_config: Option<PathBuf>,
+    /// The runtime's name in the engine (and RuntimeClass handler).
+    #[arg(long, default_value = nvhook::install::RUNTIME_NAME)]
+    runtime_name: String,
+    /// Make it the engine's default runtime (Docker, containerd).
+    #[arg(long)]
+    set_as_default: bool,
+    /// Replace a runtime of that name that is not nvhook's (NVIDIA's toolkit, say), or a
+    /// default runtime other than runc.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() {
@@ -248,10 +258,15 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
         hooks_dir: a.hooks_dir.unwrap_or(d.hooks_dir),
         nvhook_config: a.nvhook_config,
     };
+    let opts = nvhook::install::Options {
+        runtime_name: a.runtime_name,
+        set_default: a.set_as_default,
+        force: a.force,
+    };
     let changes = if remove {
-        nvhook::install::uninstall(a.engine, &paths)?
+        nvhook::install::uninstall(a.engine, &paths, &opts)?
     } else {
-        nvhook::install::install(a.engine, &paths)?
+        nvhook::install::install(a.engine, &paths, &opts)?
     };
     if changes.is_empty() {
         println!("nvhook: nothing to change");
@@ -260,13 +275,16 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
     for c in &changes {
         print!("{}", nvhook::install::diff(c));
     }
-    if !a.dry_run {
-        nvhook::install::apply(&changes)?;
-        println!(
-            "nvhook: {} file(s) written (previous versions kept as *.nvhook.bak)",
-            changes.len()
-        );
+    if a.dry_run {
+        println!("nvhook: dry run, nothing written");
+        return Ok(());
     }
+    nvhook::install::apply(&changes)?;
+    println!(
+        "nvhook: {} file(s) written (previous versions kept as *.nvhook.bak); {}",
+        changes.len(),
+        nvhook::install::restart_hint(a.engine)
+    );
     Ok(())
 }
 
