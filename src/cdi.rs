@@ -60,11 +60,18 @@ fn container_path(driver_root: &Path, host: &Path) -> String {
     }
 }
 
-/// Builds the spec for every GPU and every capability the driver offers.
+/// Builds the spec for every GPU and every capability the driver offers. Names follow
+/// NVIDIA's `nvidia-ctk cdi generate` (index and UUID): a GPU in MIG mode is offered only
+/// through its MIG devices (`<gpu>:<mig>` and their UUIDs), never whole; `all` has
+/// every GPU and MIG device.
 pub fn generate(driver: &Driver, opts: &Options) -> Value {
     let mut devices = Vec::new();
+    let in_mig_mode = |index: u32| driver.migs.iter().any(|m| m.parent_index == index);
     for g in &driver.gpus {
         let Some(n) = &g.node else { continue };
+        if in_mig_mode(g.index) {
+            continue;
+        }
         let edits = json!({"deviceNodes": [node(n)]});
         devices.push(json!({"name": g.index.to_string(), "containerEdits": edits.clone()}));
         devices.push(json!({"name": g.uuid, "containerEdits": edits}));
@@ -85,15 +92,22 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
         .gpus
         .iter()
         .filter_map(|g| g.node.as_ref())
+        .chain(driver.migs.iter().flat_map(|m| [&m.gi_cap, &m.ci_cap]))
         .map(node)
         .collect();
     devices.push(json!({"name": "all", "containerEdits": {"deviceNodes": all}}));
 
-    let common_nodes: Vec<Value> = [&driver.nvidiactl, &driver.uvm, &driver.uvm_tools]
-        .into_iter()
-        .flatten()
-        .map(node)
-        .collect();
+    // nvidia-modeset too where the host has it, as NVIDIA does: display needs it.
+    let common_nodes: Vec<Value> = [
+        &driver.nvidiactl,
+        &driver.uvm,
+        &driver.uvm_tools,
+        &driver.modeset,
+    ]
+    .into_iter()
+    .flatten()
+    .map(node)
+    .collect();
     let ro = json!(["ro", "nosuid", "nodev", "bind"]);
     let mut mounts = Vec::new();
     let mut folders = BTreeSet::new();
@@ -137,7 +151,12 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
     if let Some(c) = &opts.config_path {
         args.extend(["--config".to_string(), c.clone()]);
     }
-    args.extend(["cdi-hook".to_string(), "update-ldcache".to_string()]);
+    args.extend([
+        "cdi-hook".to_string(),
+        "update-ldcache".to_string(),
+        "--driver-version".to_string(),
+        driver.version.clone(),
+    ]);
     for f in &folders {
         args.extend(["--folder".to_string(), f.clone()]);
     }
@@ -158,6 +177,25 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
             }],
         },
     })
+}
+
+/// The fully qualified device names a spec offers (`nvidia.com/gpu=0`), in its order.
+pub fn device_names(spec: &Value) -> Result<Vec<String>> {
+    let kind = spec["kind"]
+        .as_str()
+        .ok_or_else(|| Error::Invalid("no kind".into()))?;
+    let devices = spec["devices"]
+        .as_array()
+        .ok_or_else(|| Error::Invalid("no devices".into()))?;
+    devices
+        .iter()
+        .map(|d| {
+            d["name"]
+                .as_str()
+                .map(|n| format!("{kind}={n}"))
+                .ok_or_else(|| Error::Invalid("a device without a name".into()))
+        })
+        .collect()
 }
 
 fn is_name(s: &str, extra: &[char]) -> bool {
@@ -346,8 +384,18 @@ mod tests {
                 "/etc/nvhook/config.toml",
                 "cdi-hook",
                 "update-ldcache",
+                "--driver-version",
+                "550.54.14",
                 "--folder",
                 "/usr/lib64"
+            ]
+        );
+        assert_eq!(
+            device_names(&s).unwrap(),
+            [
+                "nvidia.com/gpu=0",
+                "nvidia.com/gpu=GPU-aaaa-bbbb",
+                "nvidia.com/gpu=all"
             ]
         );
     }

@@ -45,6 +45,8 @@ pub enum Error {
     NoNvml,
     #[error(transparent)]
     Config(#[from] crate::config::Error),
+    #[error("the CDI spec was generated for driver {spec}, but the host runs driver {host}: regenerate it (nvhook cdi generate --output /etc/cdi/nvidia.json, or enable nvhook-cdi-refresh.path)")]
+    StaleSpec { spec: String, host: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -279,6 +281,26 @@ pub fn run_hook(
         )?;
     }
     Ok((d, times))
+}
+
+/// A CDI spec is true only for the driver it was generated for: a start on another
+/// version fails, saying what to do, instead of mounting files that are gone.
+pub fn check_driver_version(cfg: &Config, want: &str) -> Result<()> {
+    let vpath = cfg.proc_root.join("driver/nvidia/version");
+    let text = std::fs::read_to_string(&vpath).map_err(|source| {
+        Error::Driver(driver::Error::NoDriver {
+            path: vpath.clone(),
+            source,
+        })
+    })?;
+    let have = crate::procfs::parse_version(&text).map_err(driver::Error::from)?;
+    if have != want {
+        return Err(Error::StaleSpec {
+            spec: want.into(),
+            host: have,
+        });
+    }
+    Ok(())
 }
 
 /// The CDI hook: only the sandboxed ldconfig over `folders` (the engine has applied the

@@ -338,7 +338,13 @@ impl Source {
             .iter()
             .filter(|(k, _)| k.starts_with(CDI_ANNOTATION_PREFIX))
             .flat_map(|(_, v)| v.split(','))
-            .filter_map(|d| d.trim().strip_prefix("nvidia.com/gpu="))
+            .filter_map(|d| {
+                // nvhook's own CDI kind, and the device plugin's (its cdi-annotations
+                // strategy names `k8s.device-plugin.nvidia.com/gpu=<id>`)
+                let d = d.trim();
+                d.strip_prefix("nvidia.com/gpu=")
+                    .or_else(|| d.strip_prefix("k8s.device-plugin.nvidia.com/gpu="))
+            })
             .map(str::to_owned)
             .collect()
     }
@@ -700,7 +706,7 @@ mod tests {
         let ann = Source {
             annotations: [(
                 "cdi.k8s.io/nvidia-device-plugin_abc".to_string(),
-                "nvidia.com/gpu=0,nvidia.com/gpu=GPU-y,other.com/x=1".to_string(),
+                "nvidia.com/gpu=0,nvidia.com/gpu=GPU-y,other.com/x=1,k8s.device-plugin.nvidia.com/gpu=GPU-z".to_string(),
             )]
             .into(),
             ..Default::default()
@@ -711,7 +717,7 @@ mod tests {
         };
         assert_eq!(
             Request::from_source(&ann, &p).unwrap().unwrap().devices,
-            Devices::List(vec!["0".into(), "GPU-y".into()])
+            Devices::List(vec!["0".into(), "GPU-y".into(), "GPU-z".into()])
         );
         assert_eq!(
             Request::from_source(&ann, &Policy::default()).unwrap(),

@@ -135,12 +135,54 @@ fn podman_cdi() {
     let dir = Path::new("/var/run/cdi");
     std::fs::create_dir_all(dir).unwrap();
     let spec = CdiSpec(dir.join(format!("nvhook-test-{}.json", std::process::id())));
+    let hook = fixtures().bin.join("nvhook");
     ok(
-        &nvhook(&["cdi", "generate", "--output", spec.0.to_str().unwrap()]),
+        &nvhook(&[
+            "cdi",
+            "generate",
+            "--output",
+            spec.0.to_str().unwrap(),
+            "--hook-path",
+            hook.to_str().unwrap(),
+        ]),
         "nvhook cdi generate",
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec.0).unwrap()).unwrap();
     nvhook::cdi::validate(&v).unwrap();
+    // the CDI project's own JSON schema
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cdi-schema/validate.py");
+    let o = Command::new("/usr/bin/python3")
+        .arg(&schema)
+        .arg(&spec.0)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(
+        o.status.success(),
+        "schema validation (python3-jsonschema, scripts/ci-deps.sh installs it): {out}{err}"
+    );
+    // the installed hook it names, the config it reads, the driver it was made for
+    let h = &v["containerEdits"]["hooks"][0];
+    assert_eq!(h["path"].as_str(), hook.to_str());
+    let args: Vec<&str> = h["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--driver-version", "550.54.14"]),
+        "{args:?}"
+    );
+    assert!(args.windows(2).any(|w| w[0] == "--config"), "{args:?}");
+    let common: Vec<&str> = v["containerEdits"]["deviceNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["path"].as_str().unwrap())
+        .collect();
+    assert!(common.contains(&"/dev/nvidia-modeset"), "{common:?}");
     let names: Vec<&str> = v["devices"]
         .as_array()
         .unwrap()
@@ -148,16 +190,35 @@ fn podman_cdi() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     assert!(
-        names.contains(&"0") && names.contains(&"all") && names.contains(&gpu_uuid(3).as_str()),
+        names.contains(&"1") && names.contains(&"all") && names.contains(&gpu_uuid(3).as_str()),
         "{names:?}"
     );
+    // GPU 0 is in MIG mode: offered only through its MIG devices, as NVIDIA names them
+    assert!(
+        !names.contains(&"0") && !names.contains(&gpu_uuid(0).as_str()),
+        "{names:?}"
+    );
+    // `nvhook cdi list` shows the same names
+    let listed = ok(
+        &nvhook(&["cdi", "list", "--spec", spec.0.to_str().unwrap()]),
+        "nvhook cdi list",
+    );
+    let want_names: Vec<String> = names
+        .iter()
+        .map(|n| format!("nvidia.com/gpu={n}"))
+        .collect();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want_names);
     assert!(
         names.contains(&"0:1") && names.contains(&"MIG-0000aaaa-bbbb-cccc-dddd-000000000002"),
         "MIG devices: {names:?}"
     );
-    for (device, indices) in [
-        (format!("nvidia.com/gpu={}", gpu_uuid(1)), vec![1]),
-        ("nvidia.com/gpu=all".to_string(), vec![0, 1, 2, 3]),
+    let mut every = want(&[0, 1, 2, 3]);
+    every.extend([1, 2].map(|i| format!("MIG-0000aaaa-bbbb-cccc-dddd-00000000000{i}")));
+    every.sort();
+    for (device, expected) in [
+        (format!("nvidia.com/gpu={}", gpu_uuid(1)), want(&[1])),
+        // every GPU and every MIG device, as NVIDIA's `all`
+        ("nvidia.com/gpu=all".to_string(), every),
     ] {
         let c = Container::new(Flavor::Debian, &[], "true");
         let out = ok(
@@ -169,7 +230,7 @@ fn podman_cdi() {
             ),
             "podman run --device",
         );
-        assert_eq!(uuids(&out), want(&indices), "{device}: {out}");
+        assert_eq!(uuids(&out), expected, "{device}: {out}");
         assert!(
             out.contains("libcuda.so.1 (libc6,x86-64)"),
             "the CDI hook ran ldconfig: {out}"
@@ -196,6 +257,19 @@ fn podman_cdi() {
     ];
     expect.sort();
     assert_eq!(uuids(&out), expect, "{out}");
+    // the spec's hook refuses a host whose driver is not the one the spec was made for
+    let stale = std::fs::read_to_string(&spec.0)
+        .unwrap()
+        .replace("\"550.54.14\"", "\"549.1.2\"");
+    std::fs::write(&spec.0, stale).unwrap();
+    let c = Container::new(Flavor::Debian, &[], "true");
+    let o = podman(&[], &["--device", "nvidia.com/gpu=1"], &c.rootfs, SCRIPT);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("generated for driver 549.1.2") && err.contains("regenerate"),
+        "{err}"
+    );
 }
 
 /// A dockerd of the test's own (socket, data and exec roots), stopped on drop.
@@ -671,4 +745,37 @@ fn installer_cli_dry_run_and_uninstall() {
     let o = nvhook(&["install", "kubelet"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown engine"));
+}
+
+/// The refresh unit's command, run as written (with the built binary and a temp
+/// output), writes a spec that validates: what the operator enables with one command.
+#[test]
+fn cdi_refresh_unit_command_works() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/nvhook-cdi-refresh.service"),
+    )
+    .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nvidia.json");
+    let bin = fixtures().bin.join("nvhook");
+    let cmd = exec
+        .replace("/usr/local/bin/nvhook", bin.to_str().unwrap())
+        .replace("/var/run/cdi/nvidia.json", out.to_str().unwrap());
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .env("NVHOOK_CONFIG", driver_config())
+        .output()
+        .unwrap();
+    ok(&o, "the unit's ExecStart");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    nvhook::cdi::validate(&v).unwrap();
+    assert_eq!(
+        v["containerEdits"]["hooks"][0]["path"].as_str(),
+        bin.to_str()
+    );
 }

@@ -77,6 +77,15 @@ enum CdiCommand {
         /// Write here (atomically) instead of stdout, e.g. /etc/cdi/nvidia.json.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// The installed nvhook the spec's hook runs (never the binary that generated it).
+        #[arg(long, value_name = "FILE", default_value = "/usr/local/bin/nvhook")]
+        hook_path: PathBuf,
+    },
+    /// List the device names a spec offers (`nvidia.com/gpu=0`, ...).
+    List {
+        /// The spec file (default: /etc/cdi/nvidia.json, then /var/run/cdi/nvidia.json).
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
     },
 }
 
@@ -87,6 +96,10 @@ enum CdiHookCommand {
         /// Library folders inside the container to add to its cache.
         #[arg(long = "folder", value_name = "DIR")]
         folders: Vec<String>,
+        /// The driver version the spec was generated for: a start on another one fails
+        /// with a message saying to regenerate the spec.
+        #[arg(long, value_name = "VERSION")]
+        driver_version: Option<String>,
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
@@ -178,13 +191,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Info { json } => info(&cfg, json),
         Command::Cdi {
-            command: CdiCommand::Generate { output },
-        } => cdi_generate(&cfg, loaded.path.as_deref(), output),
+            command: CdiCommand::Generate { output, hook_path },
+        } => cdi_generate(&cfg, loaded.path.as_deref(), output, &hook_path),
+        Command::Cdi {
+            command: CdiCommand::List { spec },
+        } => cdi_list(spec),
         Command::CdiHook {
-            command: CdiHookCommand::UpdateLdcache { folders, state },
+            command:
+                CdiHookCommand::UpdateLdcache {
+                    folders,
+                    driver_version,
+                    state,
+                },
         } => {
             nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
             let state = pipeline::read_state(state.as_deref())?;
+            if let Some(v) = &driver_version {
+                pipeline::check_driver_version(&cfg, v)
+                    .with_context(|| format!("container {}", state.id))?;
+            }
             pipeline::run_ldconfig_only(&cfg, &state, &folders)
                 .with_context(|| format!("container {}", state.id))
         }
@@ -203,10 +228,30 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn cdi_list(spec: Option<PathBuf>) -> Result<()> {
+    let path = match spec {
+        Some(p) => p,
+        None => ["/etc/cdi/nvidia.json", "/var/run/cdi/nvidia.json"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("no spec at /etc/cdi/nvidia.json or /var/run/cdi/nvidia.json (--spec FILE)")?,
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    for name in nvhook::cdi::device_names(&v)? {
+        println!("{name}");
+    }
+    Ok(())
+}
+
 fn cdi_generate(
     cfg: &Config,
     config_path: Option<&std::path::Path>,
     output: Option<PathBuf>,
+    hook_path: &std::path::Path,
 ) -> Result<()> {
     let mut driver = Driver::discover(&pipeline::roots(cfg))?;
     if !driver.migs.is_empty() {
@@ -215,11 +260,19 @@ fn cdi_generate(
             eprintln!("nvhook: warning: no MIG UUIDs in the spec: {e}");
         }
     }
-    let exe = std::env::current_exe().context("cannot find own executable")?;
+    if !hook_path.is_absolute() {
+        anyhow::bail!("--hook-path {} is not absolute", hook_path.display());
+    }
+    if !hook_path.exists() {
+        eprintln!(
+            "nvhook: warning: {} does not exist (yet): containers using the spec need nvhook there (--hook-path)",
+            hook_path.display()
+        );
+    }
     let spec = nvhook::cdi::generate(
         &driver,
         &nvhook::cdi::Options {
-            hook_path: exe.display().to_string(),
+            hook_path: hook_path.display().to_string(),
             config_path: config_path.map(|p| {
                 std::path::absolute(p)
                     .unwrap_or_else(|_| p.to_path_buf())
