@@ -9,6 +9,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the built binaries: build them first, same profile.
 cargo build --workspace
 NVHOOK_BIN_DIR=$(pwd)/target/debug cargo test --workspace -- --test-threads=2
+# The .deb: built, installed, a GPU container through the installed binaries, removed.
+scripts/package-test.sh
 # Coverage-guided fuzzing of every parser of outside input, briefly (longer: scripts/fuzz.sh 600).
 scripts/fuzz.sh "${NVHOOK_FUZZ_SECONDS:-10}"
 echo "nvhook: all tests passed"

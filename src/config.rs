@@ -515,6 +515,43 @@ skip-mode-detection = false
         assert!(Config::from_nvidia("[nvidia-container-cli]\nroot = 1\n", Path::new("x")).is_err());
     }
 
+    /// The packaged /etc/nvhook/config.toml: all comments, so the defaults; and every
+    /// commented key, uncommented, is a valid setting.
+    #[test]
+    fn shipped_config_is_the_defaults_and_documents_valid_keys() {
+        let text = include_str!("../deploy/config.toml");
+        assert_eq!(
+            Config::parse(text, Path::new("x")).unwrap(),
+            Config::default()
+        );
+        let mut table = String::new();
+        let mut in_table = false;
+        let mut top = String::new();
+        for l in text.lines() {
+            let Some(body) = l.strip_prefix("# ") else {
+                continue;
+            };
+            if body.starts_with('[') {
+                in_table = true;
+                table.push_str(body);
+                table.push('\n');
+            } else if body.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            }) {
+                if in_table {
+                    table.push_str(body);
+                    table.push('\n');
+                } else {
+                    top.push_str(body);
+                    top.push('\n');
+                }
+            }
+        }
+        let c = Config::parse(&format!("{top}{table}"), Path::new("x")).unwrap();
+        assert_eq!(c.runtime.runtimes, ["runc", "crun"]);
+        assert_eq!(c.mps_pipe_directory, "/tmp/nvidia-mps");
+    }
+
     #[test]
     fn ubuntu_ldconfig_real_is_the_default() {
         let d = tempfile::tempdir().unwrap();

@@ -30,3 +30,13 @@ pub mod state;
 pub mod sys;
 pub mod trust;
 pub mod unified_diff;
+
+/// nvhook's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit it was built from (see build.rs).
+pub const COMMIT: &str = env!("NVHOOK_COMMIT");
+
+/// `<program> <version> (commit <id>)`: what `--version` prints first.
+pub fn version_line(program: &str) -> String {
+    format!("{program} {VERSION} (commit {COMMIT})")
+}

@@ -691,6 +691,27 @@ fn docker_set_as_default_and_uninstalled() {
             "docker info",
         );
         assert_eq!(o.trim(), "nvidia");
+        // Docker reads the default runtime's `--version` for its runc commit: the shim's
+        // own first line must not hide runc's
+        let runc = ok(
+            &Command::new("runc").arg("--version").output().unwrap(),
+            "runc",
+        );
+        let commit = runc
+            .lines()
+            .find_map(|l| l.strip_prefix("commit:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let o = ok(
+            &d.docker(&["info", "--format", "{{.RuncCommit.ID}}"]),
+            "docker info",
+        );
+        assert_eq!(
+            o.trim(),
+            commit,
+            "docker info's runc commit through the shim"
+        );
     }
     ok(&nvhook(&[&["uninstall"][..], &args].concat()), "uninstall");
     assert_eq!(std::fs::read_to_string(&daemon_json).unwrap(), original);

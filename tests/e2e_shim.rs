@@ -102,3 +102,53 @@ fn bad_config_is_named() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("driver-rot"));
 }
+
+/// `nvhook-runtime --version`: nvhook's version and commit, then the runtime's own
+/// lines, which a runc-style parser (Docker's: the last line holding "version", and
+/// `commit:`) still reads as runc's.
+#[test]
+fn version_names_nvhook_then_the_runtime() {
+    let f = fixtures();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("c.toml");
+    std::fs::write(&cfg, "[runtime]\nruntimes = [\"runc\"]\n").unwrap();
+    let o = Command::new(f.bin.join("nvhook-runtime"))
+        .arg("--version")
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let first = out.lines().next().unwrap_or("");
+    assert_eq!(first, nvhook::version_line("nvhook-runtime"));
+    assert!(
+        first.contains(env!("CARGO_PKG_VERSION")) && first.contains("(commit "),
+        "{first}"
+    );
+    let parse = |text: &str| {
+        let (mut name, mut version, mut commit) = (String::new(), String::new(), String::new());
+        for l in text.lines() {
+            if l.contains("version") {
+                let parts: Vec<&str> = l.split("version").collect();
+                name = parts[0].trim().to_string();
+                version = parts[parts.len() - 1].trim().to_string();
+            } else if let Some(c) = l.strip_prefix("commit:") {
+                commit = c.trim().to_string();
+            }
+        }
+        (name, version, commit)
+    };
+    let plain = Command::new("runc").arg("--version").output().unwrap();
+    let plain = parse(&String::from_utf8_lossy(&plain.stdout));
+    assert_eq!(parse(&out), plain, "{out}");
+    assert_eq!(plain.0, "runc");
+    let o = Command::new(f.bin.join("nvhook"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("nvhook {} (commit {})", nvhook::VERSION, nvhook::COMMIT)
+    );
+    assert_ne!(nvhook::COMMIT, "unknown", "built from a git checkout");
+}

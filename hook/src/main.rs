@@ -8,10 +8,16 @@ use nvhook::pipeline;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// `--version`: the version and the commit it was built from (clap puts the name first).
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| format!("{} (commit {})", nvhook::VERSION, nvhook::COMMIT))
+}
+
 #[derive(Parser)]
 #[command(
     name = "nvhook",
-    version,
+    version = version_text(),
     about = "Gives OCI containers their NVIDIA GPUs"
 )]
 struct Cli {
@@ -68,6 +74,13 @@ enum Command {
     Install(InstallArgs),
     /// Undo `install`.
     Uninstall(InstallArgs),
+    /// Packaging: write man pages and shell completions, generated from these
+    /// definitions, into a directory.
+    #[command(name = "generate-docs", hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,7 +184,52 @@ fn one_line(e: &anyhow::Error) -> String {
     msg.replace('\n', " ")
 }
 
+/// The shim's command line as documentation: it parses argv itself (no flag parser,
+/// to start fast), so this describes what it reads and passes on.
+fn shim_command() -> clap::Command {
+    clap::Command::new("nvhook-runtime")
+        .version(version_text())
+        .about("OCI runtime shim: adds nvhook's hook to config.json of a container that asks for GPUs, then execs the real runtime")
+        .long_about(
+            "Docker and containerd call nvhook-runtime instead of runc. For `create` and `run` of a \
+             container whose config.json asks for GPUs (NVIDIA_VISIBLE_DEVICES, volume mounts or \
+             CDI annotations, under nvhook's policy) it adds one hook entry running nvhook, \
+             atomically and keeping everything else; then, for every call, it execs the first runtime \
+             found of the configured candidates (runc, crun) with the arguments unchanged. A broken \
+             configuration only fails the start of a GPU container. Configuration: $NVHOOK_CONFIG, \
+             else /etc/nvhook/config.toml, else NVIDIA's /etc/nvidia-container-runtime/config.toml.",
+        )
+        .arg(clap::Arg::new("root").long("root").value_name("DIR").help("Passed on: the runtime's state directory"))
+        .arg(clap::Arg::new("log").long("log").value_name("FILE").help("Passed on; nvhook-runtime also writes its own errors and warnings there, runc-style"))
+        .arg(clap::Arg::new("log-format").long("log-format").value_name("text|json").help("Passed on; the format of those records"))
+        .arg(clap::Arg::new("COMMAND").help("The runtime command (create, run, start, state, kill, delete, ...) and its arguments, passed on unchanged").num_args(0..).trailing_var_arg(true))
+}
+
+/// Writes man pages (nvhook.1, one per subcommand, nvhook-runtime.1) and completions.
+fn generate_docs(out: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let comp = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&comp)?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    clap_mangen::Man::new(shim_command())
+        .render(&mut std::fs::File::create(man.join("nvhook-runtime.1"))?)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "nvhook", &comp)?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if let Command::GenerateDocs { out } = &cli.command {
+        return generate_docs(out);
+    }
     let loaded = Config::load(cli.config.as_deref())?;
     let cfg = loaded.config.clone();
     nvhook::log::init(&cfg.log, "nvhook");
@@ -223,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
+        Command::GenerateDocs { out } => generate_docs(&out),
         Command::Install(a) => install(a, false),
         Command::Uninstall(a) => install(a, true),
     }

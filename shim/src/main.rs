@@ -62,6 +62,12 @@ fn main() {
         }
     };
     let runtime = find_runtime(&runtimes).unwrap_or_else(|e| fail(e));
+    if parsed.subcommand.is_none() && rest.iter().any(|a| a == "--version" || a == "-v") {
+        // Who is in place first, then the runtime's own lines (tools that parse runc's
+        // `--version`, such as `docker info`, take its later lines).
+        println!("{}", nvhook::version_line("nvhook-runtime"));
+        let _ = std::io::stdout().flush();
+    }
     let err = std::process::Command::new(&runtime)
         .arg0(&runtime)
         .args(rest)

@@ -1,0 +1,57 @@
+#!/bin/sh
+# The package end to end (as root, run by scripts/test.sh): build the .deb, install it,
+# start a GPU container (synthetic driver) through the installed /usr/bin/nvhook-runtime
+# and /usr/bin/nvhook, check versions, man pages and completions, then `dpkg -r` leaves
+# only the conffile and `dpkg -P` leaves nothing. Fails loudly on any step.
+set -eu
+cd "$(dirname "$0")/.."
+fail() { echo "package-test: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || fail "needs root"
+if dpkg-query -W -f='${Status}' nvhook 2>/dev/null | grep -q "install ok installed"; then
+    fail "nvhook is installed on this machine already; remove it first (dpkg -P nvhook)"
+fi
+deb=$(scripts/package.sh | tail -n1)
+work=$(mktemp -d /tmp/nvhook-pkg.XXXXXX)
+trap 'dpkg -P nvhook >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|; s|/$||' | grep -v '^/$' >"$work/files"
+dpkg -i "$deb" >/dev/null
+for f in /usr/bin/nvhook /usr/bin/nvhook-runtime /etc/nvhook/config.toml \
+    /usr/share/man/man1/nvhook.1.gz /usr/share/man/man1/nvhook-runtime.1.gz \
+    /usr/share/bash-completion/completions/nvhook /usr/lib/systemd/system/nvhook-cdi-refresh.service; do
+    [ -e "$f" ] || fail "$f missing after dpkg -i"
+done
+[ "$(readlink /usr/bin/nvidia-container-runtime-hook)" = nvhook ] || fail "no nvidia-container-runtime-hook link"
+/usr/bin/nvhook --version | grep -q "^nvhook [0-9.]* (commit [0-9a-f]*)$" || fail "nvhook --version: $(/usr/bin/nvhook --version)"
+# the shipped config is all comments: the defaults
+NVHOOK_CONFIG=/etc/nvhook/config.toml /usr/bin/nvhook config >"$work/config.json" || fail "the shipped config does not load"
+grep -q '"driver-root": "/"' "$work/config.json" || fail "shipped config is not the defaults: $(cat "$work/config.json")"
+
+# a GPU container through the installed binaries
+scripts/make-fake-driver.sh "$work/driver" 2 >/dev/null
+mkdir -p "$work/bundle"
+scripts/make-rootfs.sh "$work/bundle/rootfs" debian >/dev/null
+(cd "$work/bundle" && runc spec)
+sed -i -e 's/"terminal": true/"terminal": false/' \
+    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; ls /dev \| grep nvidia"|' \
+    -e 's|"TERM=xterm"|"TERM=xterm", "NVIDIA_VISIBLE_DEVICES=1"|' "$work/bundle/config.json"
+out=$(NVHOOK_CONFIG="$work/driver/config.toml" /usr/bin/nvhook-runtime --root "$work/runc" run --bundle "$work/bundle" "nvhook-pkg-$$" </dev/null 2>&1) \
+    || fail "GPU container through the installed shim failed: $out"
+echo "$out" | grep -q "UUID: GPU-00001001" || fail "the container did not see GPU 1: $out"
+grep -q '/usr/bin/nvhook' "$work/bundle/config.json" || fail "the hook entry does not name the installed nvhook"
+/usr/bin/nvhook-runtime --version | head -n1 | grep -q "^nvhook-runtime " || fail "nvhook-runtime --version"
+
+# remove: only the conffile stays; purge: nothing
+# the package's files (not directories) still on disk
+present() {
+    while read -r f; do
+        if { [ -e "$f" ] || [ -L "$f" ]; } && [ ! -d "$f" ]; then echo "$f"; fi
+    done <"$work/files"
+}
+dpkg -r nvhook >/dev/null
+left=$(present)
+[ "$left" = /etc/nvhook/config.toml ] || fail "dpkg -r left: $left"
+dpkg -P nvhook >/dev/null
+left=$(present)
+[ -z "$left" ] || fail "dpkg -P left: $left"
+[ ! -d /etc/nvhook ] || fail "dpkg -P left /etc/nvhook"
+echo "package-test: $deb installed, ran a GPU container, removed cleanly"

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Builds the Debian package target/debian/nvhook_<version>_<arch>.deb from a release
+# build: both binaries in /usr/bin, the nvidia-container-runtime-hook link (Docker's
+# --gpus looks for that name), a commented default /etc/nvhook/config.toml (a conffile),
+# man pages and shell completions generated from the command definitions, the CDI
+# refresh units, the licence and changelog. Needs cargo and dpkg-deb.
+set -eu
+cd "$(dirname "$0")/.."
+cargo build --release --workspace
+bin=target/release
+version=$("$bin/nvhook" --version | awk '{print $2}')
+arch=$(dpkg --print-architecture)
+out=target/debian
+stage=$out/stage
+rm -rf "$stage" "$out/docs"
+mkdir -p "$stage/DEBIAN"
+install -D -m 755 "$bin/nvhook" "$stage/usr/bin/nvhook"
+install -D -m 755 "$bin/nvhook-runtime" "$stage/usr/bin/nvhook-runtime"
+ln -s nvhook "$stage/usr/bin/nvidia-container-runtime-hook"
+install -D -m 644 deploy/config.toml "$stage/etc/nvhook/config.toml"
+"$bin/nvhook" generate-docs --out "$out/docs"
+mkdir -p "$stage/usr/share/man/man1"
+for m in "$out"/docs/man/*.1; do
+    gzip -9n <"$m" >"$stage/usr/share/man/man1/$(basename "$m").gz"
+done
+install -D -m 644 "$out/docs/completions/nvhook.bash" "$stage/usr/share/bash-completion/completions/nvhook"
+install -D -m 644 "$out/docs/completions/_nvhook" "$stage/usr/share/zsh/vendor-completions/_nvhook"
+install -D -m 644 "$out/docs/completions/nvhook.fish" "$stage/usr/share/fish/vendor_completions.d/nvhook.fish"
+for u in deploy/systemd/nvhook-cdi-refresh.service deploy/systemd/nvhook-cdi-refresh.path; do
+    mkdir -p "$stage/usr/lib/systemd/system"
+    sed 's|/usr/local/bin/nvhook|/usr/bin/nvhook|g' "$u" >"$stage/usr/lib/systemd/system/$(basename "$u")"
+done
+doc=$stage/usr/share/doc/nvhook
+mkdir -p "$doc"
+{
+    echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
+    echo "Upstream-Name: nvhook"
+    echo
+    echo "Files: *"
+    echo "License: Apache-2.0"
+    echo " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0."
+} >"$doc/copyright"
+gzip -9n <CHANGELOG.md >"$doc/changelog.gz"
+size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+cat >"$stage/DEBIAN/control" <<CONTROL
+Package: nvhook
+Version: $version
+Architecture: $arch
+Maintainer: nvhook developers <nvhook@localhost>
+Installed-Size: $size
+Depends: libc6 (>= 2.34)
+Recommends: runc | crun
+Section: admin
+Priority: optional
+Homepage: https://github.com/nvhook/nvhook
+Description: gives OCI containers their NVIDIA GPUs
+ nvhook-runtime is a runtime shim that Docker and containerd call instead of runc; it
+ adds nvhook's hook to containers that ask for GPUs. nvhook is the OCI hook that mounts
+ the driver's device nodes, libraries and tools into them, reading NVIDIA's variables
+ (NVIDIA_VISIBLE_DEVICES, ...), and generates CDI specs. A Rust successor of NVIDIA's
+ container toolkit.
+CONTROL
+echo /etc/nvhook/config.toml >"$stage/DEBIAN/conffiles"
+deb=$out/nvhook_${version}_${arch}.deb
+dpkg-deb --build --root-owner-group "$stage" "$deb" >/dev/null
+echo "$deb"
