@@ -88,7 +88,7 @@ for s in $sections; do
         ratio "ratio GPU start / plain start" "$(med "$work/gpu1.us")" "$(med "$work/plain.us")"
         ratio "ratio hook / plain start" "$(med "$work/driver1/hook.us")" "$(med "$work/plain.us")"
         echo "  hook phases, median us (its debug log):"
-        grep -o 'timings_us.*' "$work/driver1/nvhook.log" | tr ' ' '\n' | grep '=' | awk -F= '{print $1, $2}' |
+        grep -o '[a-z]*_us=[0-9]*' "$work/driver1/nvhook.log" | sed 's/_us=/ /' |
             sort -k1,1 -k2n | awk '{n[$1]++; v[$1, n[$1]] = $2} END {for (k in n) {c = n[k]; m = (c % 2) ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2; printf "    %-9s %6d\n", k, m}}' | sort
         ;;
     shim)
@@ -160,8 +160,8 @@ for s in $sections; do
         ratio "ratio big / small" "$(med "$work/big.us")" "$(med "$work/small.us")"
         echo "  phases, median us (debug log; small and big runs alternate):"
         for ph in prepare mount ldconfig total; do
-            grep -o "$ph=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 1' >"$work/ph-small.us"
-            grep -o "$ph=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 0' >"$work/ph-big.us"
+            grep -o "${ph}_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 1' >"$work/ph-small.us"
+            grep -o "${ph}_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 0' >"$work/ph-big.us"
             line "$ph, small image" "$work/ph-small.us"
             line "$ph, 2000 more libraries" "$work/ph-big.us"
         done

@@ -1,103 +1,149 @@
-//! A tiny logger for the hook and the shim: no threads (the hook must stay
-//! single-threaded for `setns`), one `write(2)` per record on an `O_APPEND` file so
-//! concurrent hooks never interleave within a line.
+//! Logging through `tracing`: records carry their data as fields (container, stage,
+//! GPUs, counts, timings), which the JSON format writes as top-level JSON fields and the
+//! text format as `key=value` on one line. No threads (the hook must stay
+//! single-threaded for `setns`); each record is one `write(2)` on an `O_APPEND` file,
+//! so concurrent hooks never interleave within a line. The shim, which must start fast,
+//! writes its few records with [`format_record`] instead of a subscriber.
 
 use crate::config::{Format, Level, LogConfig};
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-struct Logger {
-    file: Option<std::fs::File>,
-    level: Level,
-    format: Format,
-    program: &'static str,
+/// Where records go when the configuration names no file: where operators look, as
+/// NVIDIA's `/var/log/nvidia-container-*.log`. Off where it cannot be opened.
+pub const DEFAULT_FILE: &str = "/var/log/nvhook.log";
+/// Overrides the configured level for one run (`debug`, `info`, `warn`, `error`).
+pub const LEVEL_ENV: &str = "NVHOOK_LOG_LEVEL";
+
+/// The level in effect: `NVHOOK_LOG_LEVEL` when it names one, else the configured.
+pub fn effective_level(cfg: &LogConfig) -> Level {
+    match std::env::var(LEVEL_ENV).as_deref().map(str::trim) {
+        Ok("debug") | Ok("trace") => Level::Debug,
+        Ok("info") => Level::Info,
+        Ok("warn") | Ok("warning") => Level::Warn,
+        Ok("error") => Level::Error,
+        _ => cfg.level,
+    }
 }
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+/// The log file: the configured one (reported on stderr when it cannot be opened), or
+/// the default one where it can be opened (silently off where not). Never fails.
+pub fn open_file(cfg: &LogConfig, program: &str) -> Option<std::fs::File> {
+    let (path, configured) = match &cfg.file {
+        Some(p) => (p.as_path(), true),
+        None => (Path::new(DEFAULT_FILE), false),
+    };
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if configured {
+                eprintln!("{program}: cannot open log file {}: {e}", path.display());
+            }
+        })
+        .ok()
+}
 
-/// Sets the logger up from configuration; a log file that cannot be opened is
-/// reported once on stderr and logging continues without it.
+fn tracing_level(l: Level) -> tracing::Level {
+    match l {
+        Level::Error => tracing::Level::ERROR,
+        Level::Warn => tracing::Level::WARN,
+        Level::Info => tracing::Level::INFO,
+        Level::Debug => tracing::Level::DEBUG,
+    }
+}
+
+/// Sets the process's subscriber up from configuration (once; later calls do nothing).
 pub fn init(cfg: &LogConfig, program: &'static str) {
-    let file = cfg.file.as_ref().and_then(|p| {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(p)
-            .map_err(|e| eprintln!("{program}: cannot open log file {}: {e}", p.display()))
-            .ok()
-    });
-    let _ = LOGGER.set(Logger {
-        file,
-        level: cfg.level,
-        format: cfg.format,
-        program,
-    });
+    let Some(file) = open_file(cfg, program) else {
+        return;
+    };
+    let level = tracing_level(effective_level(cfg));
+    let writer = std::sync::Arc::new(file);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(level);
+    let _ = match cfg.format {
+        Format::Text => builder.try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Whether records at `level` are written anywhere (so callers can skip costly work).
 pub fn enabled(level: Level) -> bool {
-    LOGGER
-        .get()
-        .is_some_and(|l| l.file.is_some() && level <= l.level)
-}
-
-pub fn log(level: Level, msg: &str) {
-    let Some(l) = LOGGER.get() else { return };
-    let Some(mut f) = l.file.as_ref() else { return };
-    if level > l.level {
-        return;
-    }
-    let line = format_record(l.format, level, l.program, msg, SystemTime::now());
-    let _ = f.write_all(line.as_bytes());
+    tracing::level_filters::LevelFilter::current() >= tracing_level(level)
 }
 
 pub fn debug(msg: &str) {
-    log(Level::Debug, msg)
+    tracing::debug!("{msg}")
 }
 pub fn info(msg: &str) {
-    log(Level::Info, msg)
+    tracing::info!("{msg}")
 }
 pub fn warn(msg: &str) {
-    log(Level::Warn, msg)
+    tracing::warn!("{msg}")
 }
 pub fn error(msg: &str) {
-    log(Level::Error, msg)
+    tracing::error!("{msg}")
 }
 
+/// Level names as the subscriber writes them, so both kinds of record read alike.
 fn level_name(l: Level) -> &'static str {
     match l {
-        Level::Error => "error",
-        Level::Warn => "warn",
-        Level::Info => "info",
-        Level::Debug => "debug",
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
     }
 }
 
+/// One record as a line, for the shim, in the subscriber's shape: in text the time, the
+/// level, the message and `key=value` fields (`program` and `pid` first); in JSON the
+/// fields at the top level beside `timestamp`, `level` and `message`.
 pub fn format_record(
     format: Format,
     level: Level,
     program: &str,
     msg: &str,
+    fields: &[(&str, serde_json::Value)],
     at: SystemTime,
 ) -> String {
     let time = rfc3339(at);
     let pid = std::process::id();
     match format {
         Format::Text => {
-            let msg: String = msg
+            let mut line: String = msg
                 .chars()
                 .map(|c| if c == '\n' { ' ' } else { c })
                 .collect();
-            format!("{time} {program}[{pid}] {}: {msg}\n", level_name(level))
+            line.push_str(&format!(" program={program:?} pid={pid}"));
+            for (k, v) in fields {
+                let v = match v {
+                    serde_json::Value::String(s) => s.replace('\n', " "),
+                    v => v.to_string(),
+                };
+                line.push_str(&format!(" {k}={v}"));
+            }
+            format!("{time} {:>5} {line}\n", level_name(level))
         }
         Format::Json => {
-            let v = serde_json::json!({
-                "time": time, "level": level_name(level), "program": program, "pid": pid, "msg": msg,
+            let mut v = serde_json::json!({
+                "timestamp": time, "level": level_name(level), "message": msg, "program": program, "pid": pid,
             });
+            for (k, x) in fields {
+                v[*k] = x.clone();
+            }
             format!("{v}\n")
         }
     }
@@ -147,12 +193,31 @@ mod tests {
 
     #[test]
     fn records_are_one_line() {
-        let t = format_record(Format::Text, Level::Info, "nvhook", "a\nb", UNIX_EPOCH);
+        let f = [
+            ("runtime", serde_json::json!("/usr/bin/runc")),
+            ("hook", serde_json::json!(true)),
+        ];
+        let t = format_record(Format::Text, Level::Info, "nvhook", "a\nb", &f, UNIX_EPOCH);
         assert_eq!(t.matches('\n').count(), 1);
-        let j = format_record(Format::Json, Level::Error, "nvhook", "x\"y\nz", UNIX_EPOCH);
+        assert!(
+            t.contains(" DEBUG a b program=\"nvhook\" pid=")
+                || t.contains("  INFO a b program=\"nvhook\" pid="),
+            "{t}"
+        );
+        assert!(t.ends_with(" runtime=/usr/bin/runc hook=true\n"), "{t}");
+        let j = format_record(
+            Format::Json,
+            Level::Error,
+            "nvhook",
+            "x\"y\nz",
+            &f,
+            UNIX_EPOCH,
+        );
         assert_eq!(j.matches('\n').count(), 1);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-        assert_eq!(v["msg"], "x\"y\nz");
-        assert_eq!(v["level"], "error");
+        assert_eq!(v["message"], "x\"y\nz");
+        assert_eq!(v["level"], "ERROR");
+        assert_eq!(v["runtime"], "/usr/bin/runc");
+        assert_eq!(v["hook"], true);
     }
 }

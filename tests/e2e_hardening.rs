@@ -478,7 +478,7 @@ fn load_many_containers() {
     for line in text.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("garbled log line {line:?}: {e}"));
-        if v["level"] == "info" {
+        if v["level"] == "INFO" && v["message"] == "GPUs given" {
             infos += 1;
         }
     }

@@ -108,7 +108,7 @@ fn v1_debian_gpu_by_index() {
         "{ld:?}"
     );
     assert!(
-        c.log_text().contains("timings_us"),
+        c.log_text().contains("total_us="),
         "debug log has the phase timings"
     );
 }
@@ -868,4 +868,64 @@ fn proc_driver_nvidia_is_masked() {
         std::fs::read_to_string(fake.join("params")).unwrap(),
         "ModifyDeviceFiles: 1\n"
     );
+}
+
+/// The JSON log: a GPU container's start is a record whose data are top-level fields
+/// (container, stage, GPUs, counts, per-phase timings), the shim's own debug record says
+/// what it ran and did, and `NVHOOK_LOG_LEVEL` overrides the configured level.
+#[test]
+fn json_log_records_have_fields() {
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=2"], "true");
+    let cfg = std::fs::read_to_string(&c.config)
+        .unwrap()
+        .replace("level = \"debug\"", "level = \"debug\"\nformat = \"json\"");
+    std::fs::write(&c.config, cfg).unwrap();
+    let o = c.run(Cgroup::V1);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let records: Vec<serde_json::Value> = c
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let start = records
+        .iter()
+        .find(|r| r["message"] == "GPUs given")
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(start["container"], c.id.as_str());
+    assert_eq!(start["stage"], "prestart");
+    assert_eq!(start["gpus"], gpu_uuid(2).as_str());
+    assert!(start["devices"].as_u64().unwrap() >= 2 && start["mounts"].as_u64().unwrap() > 0);
+    assert_eq!(start["level"], "INFO");
+    let t = records.iter().find(|r| r["message"] == "timings").unwrap();
+    for k in [
+        "parse_us",
+        "discover_us",
+        "plan_us",
+        "prepare_us",
+        "mount_us",
+        "ldconfig_us",
+        "total_us",
+    ] {
+        assert!(t[k].is_u64(), "{k}: {t}");
+    }
+    let shim: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["program"] == "nvhook-runtime")
+        .collect();
+    assert!(
+        shim.iter().any(|r| r["command"] == "run"
+            && r["config_json"] == "hook inserted"
+            && r["runtime"].as_str().is_some_and(|p| p.ends_with("runc"))),
+        "{shim:?}"
+    );
+    // NVHOOK_LOG_LEVEL=warn: no info or debug record for this run
+    let c2 = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=1"], "true");
+    let b = c2.bundle.display().to_string();
+    let o = c2
+        .shim(Cgroup::V1, &["run", "--bundle", &b, &c2.id])
+        .env("NVHOOK_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(c2.log_text().trim().is_empty(), "{}", c2.log_text());
 }

@@ -36,7 +36,9 @@ fn pass_through_matches_runc() {
         .env("NVHOOK_CONFIG", f.driver.join("config.toml"))
         .output()
         .unwrap();
-    assert_eq!(v1.stdout, v2.stdout);
+    // `--version`: nvhook's own line first, then exactly runc's output
+    let own = format!("{}\n", nvhook::version_line("nvhook-runtime"));
+    assert_eq!(v2.stdout, [own.as_bytes(), &v1.stdout[..]].concat());
     assert!(v2.status.success());
 }
 

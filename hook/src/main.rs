@@ -160,7 +160,8 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         let msg = one_line(&e);
-        nvhook::log::error(&msg);
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        tracing::error!(error = msg.as_str(), error_chain = ?causes, "failed");
         // One line: runtimes show a failed hook's stderr to the user.
         eprintln!("nvhook: {msg}");
         std::process::exit(1);
@@ -237,8 +238,11 @@ fn run(cli: Cli) -> Result<()> {
         nvhook::log::warn(w);
     }
     match cli.command {
-        Command::Prestart { state, fail_at } | Command::CreateRuntime { state, fail_at } => {
-            hook(&cfg, state, fail_at.unwrap_or_default())
+        Command::Prestart { state, fail_at } => {
+            hook(&cfg, "prestart", state, fail_at.unwrap_or_default())
+        }
+        Command::CreateRuntime { state, fail_at } => {
+            hook(&cfg, "createRuntime", state, fail_at.unwrap_or_default())
         }
         Command::Plan { state } => {
             let state = pipeline::read_state(state.as_deref())?;
@@ -400,42 +404,48 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
     Ok(())
 }
 
-fn hook(cfg: &Config, state: Option<PathBuf>, faults: nvhook::apply::Faults) -> Result<()> {
+fn hook(
+    cfg: &Config,
+    stage: &str,
+    state: Option<PathBuf>,
+    faults: nvhook::apply::Faults,
+) -> Result<()> {
     let clock = Instant::now();
     // Least privilege: keep only what the phases below need (see caps::HOOK).
     nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
     let state = pipeline::read_state(state.as_deref())?;
     let (d, t) = pipeline::run_hook(cfg, &state, faults)
         .with_context(|| format!("container {}", state.id))?;
+    let id = state.id.as_str();
     match &d.plan {
-        None => nvhook::log::debug(&format!(
-            "container {}: no GPU request, nothing to do",
-            state.id
-        )),
+        None => tracing::debug!(container = id, stage, "no GPU request, nothing to do"),
         Some(p) => {
-            let gpus: Vec<String> = p.gpus.iter().map(|g| g.uuid.clone()).collect();
-            nvhook::log::info(&format!(
-                "container {}: gpus [{}], {} devices, {} mounts",
-                state.id,
-                gpus.join(","),
-                p.devices.len(),
-                p.mounts.len()
-            ));
+            let gpus: Vec<&str> = p.gpus.iter().map(|g| g.uuid.as_str()).collect();
+            tracing::info!(
+                container = id,
+                stage,
+                gpus = gpus.join(","),
+                devices = p.devices.len(),
+                mounts = p.mounts.len(),
+                "GPUs given"
+            );
         }
     }
     if nvhook::log::enabled(Level::Debug) {
-        let us = |d: std::time::Duration| d.as_micros();
-        nvhook::log::debug(&format!(
-            "timings_us parse={} discover={} plan={} prepare={} cgroup={} mount={} ldconfig={} total={}",
-            us(t.parse),
-            us(t.discover),
-            us(t.plan),
-            us(t.apply.prepare),
-            us(t.apply.cgroup),
-            us(t.apply.mount),
-            us(t.apply.ldconfig),
-            us(clock.elapsed())
-        ));
+        let us = |d: std::time::Duration| d.as_micros() as u64;
+        tracing::debug!(
+            container = id,
+            stage,
+            parse_us = us(t.parse),
+            discover_us = us(t.discover),
+            plan_us = us(t.plan),
+            prepare_us = us(t.apply.prepare),
+            cgroup_us = us(t.apply.cgroup),
+            mount_us = us(t.apply.mount),
+            ldconfig_us = us(t.apply.ldconfig),
+            total_us = us(clock.elapsed()),
+            "timings"
+        );
     }
     Ok(())
 }

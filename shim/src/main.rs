@@ -35,13 +35,17 @@ fn main() {
     // A broken configuration must never stop runc from listing, killing or deleting
     // containers (where the shim is the default runtime, nothing could be stopped): only
     // the start of a container that asks for GPUs needs it.
+    let mut log_cfg = None;
+    let mut did = "passed through";
     let runtimes = match Config::load(None) {
         Ok(loaded) => {
             if creating {
-                if let Err(e) = add_hook(&bundle(), &loaded) {
-                    fail(e);
+                match add_hook(&bundle(), &loaded) {
+                    Ok(what) => did = what,
+                    Err(e) => fail(e),
                 }
             }
+            log_cfg = Some(loaded.config.log.clone());
             loaded.config.runtime.runtimes
         }
         Err(e) => {
@@ -62,6 +66,19 @@ fn main() {
         }
     };
     let runtime = find_runtime(&runtimes).unwrap_or_else(|e| fail(e));
+    if let Some(cfg) = &log_cfg {
+        debug_record(
+            cfg,
+            &[
+                ("runtime", runtime.display().to_string().into()),
+                (
+                    "command",
+                    parsed.subcommand.clone().unwrap_or_default().into(),
+                ),
+                ("config_json", did.into()),
+            ],
+        );
+    }
     if parsed.subcommand.is_none() && rest.iter().any(|a| a == "--version" || a == "-v") {
         // Who is in place first, then the runtime's own lines (tools that parse runc's
         // `--version`, such as `docker info`, take its later lines).
@@ -122,14 +139,15 @@ fn hook_path(loaded: &Loaded) -> Result<PathBuf, String> {
     Ok(hook)
 }
 
-fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
+/// What the shim did to config.json, for its debug record.
+fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<&'static str, String> {
     let (mut spec, meta) = spec_edit::read(bundle).map_err(|e| e.to_string())?;
     let policy = loaded
         .config
         .policy()
         .map_err(|e| format!("configuration: {e}"))?;
     if !nvhook::request::Source::from_config(&spec).wants_gpus(&policy) {
-        return Ok(());
+        return Ok("left alone: no GPU request");
     }
     let path = hook_path(loaded)?;
     // The hook runs as root on every start: refuse one someone else could have replaced.
@@ -141,18 +159,47 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<(), String> {
         args.extend(["--config".to_string(), c.display().to_string()]);
     }
     args.push(stage.subcommand().to_string());
+    // The hook's environment is explicit (never the runtime's or the image's); the
+    // operator's one-run level override is passed on, when it names a level.
+    let mut env = vec![HOOK_PATH_ENV.to_string()];
+    if let Ok(level) = std::env::var(nvhook::log::LEVEL_ENV) {
+        if ["debug", "trace", "info", "warn", "warning", "error"].contains(&level.as_str()) {
+            env.push(format!("{}={level}", nvhook::log::LEVEL_ENV));
+        }
+    }
     let entry = HookEntry {
         path: path.display().to_string(),
         args,
-        env: vec![HOOK_PATH_ENV.to_string()],
+        env,
     };
     let config_path = bundle.join("config.json");
     let changed = spec_edit::add_hook(&mut spec, stage, &entry)
         .map_err(|m| format!("{} is not a valid OCI config: {m}", config_path.display()))?;
-    if changed {
-        spec_edit::write_atomic(bundle, &spec, &meta).map_err(|e| e.to_string())?;
+    if !changed {
+        return Ok("left alone: a GPU hook is there already");
     }
-    Ok(())
+    spec_edit::write_atomic(bundle, &spec, &meta).map_err(|e| e.to_string())?;
+    Ok("hook inserted")
+}
+
+/// A debug record of what the shim did, in nvhook's log (`[log]`, or
+/// `/var/log/nvhook.log`), when the level is debug. Never fails the call.
+fn debug_record(cfg: &nvhook::config::LogConfig, fields: &[(&str, serde_json::Value)]) {
+    if nvhook::log::effective_level(cfg) < nvhook::config::Level::Debug {
+        return;
+    }
+    let Some(mut f) = nvhook::log::open_file(cfg, "nvhook-runtime") else {
+        return;
+    };
+    let line = nvhook::log::format_record(
+        cfg.format,
+        nvhook::config::Level::Debug,
+        "nvhook-runtime",
+        "exec",
+        fields,
+        std::time::SystemTime::now(),
+    );
+    let _ = f.write_all(line.as_bytes());
 }
 
 /// Whether a bundle's config.json asks for GPUs in any form nvhook could honour (the
