@@ -230,6 +230,9 @@ fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
     let not_me = |p: &Path| me.as_deref() != p.canonicalize().ok().as_deref();
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    // Only absolute PATH entries: a relative one would depend on the caller's directory.
+    let path = std::env::join_paths(std::env::split_paths(&path).filter(|d| d.is_absolute()))
+        .unwrap_or_default();
     for c in candidates {
         if c.contains('/') {
             let p = PathBuf::from(c);
@@ -238,9 +241,8 @@ fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
             }
             continue;
         }
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(c);
-            if dir.is_absolute() && is_executable(&p) && not_me(&p) {
+        if let Ok(mut found) = which::which_in_all(c, Some(&path), "/") {
+            if let Some(p) = found.find(|p| not_me(p)) {
                 return Ok(p);
             }
         }
