@@ -2,7 +2,7 @@
 # nvhook's benchmarks, each a ratio against a baseline measured in the same run,
 # interleaved, with medians and min-max over RUNS runs. Run as root:
 #
-#   scripts/bench.sh [RUNS] [SECTION...]     sections: start shim scaling ldconfig (default: all)
+#   scripts/bench.sh [RUNS] [SECTION...]     sections: start shim scaling ldconfig hostcache (default: all)
 #
 #   start     `runc run` of a tiny container through the shim with 1 GPU and all
 #             capabilities vs plain `runc run` without GPUs; the hook's exec-to-exit time
@@ -10,11 +10,13 @@
 #   shim      pass-through calls (`state`, `kill ID 0`) through the shim vs runc directly.
 #   scaling   the hook with 1, 2, 8 and 64 synthetic GPUs (all visible), vs 1 GPU.
 #   ldconfig  the hook on an image with 2000 extra libraries vs the small image.
+#   hostcache `nvhook plan` (discovery and planning) with a host ld.so.cache listing 2000
+#             more (non-NVIDIA) libraries vs the synthetic driver's small cache.
 # Bundles and images live on a tmpfs mounted at .work/bench for the run.
 set -eu
 runs=${1:-40}
 [ $# -gt 0 ] && shift
-sections=${*:-start shim scaling ldconfig}
+sections=${*:-start shim scaling ldconfig hostcache}
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 scripts/ci-deps.sh
@@ -165,6 +167,32 @@ for s in $sections; do
             line "$ph, small image" "$work/ph-small.us"
             line "$ph, 2000 more libraries" "$work/ph-big.us"
         done
+        ;;
+    hostcache)
+        driver 1
+        big=$work/driver-bigcache
+        if [ ! -d "$big" ]; then
+            cp -a "$work/driver1" "$big"
+            gcc -shared -fPIC -o "$work/libtiny.so" scripts/fake/lib.c
+            k=0
+            while [ "$k" -lt 2000 ]; do cp "$work/libtiny.so" "$big/root/usr/lib/x86_64-linux-gnu/libhost$k.so.1"; k=$((k + 1)); done
+            ldconfig -r "$big/root"
+            sed "s|$work/driver1|$big|g" "$work/driver1/nvhook.toml" >"$big/nvhook.toml"
+        fi
+        mkbundle "$work/p" "$work/image" NVIDIA_VISIBLE_DEVICES=0 NVIDIA_DRIVER_CAPABILITIES=all
+        printf '{"ociVersion":"1.0.2","id":"plan","status":"creating","pid":1,"bundle":"%s"}' "$work/p" >"$work/p/state.json"
+        : >"$work/plan-small.us"; : >"$work/plan-big.us"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            "$work/timeit" "$bin/nvhook" --config "$work/driver1/nvhook.toml" plan --state "$work/p/state.json" 3>>"$work/plan-small.us" >/dev/null
+            "$work/timeit" "$bin/nvhook" --config "$big/nvhook.toml" plan --state "$work/p/state.json" 3>>"$work/plan-big.us" >/dev/null
+            i=$((i + 1))
+        done
+        echo "hostcache: nvhook plan, host ld.so.cache with $(ldconfig -r "$big/root" -p 2>/dev/null | head -n1 | awk '{print $1}') entries vs the synthetic driver's"
+        line "nvhook plan, small host cache" "$work/plan-small.us"
+        line "nvhook plan, 2000 more host libraries" "$work/plan-big.us"
+        line "nvhook plan peak RSS, big cache" "$work/plan-big.us" 2 KiB
+        ratio "ratio big / small" "$(med "$work/plan-big.us")" "$(med "$work/plan-small.us")"
         ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
     esac

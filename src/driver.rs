@@ -411,6 +411,22 @@ pub fn classify_library(file_name: &str, version: &str) -> Option<Capability> {
         .map(|(c, _)| *c)
 }
 
+/// Whether a library name (a cache entry or a directory entry: `libcuda.so.1`, a
+/// versioned real name, `libcuda.so`) has the stem of a driver library. Checked before
+/// anything is resolved, so a host cache of thousands of other libraries costs a string
+/// compare each, not a path walk.
+pub fn may_be_driver_library(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("lib") else {
+        return false;
+    };
+    let Some(i) = rest.find(".so") else {
+        return false;
+    };
+    let (stem, tail) = rest.split_at(i);
+    (tail == ".so" || tail.starts_with(".so."))
+        && LIBRARIES.iter().any(|(_, names)| names.contains(&stem))
+}
+
 /// Resolves `path` (absolute, as seen from inside `root`) with every symlink kept
 /// inside `root`, and returns the real host path and the file's `stat`.
 fn resolve_in(root: &std::os::fd::OwnedFd, path: &str) -> std::io::Result<(PathBuf, libc::stat)> {
@@ -722,7 +738,7 @@ fn find_libraries(
 ) -> Result<(Vec<Library>, Vec<String>)> {
     let cache_path = root_path.join("etc/ld.so.cache");
     let candidates: Vec<(String, Arch)> = match std::fs::read(&cache_path) {
-        Ok(bytes) => ldcache::parse(&bytes)
+        Ok(bytes) => ldcache::parse_matching(&bytes, &may_be_driver_library)
             .map_err(|source| Error::Cache {
                 path: cache_path.clone(),
                 source,
@@ -755,6 +771,10 @@ fn find_libraries(
     let mut out: Vec<Library> = Vec::new();
     let mut dirs: Vec<(String, usize)> = Vec::new();
     for (path, arch) in candidates {
+        let name = path.rsplit('/').next().unwrap_or("");
+        if !may_be_driver_library(name) {
+            continue;
+        }
         let Ok((host_path, st)) = resolve_in(root, &path) else {
             continue;
         };
@@ -807,6 +827,31 @@ fn find_libraries(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_library_names_before_resolving() {
+        for n in [
+            "libcuda.so.1",
+            "libcuda.so",
+            "libcuda.so.550.54.14",
+            "libnvidia-ml.so.1",
+            "libGLX_nvidia.so.0",
+            "libnvidia-ptxjitcompiler.so.1",
+        ] {
+            assert!(may_be_driver_library(n), "{n}");
+        }
+        for n in [
+            "libc.so.6",
+            "libcudart.so.12",
+            "libcuda",
+            "cuda.so.1",
+            "libnvidia-mlx.so.1",
+            "libcuda.sox",
+            "libz.so.1",
+        ] {
+            assert!(!may_be_driver_library(n), "{n}");
+        }
+    }
 
     #[test]
     fn classify() {

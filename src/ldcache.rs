@@ -52,7 +52,7 @@ fn u32_at(b: &[u8], off: usize, what: &'static str) -> Result<u32> {
     Ok(u32::from_ne_bytes(s.try_into().expect("4 bytes")))
 }
 
-fn cstr_at(b: &[u8], base: usize, off: u32) -> Result<String> {
+fn bytes_at(b: &[u8], base: usize, off: u32) -> Result<&[u8]> {
     let start = base
         .checked_add(off as usize)
         .filter(|s| *s < b.len())
@@ -61,7 +61,11 @@ fn cstr_at(b: &[u8], base: usize, off: u32) -> Result<String> {
         .iter()
         .position(|&c| c == 0)
         .ok_or(Error::StringOffset(off as u64))?;
-    Ok(String::from_utf8_lossy(&b[start..start + len]).into_owned())
+    Ok(&b[start..start + len])
+}
+
+fn cstr_at(b: &[u8], base: usize, off: u32) -> Result<String> {
+    Ok(String::from_utf8_lossy(bytes_at(b, base, off)?).into_owned())
 }
 
 fn arch_of(flags: i32) -> Option<Arch> {
@@ -78,8 +82,14 @@ fn arch_of(flags: i32) -> Option<Arch> {
 /// Parses a cache and returns its x86-64 and i386 glibc entries, in file order
 /// (ldconfig sorts them so that the preferred entry for a name comes first).
 pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
+    parse_matching(b, &|_| true)
+}
+
+/// As [`parse`], keeping only entries whose name `keep` accepts, decided before any
+/// string is copied (a host cache lists thousands of libraries; nvhook wants a few).
+pub fn parse_matching(b: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
     if b.starts_with(NEW_MAGIC) {
-        return parse_new(b, 0);
+        return parse_new(b, 0, keep);
     }
     if !b.starts_with(OLD_MAGIC) {
         return Err(Error::Magic);
@@ -92,7 +102,7 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
         .ok_or(Error::Truncated("old entries"))?;
     let new_start = (old_end + 7) & !7;
     if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
-        return parse_new(b, new_start);
+        return parse_new(b, new_start, keep);
     }
     // Old format alone: strings follow the entries.
     let mut out = Vec::new();
@@ -100,8 +110,12 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
         let e = OLD_HEADER + i * OLD_ENTRY;
         let flags = u32_at(b, e, "old entry")? as i32;
         let Some(arch) = arch_of(flags) else { continue };
+        let name = bytes_at(b, old_end, u32_at(b, e + 4, "old entry")?)?;
+        if !std::str::from_utf8(name).is_ok_and(keep) {
+            continue;
+        }
         out.push(Entry {
-            name: cstr_at(b, old_end, u32_at(b, e + 4, "old entry")?)?,
+            name: String::from_utf8_lossy(name).into_owned(),
             path: cstr_at(b, old_end, u32_at(b, e + 8, "old entry")?)?,
             arch,
         });
@@ -109,7 +123,7 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn parse_new(b: &[u8], start: usize) -> Result<Vec<Entry>> {
+fn parse_new(b: &[u8], start: usize, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
     let hdr = b
         .get(
             start
@@ -130,8 +144,13 @@ fn parse_new(b: &[u8], start: usize) -> Result<Vec<Entry>> {
         let flags = u32_at(b, e, "new entry")? as i32;
         if let Some(arch) = arch_of(flags) {
             // String offsets are relative to the new header.
+            let name = bytes_at(b, start, u32_at(b, e + 4, "new entry")?)?;
+            if !std::str::from_utf8(name).is_ok_and(keep) {
+                e += NEW_ENTRY;
+                continue;
+            }
             out.push(Entry {
-                name: cstr_at(b, start, u32_at(b, e + 4, "new entry")?)?,
+                name: String::from_utf8_lossy(name).into_owned(),
                 path: cstr_at(b, start, u32_at(b, e + 8, "new entry")?)?,
                 arch,
             });
