@@ -224,3 +224,21 @@ fn nvidia_config_is_read_when_nvhooks_is_absent() {
         "{v}"
     );
 }
+
+/// Output into a pipe whose reader is gone (`nvhook info | head -0`) ends quietly, not
+/// with a panic.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let cfg = fixtures().driver.join("config.toml");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>&1; ( sleep 0.3; \"$0\" info --json; echo \"rc=$?\" >&3 ) | true")
+        .arg(fixtures().bin.join("nvhook"))
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    // killed by SIGPIPE, as `cat` would be: the shell reports 141
+    assert!(out.contains("rc=141"), "{out}{err}");
+}

@@ -157,6 +157,10 @@ struct InstallArgs {
 }
 
 fn main() {
+    // Output piped into `head` ends quietly, as for any command-line tool, instead of a
+    // panic on the broken pipe (Rust ignores SIGPIPE by default).
+    // SAFETY: setting a signal disposition before anything else runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         let msg = one_line(&e);
