@@ -39,6 +39,12 @@ out=$(NVHOOK_CONFIG="$work/driver/config.toml" /usr/bin/nvhook-runtime --root "$
 echo "$out" | grep -q "UUID: GPU-00001001" || fail "the container did not see GPU 1: $out"
 grep -q '/usr/bin/nvhook' "$work/bundle/config.json" || fail "the hook entry does not name the installed nvhook"
 /usr/bin/nvhook-runtime --version | head -n1 | grep -q "^nvhook-runtime " || fail "nvhook-runtime --version"
+# the installers point engines at the installed binaries by default
+echo '{}' >"$work/daemon.json"
+/usr/bin/nvhook install docker --docker-config "$work/daemon.json" >/dev/null
+grep -q '"path": "/usr/bin/nvhook-runtime"' "$work/daemon.json" || fail "install docker named: $(cat "$work/daemon.json")"
+/usr/bin/nvhook install podman --hooks-dir "$work/hooks.d" >/dev/null
+grep -q '"path": "/usr/bin/nvhook"' "$work/hooks.d/oci-nvhook.json" || fail "install podman named: $(cat "$work/hooks.d/oci-nvhook.json")"
 
 # remove: only the conffile stays; purge: nothing
 # the package's files (not directories) still on disk
@@ -54,4 +60,5 @@ dpkg -P nvhook >/dev/null
 left=$(present)
 [ -z "$left" ] || fail "dpkg -P left: $left"
 [ ! -d /etc/nvhook ] || fail "dpkg -P left /etc/nvhook"
+[ ! -e /var/log/nvhook.log ] || fail "dpkg -P left /var/log/nvhook.log"
 echo "package-test: $deb installed, ran a GPU container, removed cleanly"

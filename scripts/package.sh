@@ -5,6 +5,7 @@
 # man pages and shell completions generated from the command definitions, the CDI
 # refresh units, the licence and changelog. Needs cargo and dpkg-deb.
 set -eu
+umask 022
 cd "$(dirname "$0")/.."
 cargo build --release --workspace
 bin=target/release
@@ -30,6 +31,7 @@ for u in deploy/systemd/nvhook-cdi-refresh.service deploy/systemd/nvhook-cdi-ref
     mkdir -p "$stage/usr/lib/systemd/system"
     sed 's|/usr/local/bin/nvhook|/usr/bin/nvhook|g' "$u" >"$stage/usr/lib/systemd/system/$(basename "$u")"
 done
+install -D -m 644 deploy/udev/99-nvhook-cdi-refresh.rules "$stage/usr/lib/udev/rules.d/99-nvhook-cdi-refresh.rules"
 doc=$stage/usr/share/doc/nvhook
 mkdir -p "$doc"
 {
@@ -50,6 +52,8 @@ Maintainer: nvhook developers <nvhook@localhost>
 Installed-Size: $size
 Depends: libc6 (>= 2.34)
 Recommends: runc | crun
+Conflicts: nvidia-container-toolkit
+Breaks: nvidia-container-toolkit
 Section: admin
 Priority: optional
 Homepage: https://github.com/nvhook/nvhook
@@ -61,6 +65,27 @@ Description: gives OCI containers their NVIDIA GPUs
  container toolkit.
 CONTROL
 echo /etc/nvhook/config.toml >"$stage/DEBIAN/conffiles"
+# systemd learns of the units (they stay disabled until the operator enables them), and
+# forgets them on removal; nothing is started.
+cat >"$stage/DEBIAN/postinst" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+SCRIPT
+cat >"$stage/DEBIAN/postrm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+if [ "$1" = purge ]; then rm -f /var/log/nvhook.log; fi
+SCRIPT
+cat >"$stage/DEBIAN/prerm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+    systemctl disable --now nvhook-cdi-refresh.path nvhook-cdi-refresh.service 2>/dev/null || true
+fi
+SCRIPT
+chmod 755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/postrm" "$stage/DEBIAN/prerm"
 deb=$out/nvhook_${version}_${arch}.deb
 dpkg-deb --build --root-owner-group "$stage" "$deb" >/dev/null
 echo "$deb"

@@ -180,10 +180,33 @@ pub struct Loaded {
 
 impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        toml::from_str(text).map_err(|e| Error::Parse {
+        let c: Config = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string(),
-        })
+        })?;
+        c.validate(path)?;
+        Ok(c)
+    }
+
+    /// What parsing alone does not catch, caught at load (where a broken configuration
+    /// is handled as one: only a GPU container's start fails), not at every use.
+    fn validate(&self, path: &Path) -> Result<()> {
+        crate::request::parse_capabilities(&self.supported_driver_capabilities).map_err(|e| {
+            Error::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "supported-driver-capabilities = {:?}: {}",
+                    self.supported_driver_capabilities,
+                    match e {
+                        crate::request::Error::UnknownCapability(c) => format!(
+                            "unknown capability {c:?} (known: compute, compat32, display, graphics, ngx, utility, video, all)"
+                        ),
+                        e => e.to_string(),
+                    }
+                ),
+            }
+        })?;
+        Ok(())
     }
 
     /// Loads from `flag`, else `$NVHOOK_CONFIG`, else the default path; only a missing
@@ -210,6 +233,7 @@ impl Config {
                 match std::fs::read_to_string(&nv) {
                     Ok(text) => {
                         let (config, warnings) = Config::from_nvidia(&text, &nv)?;
+                        config.validate(&nv)?;
                         Ok(Loaded {
                             config,
                             path: None,
@@ -450,6 +474,21 @@ format = "json"
         );
         assert_eq!(c.log.level, Level::Debug);
         assert_eq!(c.log.format, Format::Json);
+    }
+
+    #[test]
+    fn bad_supported_capabilities_fail_at_load() {
+        let e = Config::parse(
+            "supported-driver-capabilities = \"compute,gaming\"",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("supported-driver-capabilities") && e.contains("gaming"),
+            "{e}"
+        );
+        assert!(!e.contains("NVIDIA_DRIVER_CAPABILITIES"), "{e}");
     }
 
     #[test]

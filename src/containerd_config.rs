@@ -20,6 +20,8 @@ pub enum Error {
     Taken { name: String, found: String },
     #[error("the edited file does not say what was meant ({0}); add the runtime by hand:\n{1}")]
     Unsure(String, String),
+    #[error("nvhook's runtime is installed as {0:?} already: uninstall it first (nvhook uninstall containerd --runtime-name {0})")]
+    OtherName(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -28,6 +30,7 @@ const BEGIN: &str = "# nvhook begin:";
 const END: &str = "# nvhook end";
 const REPLACED: &str = "# nvhook replaced: ";
 const ADDED: &str = "# nvhook added";
+const REMOVED: &str = "# nvhook removed: ";
 
 /// What to add.
 #[derive(Debug, Clone)]
@@ -85,13 +88,24 @@ fn lookup<'a>(t: &'a toml::Table, path: &[&str]) -> Option<&'a Value> {
     Some(v)
 }
 
-/// A header line's key, normalised: no spaces, `'` quotes as `"`.
+/// A table header line's key, normalised (no spaces, `'` quotes as `"`), for `[a.b]` and
+/// also `[[a.b]]` (an array of tables, a boundary all the same); a trailing comment is
+/// allowed. `None` for any other line.
 fn header_key(line: &str) -> Option<String> {
     let l = line.trim();
-    let inner = l.strip_prefix('[')?.strip_suffix(']')?;
-    if inner.starts_with('[') {
+    if !l.starts_with('[') {
         return None;
     }
+    let end = l.rfind(']')?;
+    let rest = l[end + 1..].trim();
+    if !(rest.is_empty() || rest.starts_with('#')) {
+        return None;
+    }
+    let body = &l[..=end];
+    let inner = body
+        .strip_prefix("[[")
+        .and_then(|b| b.strip_suffix("]]"))
+        .or_else(|| body.strip_prefix('[')?.strip_suffix(']'))?;
     Some(
         inner
             .split('.')
@@ -99,6 +113,14 @@ fn header_key(line: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join("."),
     )
+}
+
+/// The runtime name in nvhook's block, if the text has one.
+fn installed_name(text: &str) -> Option<String> {
+    let l = text.lines().find(|l| l.starts_with(BEGIN))?;
+    let start = l.find('"')? + 1;
+    let len = l[start..].find('"')?;
+    Some(l[start..start + len].to_string())
 }
 
 /// A TOML key: bare where it can be, quoted otherwise.
@@ -120,6 +142,9 @@ fn toml_str(s: &str) -> String {
 /// `text` with nvhook's runtime added (and made the default when asked); unchanged when
 /// it is there already.
 pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
+    if let Some(other) = installed_name(text).filter(|n| n != rt.name) {
+        return Err(Error::OtherName(other));
+    }
     let base = remove(text);
     let version = version(&base)?;
     let table: toml::Table = toml::from_str(&base).map_err(|e| Error::Parse(e.message().into()))?;
@@ -197,8 +222,10 @@ pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
     for l in &lines {
         out.push_str(l);
     }
-    if base.trim().is_empty() {
-        out = format!("{base}version = 2  {ADDED}\n");
+    if table.is_empty() {
+        // Nothing but comments (or nothing): containerd would read the file as
+        // version 1 and ignore a version 2 block.
+        out = format!("version = 2  {ADDED}\n{out}");
     }
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
@@ -228,19 +255,21 @@ pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
     Ok(out)
 }
 
-/// Removes (with `--force`) an existing runtime's own tables of that name from the text.
-fn drop_runtime_tables(lines: &mut Vec<String>, key: &str) {
-    let mut keep = Vec::new();
+/// Takes out (with `--force`) an existing runtime's own tables of that name, kept as
+/// marked comments so uninstall puts them back.
+fn drop_runtime_tables(lines: &mut [String], key: &str) {
     let mut dropping = false;
-    for l in lines.drain(..) {
-        if let Some(k) = header_key(&l) {
+    for l in lines.iter_mut() {
+        if let Some(k) = header_key(l) {
             dropping = k == key || k.starts_with(&format!("{key}."));
         }
-        if !dropping {
-            keep.push(l);
+        if dropping {
+            *l = format!("{REMOVED}{l}");
+            if !l.ends_with('\n') {
+                l.push('\n');
+            }
         }
     }
-    *lines = keep;
 }
 
 /// The block to add by hand where nvhook could not.
@@ -290,6 +319,8 @@ pub fn remove(text: &str) -> String {
             if l.trim_end() == END {
                 in_block = false;
             }
+        } else if let Some(orig) = l.strip_prefix(REMOVED) {
+            out.push_str(orig);
         } else if let Some(orig) = l.strip_prefix(REPLACED) {
             out.push_str(orig);
             if !orig.ends_with('\n') {
@@ -463,10 +494,22 @@ version = 2
             },
         )
         .unwrap();
-        assert!(
-            !forced.contains("/usr/bin/nvidia-container-runtime"),
+        let t: toml::Table = toml::from_str(&forced).unwrap();
+        let path = [
+            "plugins",
+            "io.containerd.grpc.v1.cri",
+            "containerd",
+            "runtimes",
+            "nvidia",
+            "options",
+            "BinaryName",
+        ];
+        assert_eq!(
+            get(&t, &path).and_then(Value::as_str),
+            Some("/usr/local/bin/nvhook-runtime"),
             "{forced}"
         );
+        assert_eq!(remove(&forced), theirs, "uninstall puts theirs back");
         let other = add(
             &theirs,
             &Runtime {
@@ -479,6 +522,40 @@ version = 2
             other.contains("/usr/bin/nvidia-container-runtime")
                 && other.contains("runtimes.nvhook]")
         );
+        // a second install under another name is refused, not a silent swap
+        let e = add(&other, &rt(false)).unwrap_err();
+        assert_eq!(e, Error::OtherName("nvhook".into()));
+    }
+
+    #[test]
+    fn force_stops_at_every_table_and_comment_only_files_get_a_version() {
+        let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]  # theirs\n  runtime_type = \"x\"\n[[plugins.\"io.containerd.grpc.v1.cri\".registry.configs]]\n  a = 1\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]  # cache\n  endpoint = [\"https://m\"]\n";
+        let forced = add(
+            text,
+            &Runtime {
+                force: true,
+                ..rt(false)
+            },
+        )
+        .unwrap();
+        assert!(
+            forced.contains(
+                "\n[[plugins.\"io.containerd.grpc.v1.cri\".registry.configs]]\n  a = 1\n"
+            ),
+            "{forced}"
+        );
+        assert!(
+            forced.contains("\n  endpoint = [\"https://m\"]\n"),
+            "{forced}"
+        );
+        assert_eq!(remove(&forced), text);
+        let comments = "# containerd config\n# nothing yet\n";
+        let new = add(comments, &rt(false)).unwrap();
+        assert!(
+            new.starts_with("version = 2  # nvhook added\n# containerd config"),
+            "{new}"
+        );
+        assert_eq!(remove(&new), comments);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! written atomically with a backup of the previous file.
 
 use serde_json::{json, Map, Value};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum Error {
         name: String,
         found: String,
     },
+    #[error("{path}: containerd's own view of the edited file ({what}) does not have the {name:?} runtime: {why}")]
+    NotInEffect {
+        path: PathBuf,
+        what: &'static str,
+        name: String,
+        why: String,
+    },
+    #[error("runtime name {0:?}: letters, digits, '-' and '_' only, and not runc or crun")]
+    BadName(String),
     #[error("{path}: the default runtime is {current:?}; pass --force to make {name:?} the default instead (uninstall then leaves Docker's own default, runc)")]
     DefaultTaken {
         path: PathBuf,
@@ -146,6 +156,8 @@ pub const RUNTIME_NAME: &str = "nvidia";
 const DROPIN: &str = "99-nvhook.toml";
 const HOOK_JSON: &str = "oci-nvhook.json";
 const IMPORTS_MARK: &str = "# added by nvhook";
+/// First line of a containerd config that nvhook created: uninstall removes the file.
+const CREATED_MARK: &str = "# nvhook created this file";
 
 fn read_opt(p: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(p) {
@@ -165,6 +177,15 @@ fn toml_str(s: &str) -> String {
 
 /// The changes that install nvhook for `engine`.
 pub fn install(engine: Engine, p: &Paths, o: &Options) -> Result<Vec<Change>> {
+    let n = o.runtime_name.as_str();
+    if n.is_empty()
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || ["runc", "crun"].contains(&n)
+    {
+        return Err(Error::BadName(n.into()));
+    }
     let rt = p.runtime_path.display().to_string();
     let changes = match engine {
         Engine::Docker => vec![docker(p, o, Some(&rt))?],
@@ -195,6 +216,77 @@ pub fn install(engine: Engine, p: &Paths, o: &Options) -> Result<Vec<Change>> {
         }
     };
     Ok(changes.into_iter().filter(|c| !c.is_noop()).collect())
+}
+
+/// Checks an edited containerd config with containerd itself (`containerd --config F
+/// config dump`, on a copy beside it so relative `imports` resolve the same): the
+/// runtime must be there with the shim as `BinaryName`. An imported file that defines
+/// the CRI plugin replaces the main file's table in containerd 1.x, and only containerd
+/// knows every such rule. `Ok(false)` when containerd is not installed (nothing to ask).
+pub fn verify_containerd(change: &Change, p: &Paths, o: &Options) -> Result<bool> {
+    let Some(text) = &change.new else {
+        return Ok(true);
+    };
+    let dir = change.path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.nvhook-check",
+        change
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let not_in_effect = |why: String| Error::NotInEffect {
+        path: change.path.clone(),
+        what: "containerd config dump",
+        name: o.runtime_name.clone(),
+        why,
+    };
+    std::fs::write(&tmp, text).map_err(|source| Error::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    let out = std::process::Command::new("containerd")
+        .arg("--config")
+        .arg(&tmp)
+        .args(["config", "dump"])
+        .output();
+    let _ = std::fs::remove_file(&tmp);
+    let out = match out {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(not_in_effect(format!("cannot run containerd: {e}"))),
+        Ok(o) => o,
+    };
+    if !out.status.success() {
+        return Err(not_in_effect(format!(
+            "containerd refuses it: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let dump: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| not_in_effect(format!("unreadable dump: {}", e.message())))?;
+    let want = p.runtime_path.display().to_string();
+    let found = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]
+        .iter()
+        .filter_map(|plugin| {
+            dump.get("plugins")?
+                .get(*plugin)?
+                .get("containerd")?
+                .get("runtimes")?
+                .get(o.runtime_name.as_str())?
+                .get("options")?
+                .get("BinaryName")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .next();
+    match found {
+        Some(b) if b == want => Ok(true),
+        Some(b) => Err(not_in_effect(format!("its BinaryName is {b:?}, not {want:?}"))),
+        None => Err(not_in_effect(
+            "an imported file (imports = [...]) defines the CRI plugin and replaces the main file's table in containerd 1.x: add the runtime to that file instead".into(),
+        )),
+    }
 }
 
 /// The changes that undo [`install`].
@@ -381,8 +473,13 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
     let new = match o {
         Some(o) => {
             let rt = p.runtime_path.display().to_string();
+            let mark = if old.is_none() {
+                format!("{CREATED_MARK}  # nvhook added\n")
+            } else {
+                String::new()
+            };
             Some(
-                crate::containerd_config::add(
+                mark + &crate::containerd_config::add(
                     &base,
                     &crate::containerd_config::Runtime {
                         name: &o.runtime_name,
@@ -399,7 +496,9 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
         }
         None => {
             let restored = crate::containerd_config::remove(&base);
-            if restored.is_empty() && old.is_none() {
+            // A file nvhook created (and that holds nothing else) goes, as it came.
+            let created = base.lines().any(|l| l.starts_with(CREATED_MARK));
+            if restored.trim().is_empty() && (old.is_none() || created) {
                 None
             } else {
                 Some(restored)
@@ -528,8 +627,20 @@ pub fn apply(changes: &[Change]) -> Result<()> {
             source,
         };
         if let Some(old) = &c.old {
+            // The backup gets the original's mode (a config may hold credentials).
             let bak = PathBuf::from(format!("{}.nvhook.bak", c.path.display()));
-            std::fs::write(&bak, old).map_err(werr)?;
+            let mode = std::fs::metadata(&c.path).map_or(0o600, |m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o7777
+            });
+            let _ = std::fs::remove_file(&bak);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&bak)
+                .map_err(werr)?;
+            std::io::Write::write_all(&mut f, old.as_bytes()).map_err(werr)?;
         }
         match &c.new {
             None => match std::fs::remove_file(&c.path) {
@@ -716,6 +827,39 @@ mod tests {
         assert!(!p.containerd_dropin_dir.join(DROPIN).exists());
         let main = std::fs::read_to_string(&p.containerd_config).unwrap();
         assert!(!main.contains(IMPORTS_MARK), "{main}");
+        // a config nvhook created is gone again after uninstall
+        let fresh = Paths {
+            containerd_config: d.path().join("containerd/fresh.toml"),
+            ..p.clone()
+        };
+        apply(&install(Engine::Containerd, &fresh, &Options::default()).unwrap()).unwrap();
+        assert!(fresh.containerd_config.exists());
+        apply(&uninstall(Engine::Containerd, &fresh, &Options::default()).unwrap()).unwrap();
+        assert!(!fresh.containerd_config.exists());
+    }
+
+    #[test]
+    fn backups_keep_the_original_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = paths(d.path());
+        std::fs::create_dir_all(d.path().join("docker")).unwrap();
+        std::fs::write(&p.docker_config, "{\"registry-mirrors\": [\"secret\"]}\n").unwrap();
+        std::fs::set_permissions(&p.docker_config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        apply(&install(Engine::Docker, &p, &Options::default()).unwrap()).unwrap();
+        let bak = PathBuf::from(format!("{}.nvhook.bak", p.docker_config.display()));
+        assert_eq!(
+            std::fs::metadata(&bak).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(&p.docker_config)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 
     #[test]

@@ -34,18 +34,27 @@ pub fn open_file(cfg: &LogConfig, program: &str) -> Option<std::fs::File> {
         Some(p) => (p.as_path(), true),
         None => (Path::new(DEFAULT_FILE), false),
     };
-    std::fs::OpenOptions::new()
+    // Not a link, and never waiting: a FIFO planted where the log goes would block the
+    // open (and a start with it) without O_NONBLOCK; only a regular file is used.
+    let f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| {
-            if configured {
-                eprintln!("{program}: cannot open log file {}: {e}", path.display());
+        .and_then(|f| {
+            if f.metadata()?.file_type().is_file() {
+                Ok(f)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
             }
-        })
-        .ok()
+        });
+    f.map_err(|e| {
+        if configured {
+            eprintln!("{program}: cannot open log file {}: {e}", path.display());
+        }
+    })
+    .ok()
 }
 
 fn tracing_level(l: Level) -> tracing::Level {
@@ -129,8 +138,9 @@ pub fn format_record(
                 .collect();
             line.push_str(&format!(" program={program:?} pid={pid}"));
             for (k, v) in fields {
+                // strings quoted, as the subscriber writes them: a value cannot fake a field
                 let v = match v {
-                    serde_json::Value::String(s) => s.replace('\n', " "),
+                    serde_json::Value::String(s) => format!("{s:?}"),
                     v => v.to_string(),
                 };
                 line.push_str(&format!(" {k}={v}"));
@@ -191,6 +201,28 @@ mod tests {
         );
     }
 
+    /// A FIFO (or anything not a regular file) where the log goes is not waited on.
+    #[test]
+    fn log_file_must_be_a_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("log");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let cfg = LogConfig {
+            file: Some(fifo),
+            ..LogConfig::default()
+        };
+        let t = std::time::Instant::now();
+        assert!(open_file(&cfg, "test").is_none());
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        let cfg = LogConfig {
+            file: Some(d.path().join("real.log")),
+            ..LogConfig::default()
+        };
+        assert!(open_file(&cfg, "test").is_some());
+    }
+
     #[test]
     fn records_are_one_line() {
         let f = [
@@ -204,7 +236,7 @@ mod tests {
                 || t.contains("  INFO a b program=\"nvhook\" pid="),
             "{t}"
         );
-        assert!(t.ends_with(" runtime=/usr/bin/runc hook=true\n"), "{t}");
+        assert!(t.ends_with(" runtime=\"/usr/bin/runc\" hook=true\n"), "{t}");
         let j = format_record(
             Format::Json,
             Level::Error,

@@ -45,7 +45,7 @@ pub enum Error {
     NoNvml,
     #[error(transparent)]
     Config(#[from] crate::config::Error),
-    #[error("the CDI spec was generated for driver {spec}, but the host runs driver {host}: regenerate it (nvhook cdi generate --output /etc/cdi/nvidia.json, or enable nvhook-cdi-refresh.path)")]
+    #[error("the CDI spec was generated for driver {spec}, but the host runs driver {host}: regenerate it (nvhook cdi generate --output /var/run/cdi/nvidia.json, or enable the nvhook-cdi-refresh units)")]
     StaleSpec { spec: String, host: String },
 }
 

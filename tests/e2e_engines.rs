@@ -579,6 +579,47 @@ fn containerd_install_keeps_the_node() {
     }
 }
 
+/// An imported file that defines the CRI plugin replaces the main file's table in
+/// containerd 1.x: an edit of the main file would not take effect. containerd's own dump
+/// of the result shows it, and the install refuses, writing nothing.
+#[test]
+fn containerd_install_refuses_what_an_import_would_override() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cri = dir.join("cri.toml");
+    std::fs::write(
+        &cri,
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"runc\"\n",
+    )
+    .unwrap();
+    let cfg = dir.join("config.toml");
+    let original = stock_containerd_config(dir).replace(
+        "imports = []",
+        &format!("imports = [{:?}]", cri.display().to_string()),
+    );
+    std::fs::write(&cfg, &original).unwrap();
+    let shim = fixtures().bin.join("nvhook-runtime");
+    let o = nvhook(&[
+        "install",
+        "containerd",
+        "--containerd-config",
+        cfg.to_str().unwrap(),
+        "--runtime-path",
+        shim.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        err.contains("containerd config dump") && err.contains("imported file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        original,
+        "nothing written"
+    );
+}
+
 /// The stock config (CRI plugin on) with nvhook installed runs a GPU container through
 /// the shim (`ctr` with the shim as runc binary).
 #[test]
@@ -727,18 +768,19 @@ fn docker_set_as_default_and_uninstalled() {
 fn installer_cli_dry_run_and_uninstall() {
     let tmp = tempfile::tempdir().unwrap();
     let crio = tmp.path().join("crio.conf.d");
+    let shim = fixtures().bin.join("nvhook-runtime");
     let args = [
         "--crio-dropin-dir",
         crio.to_str().unwrap(),
         "--runtime-path",
-        "/opt/nvhook/nvhook-runtime",
+        shim.to_str().unwrap(),
     ];
     let out = ok(
         &nvhook(&[&["install", "crio", "--dry-run"][..], &args].concat()),
         "dry run",
     );
     assert!(
-        out.contains("+runtime_path = \"/opt/nvhook/nvhook-runtime\""),
+        out.contains(&format!("+runtime_path = \"{}\"", shim.display())),
         "{out}"
     );
     // a real unified diff: headers and a hunk
@@ -766,6 +808,29 @@ fn installer_cli_dry_run_and_uninstall() {
     let o = nvhook(&["install", "kubelet"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown engine"));
+    // an engine is never pointed at a shim that is not there
+    let o = nvhook(&[
+        "install",
+        "crio",
+        "--crio-dropin-dir",
+        crio.to_str().unwrap(),
+        "--runtime-path",
+        "/nonexistent/nvhook-runtime",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+        "{:?}",
+        text(&o)
+    );
+    assert!(!crio.join("99-nvhook.toml").exists());
+    // nor under a name that is not a name
+    let o = nvhook(&[&["install", "crio", "--runtime-name", "a b"][..], &args].concat());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("runtime name"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 /// The refresh unit's command, run as written (with the built binary and a temp

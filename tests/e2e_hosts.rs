@@ -362,6 +362,29 @@ fn broken_config_never_blocks_runc() {
         warned.contains("level=warning") && warned.contains("driver-rot"),
         "{warned}"
     );
+    // the file's own runtime list still counts (a container made with crun must be
+    // killed and deleted by crun): a wrapper named there is what runs
+    let marker = c.tmp.path().join("wrapper-ran");
+    let wrapper = c.tmp.path().join("my-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho ran >> {}\nexec runc \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &c.config,
+        good.replace("driver-root", "driver-rot").replace(
+            "runtimes = [\"runc\"]",
+            &format!("runtimes = [{:?}]", wrapper.display().to_string()),
+        ),
+    )
+    .unwrap();
+    ok(&["list"]);
+    assert!(marker.exists(), "the broken file's runtimes were not used");
     // a GPU container: the configuration's error, and nothing started
     let g = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
     std::fs::write(&g.config, good.replace("driver-root", "driver-rot")).unwrap();

@@ -90,9 +90,10 @@ enum CdiCommand {
         /// Write here (atomically) instead of stdout, e.g. /etc/cdi/nvidia.json.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// The installed nvhook the spec's hook runs (never the binary that generated it).
-        #[arg(long, value_name = "FILE", default_value = "/usr/local/bin/nvhook")]
-        hook_path: PathBuf,
+        /// The installed nvhook the spec's hook runs, never the binary that generated it
+        /// (default: /usr/bin/nvhook from the package, else /usr/local/bin/nvhook).
+        #[arg(long, value_name = "FILE")]
+        hook_path: Option<PathBuf>,
     },
     /// List the device names a spec offers (`nvidia.com/gpu=0`, ...).
     List {
@@ -125,10 +126,12 @@ struct InstallArgs {
     /// Print what would change, as a diff; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The shim the engine should run (default /usr/local/bin/nvhook-runtime).
+    /// The shim the engine should run (default: the installed one, /usr/bin/nvhook-runtime
+    /// from the package, else /usr/local/bin/nvhook-runtime).
     #[arg(long)]
     runtime_path: Option<PathBuf>,
-    /// The hook for hooks.d (default /usr/local/bin/nvhook).
+    /// The hook for hooks.d (default: the installed /usr/bin/nvhook, else
+    /// /usr/local/bin/nvhook).
     #[arg(long)]
     hook_path: Option<PathBuf>,
     #[arg(long)]
@@ -258,7 +261,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info { json } => info(&cfg, json),
         Command::Cdi {
             command: CdiCommand::Generate { output, hook_path },
-        } => cdi_generate(&cfg, loaded.path.as_deref(), output, &hook_path),
+        } => cdi_generate(&cfg, loaded.path.as_deref(), output, hook_path),
         Command::Cdi {
             command: CdiCommand::List { spec },
         } => cdi_list(spec),
@@ -295,14 +298,39 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// An installed binary: the package's (`/usr/bin`), else a from-source install's
+/// (`/usr/local/bin`); an engine or a CDI spec must name a path that exists.
+fn installed(name: &str, given: Option<PathBuf>, what: &str) -> Result<PathBuf> {
+    if let Some(p) = given {
+        if !p.is_absolute() {
+            anyhow::bail!("{what} {} is not absolute", p.display());
+        }
+        if !p.exists() {
+            anyhow::bail!(
+                "{what} {} does not exist: install nvhook there first",
+                p.display()
+            );
+        }
+        return Ok(p);
+    }
+    ["/usr/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!("{name} is installed neither in /usr/bin nor in /usr/local/bin: install it, or name it with the {what} flag")
+        })
+}
+
 fn cdi_list(spec: Option<PathBuf>) -> Result<()> {
     let path = match spec {
         Some(p) => p,
-        None => ["/etc/cdi/nvidia.json", "/var/run/cdi/nvidia.json"]
+        // /var/run/cdi takes precedence over /etc/cdi for engines: the spec in effect
+        None => ["/var/run/cdi/nvidia.json", "/etc/cdi/nvidia.json"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
-            .context("no spec at /etc/cdi/nvidia.json or /var/run/cdi/nvidia.json (--spec FILE)")?,
+            .context("no spec at /var/run/cdi/nvidia.json or /etc/cdi/nvidia.json (--spec FILE)")?,
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -318,23 +346,15 @@ fn cdi_generate(
     cfg: &Config,
     config_path: Option<&std::path::Path>,
     output: Option<PathBuf>,
-    hook_path: &std::path::Path,
+    hook_path: Option<PathBuf>,
 ) -> Result<()> {
+    let hook_path = installed("nvhook", hook_path, "--hook-path")?;
     let mut driver = Driver::discover(&pipeline::roots(cfg))?;
     if !driver.migs.is_empty() {
         // MIG UUIDs come from NVML; without it the MIG devices keep their GPU:MIG names.
         if let Err(e) = pipeline::fill_mig_uuids(&mut driver) {
             eprintln!("nvhook: warning: no MIG UUIDs in the spec: {e}");
         }
-    }
-    if !hook_path.is_absolute() {
-        anyhow::bail!("--hook-path {} is not absolute", hook_path.display());
-    }
-    if !hook_path.exists() {
-        eprintln!(
-            "nvhook: warning: {} does not exist (yet): containers using the spec need nvhook there (--hook-path)",
-            hook_path.display()
-        );
     }
     let spec = nvhook::cdi::generate(
         &driver,
@@ -368,9 +388,26 @@ fn cdi_generate(
 
 fn install(a: InstallArgs, remove: bool) -> Result<()> {
     let d = nvhook::install::Paths::default();
+    // An engine must be pointed at binaries that exist (uninstall only matches names).
+    let (runtime_path, hook_path) = if remove {
+        (
+            a.runtime_path.unwrap_or(d.runtime_path),
+            a.hook_path.unwrap_or(d.hook_path),
+        )
+    } else if a.engine == nvhook::install::Engine::Podman {
+        (
+            d.runtime_path,
+            installed("nvhook", a.hook_path, "--hook-path")?,
+        )
+    } else {
+        (
+            installed("nvhook-runtime", a.runtime_path, "--runtime-path")?,
+            d.hook_path,
+        )
+    };
     let paths = nvhook::install::Paths {
-        runtime_path: a.runtime_path.unwrap_or(d.runtime_path),
-        hook_path: a.hook_path.unwrap_or(d.hook_path),
+        runtime_path,
+        hook_path,
         docker_config: a.docker_config.unwrap_or(d.docker_config),
         containerd_config: a.containerd_config.unwrap_or(d.containerd_config),
         containerd_dropin_dir: a.containerd_dropin_dir.unwrap_or(d.containerd_dropin_dir),
@@ -394,6 +431,14 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
     }
     for c in &changes {
         print!("{}", nvhook::install::diff(c));
+    }
+    if !remove && a.engine == nvhook::install::Engine::Containerd {
+        // containerd's own view of the result, where containerd is installed
+        if let Some(c) = changes.iter().find(|c| c.path == paths.containerd_config) {
+            if !nvhook::install::verify_containerd(c, &paths, &opts)? {
+                println!("nvhook: containerd is not installed here: the result was not checked with `containerd config dump`");
+            }
+        }
     }
     if a.dry_run {
         println!("nvhook: dry run, nothing written");

@@ -52,7 +52,10 @@ fn main() {
             if creating && asks_for_gpus(&bundle()) {
                 fail(e.to_string());
             }
-            let defaults = Config::default().runtime.runtimes;
+            // The file's own runtime list where it can still be read (a container made
+            // with crun must be killed and deleted by crun), else the defaults.
+            let defaults =
+                runtimes_of_broken_config().unwrap_or_else(|| Config::default().runtime.runtimes);
             report(
                 &parsed,
                 "warning",
@@ -202,6 +205,25 @@ fn debug_record(cfg: &nvhook::config::LogConfig, fields: &[(&str, serde_json::Va
     let _ = f.write_all(line.as_bytes());
 }
 
+/// `[runtime] runtimes` of a configuration file that does not load as a whole (a typo
+/// elsewhere), read as plain TOML.
+fn runtimes_of_broken_config() -> Option<Vec<String>> {
+    let path = std::env::var_os(nvhook::config::CONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(nvhook::config::DEFAULT_CONFIG_PATH));
+    let text = std::fs::read_to_string(path).ok()?;
+    let t: toml::Table = toml::from_str(&text).ok()?;
+    let list: Vec<String> = t
+        .get("runtime")?
+        .get("runtimes")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    (!list.is_empty()).then_some(list)
+}
+
 /// Whether a bundle's config.json asks for GPUs in any form nvhook could honour (the
 /// variable, volume mounts, CDI annotations), read without a configuration: used only
 /// to decide whether a broken configuration must stop this start.
@@ -209,12 +231,22 @@ fn asks_for_gpus(bundle: &Path) -> bool {
     let Ok((spec, _)) = spec_edit::read(bundle) else {
         return true; // the runtime would fail on it anyway; say why the config is bad
     };
+    let source = nvhook::request::Source::from_config(&spec);
+    // Docker Swarm's generic resources too (`swarm-resource` may name any of them)
+    let swarm: Vec<String> = source
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.starts_with("DOCKER_RESOURCE_"))
+        .map(str::to_owned)
+        .collect();
     let widest = nvhook::request::Policy {
         accept_volume_mounts: true,
         accept_cdi_annotations: true,
+        swarm_resources: swarm,
         ..Default::default()
     };
-    nvhook::request::Source::from_config(&spec).wants_gpus(&widest)
+    source.wants_gpus(&widest)
 }
 
 fn is_executable(p: &Path) -> bool {
