@@ -282,18 +282,28 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         source,
     })?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
+    // In a container with its own user namespace, what nvhook creates belongs to the
+    // container's root (its /dev is a tmpfs of that namespace, where host root's ids do
+    // not exist at all).
+    let as_container_root = id_maps.root_owner().map(|(u, g)| FsIds::become_owner(u, g));
     let mut result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
     if let (Ok(()), Some(view)) = (&result, proc_view) {
         result = attach_proc_view(&root, view, &mut mounted);
     }
     times.mount = clock.elapsed();
+    let ldconfig_clock = std::time::Instant::now();
     let result = result.and_then(|()| {
-        let clock = std::time::Instant::now();
         for f in &plan.files {
             root.write_file(&f.path, f.content.as_bytes())?;
         }
-        if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
+        if plan.ldconfig.is_some() {
             root.mkdir_all("/etc")?;
+        }
+        Ok(())
+    });
+    drop(as_container_root);
+    let result = result.and_then(|()| {
+        if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
             if t.faults.ldconfig {
                 return Err(ldconfig::Error::Failed {
                     status: "not started".into(),
@@ -310,7 +320,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 t.ldconfig_timeout,
             )?;
         }
-        times.ldconfig = clock.elapsed();
+        times.ldconfig = ldconfig_clock.elapsed();
         Ok(())
     });
     match result {
@@ -324,6 +334,32 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             }
             root.undo();
             Err(e)
+        }
+    }
+}
+
+/// The process's filesystem ids set to a container's root for as long as it lives, and
+/// host root's again after (which also gives back the file capabilities the kernel
+/// clears while they are not 0).
+struct FsIds;
+
+impl FsIds {
+    fn become_owner(uid: u32, gid: u32) -> FsIds {
+        // SAFETY: plain system calls; the hook is single-threaded here.
+        unsafe {
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
+        FsIds
+    }
+}
+
+impl Drop for FsIds {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::setfsuid(0);
+            libc::setfsgid(0);
         }
     }
 }

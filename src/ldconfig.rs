@@ -215,6 +215,24 @@ impl IdMaps {
         }
     }
 
+    /// The host ids of the container's root (uid, gid), where the container has a user
+    /// namespace that maps its root elsewhere than host root.
+    pub fn root_owner(&self) -> Option<(u32, u32)> {
+        let host_of_zero = |map: &str| -> Option<u32> {
+            map.lines().find_map(|l| {
+                let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+                match (f.next()??, f.next()??, f.next()??) {
+                    (0, host, n) if n > 0 => u32::try_from(host).ok(),
+                    _ => None,
+                }
+            })
+        };
+        match (host_of_zero(&self.uid), host_of_zero(&self.gid)) {
+            (Some(0), Some(0)) | (None, _) | (_, None) => None,
+            (Some(u), Some(g)) => Some((u, g)),
+        }
+    }
+
     /// The maps of process `pid` (the container's init), read through the host's
     /// `/proc`; the identity where they cannot be read.
     pub fn of_process(proc_dir: std::os::fd::BorrowedFd<'_>, pid: i32) -> IdMaps {

@@ -175,6 +175,50 @@ fn ldconfig_links_in_a_dir_owned_by_a_user() {
     );
 }
 
+/// A user-namespaced container (rootfs owned by its mapped root, as with
+/// `podman --userns=auto` or Kubernetes user namespaces): what nvhook creates belongs to
+/// the container's root, and ldconfig runs as that root.
+#[test]
+fn user_namespaced_container_gets_its_gpu() {
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        "nvidia-smi -L; ldconfig -p | grep -c libcuda.so.1",
+    );
+    let st = std::process::Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(&c.rootfs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut spec = c.spec();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    c.set_spec(&spec);
+    let out = ok_output(&c, Cgroup::V1);
+    assert!(out.contains(&gpu_uuid(0)), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "1"), "ld cache: {out}");
+    let owner = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+    let lib = c.rootfs.join("usr/lib/x86_64-linux-gnu");
+    assert_eq!(
+        owner(&lib.join("libcuda.so")),
+        (100000, 100000),
+        "link made by nvhook"
+    );
+    assert_eq!(
+        owner(&c.rootfs.join("etc/ld.so.cache")),
+        (100000, 100000),
+        "the cache ldconfig wrote"
+    );
+}
+
 /// Item 2: device lists from volume mounts count only when the mount's source is `/dev/null`.
 #[test]
 fn volume_mount_device_lists_need_dev_null() {
