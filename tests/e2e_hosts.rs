@@ -32,16 +32,6 @@ fn ubuntu_driver() -> &'static PathBuf {
     })
 }
 
-fn ok_output(c: &Container, o: std::process::Output) -> String {
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success(),
-        "container failed: {out}{err}\nlog:\n{}",
-        c.log_text()
-    );
-    out
-}
-
 /// Runs `inner` (the shim's command) in a private mount namespace where `/usr/sbin`
 /// (`/sbin` on a merged-/usr host) has Ubuntu's ldconfig: a shell wrapper around a
 /// static `ldconfig.real`.
@@ -91,7 +81,7 @@ fn ubuntu_ldconfig_wrapper() {
     );
     let b = c.bundle.display().to_string();
     let mut run = with_ubuntu_ldconfig(&c, c.shim(Cgroup::V1, &["run", "--bundle", &b, &c.id]));
-    let out = ok_output(&c, run.output().unwrap());
+    let out = c.expect_ok(run.output().unwrap());
     assert_eq!(out.trim(), "1", "{out}");
     // the wrapper named explicitly: refused, and the message says what works
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
@@ -126,7 +116,7 @@ fn driver_in_its_own_tree() {
             ),
         );
         c.write_config_for(ubuntu_driver(), "");
-        let out = ok_output(&c, c.run(cg));
+        let out = c.run_ok(cg);
         let smi = section(&out, "smi");
         assert!(
             smi.len() == 1 && smi[0].contains(&gpu_uuid(1)),
@@ -176,7 +166,7 @@ fn driver_root_only_root_can_read() {
         "nvidia-smi -L",
     );
     c.write_config_for(&d, "");
-    let out = ok_output(&c, c.run(Cgroup::V1));
+    let out = c.run_ok(Cgroup::V1);
     assert!(out.contains(&gpu_uuid(0)), "{out}");
     // a requirement that does not hold is still refused by the real answer
     let c = Container::new(

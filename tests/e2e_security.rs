@@ -36,17 +36,6 @@ fn add_mounts(c: &Container, mounts: &[(&str, &str)]) {
     c.set_spec(&spec);
 }
 
-fn ok_output(c: &Container, cg: Cgroup) -> String {
-    let o = c.run(cg);
-    let (out, err) = text(&o);
-    assert!(
-        o.status.success(),
-        "container failed: {out}{err}\nlog:\n{}",
-        c.log_text()
-    );
-    out
-}
-
 /// Item 1: a container root that chmods and chowns its GPU nodes changes nothing on the
 /// host; the nodes still open read-write inside (the cgroup allows, the driver is absent).
 #[test]
@@ -129,7 +118,7 @@ fn sockets_are_read_only_mounts() {
         ),
     );
     add_caps(&c, &["CAP_FOWNER"]);
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     let after = std::fs::metadata(&host).unwrap().mode();
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(before)).unwrap();
     assert_eq!(before, after, "the host's socket changed: {out}");
@@ -164,7 +153,7 @@ fn ldconfig_links_in_a_dir_owned_by_a_user() {
     let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
     text.push_str("/opt/userlib\n");
     std::fs::write(&conf, text).unwrap();
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     assert!(
         out.lines().any(|l| l == "libfoo.so.1"),
         "SONAME link made: {out}"
@@ -199,7 +188,7 @@ fn user_namespaced_container_gets_its_gpu() {
     spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c.set_spec(&spec);
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     assert!(out.contains(&gpu_uuid(0)), "{out}");
     assert!(out.lines().any(|l| l.trim() == "1"), "ld cache: {out}");
     let owner = |p: &Path| {
@@ -229,7 +218,7 @@ fn volume_mount_device_lists_need_dev_null() {
     let empty = c.tmp.path().join("emptydir");
     std::fs::create_dir(&empty).unwrap();
     add_mounts(&c, &[(empty.to_str().unwrap(), &dir)]);
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     assert!(
         section(&out, "dev").is_empty() && !out.contains("UUID"),
         "a directory at {dir} gave GPUs: {out}"
@@ -238,7 +227,7 @@ fn volume_mount_device_lists_need_dev_null() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=all"], SEE);
     c.write_config(POLICY);
     add_mounts(&c, &[("/dev/./null", &format!("{}/x/../1", request_dir()))]);
-    let out = ok_output(&c, Cgroup::V2);
+    let out = c.run_ok(Cgroup::V2);
     let uuids: Vec<&str> = out.lines().filter(|l| l.contains("UUID")).collect();
     assert_eq!(uuids.len(), 1, "{out}");
     assert!(uuids[0].contains(&gpu_uuid(1)), "{out}");
@@ -260,7 +249,7 @@ fn imex_channels_follow_the_policy() {
     );
     c.write_config(POLICY);
     add_mounts(&c, &[("/dev/null", &format!("{d}/0"))]);
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     let dev = section(&out, "dev");
     assert!(dev.iter().any(|l| l == "nvidiactl"), "{out}");
     assert!(!dev.iter().any(|l| l.starts_with("channel")), "{out}");
@@ -278,7 +267,7 @@ fn imex_channels_follow_the_policy() {
             ("/dev/null", &format!("{d}/imex/1")),
         ],
     );
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     let chans: Vec<String> = section(&out, "dev")
         .into_iter()
         .filter(|l| l.starts_with("channel"))
@@ -292,7 +281,7 @@ fn imex_channels_follow_the_policy() {
     );
     c.write_config(POLICY);
     add_caps(&c, &["CAP_SYS_ADMIN"]);
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     let chans: Vec<String> = section(&out, "dev")
         .into_iter()
         .filter(|l| l.starts_with("channel"))
@@ -347,7 +336,7 @@ fn image_ldconfig_opted_in_is_sandboxed() {
     );
     probe_image(&c);
     c.write_config("ldconfig = \"/sbin/ldconfig\"\nallow-ldconfig-from-container = true");
-    let out = ok_output(&c, Cgroup::V1);
+    let out = c.run_ok(Cgroup::V1);
     assert_eq!(kv(&out, "capeff"), "000000000000000a", "{out}");
     assert_eq!(kv(&out, "capbnd"), "000000000000000a", "{out}");
     assert_eq!(kv(&out, "uid"), "0");
@@ -484,7 +473,7 @@ fn mps_pipe_dir_is_checked() {
             &format!("echo \"== mps\"; grep ' {target} ' /proc/self/mountinfo; ls {target} 2>&1; echo \"== end\""),
         );
         c.write_config(&format!("mps-pipe-directory = \"{target}\""));
-        let out = ok_output(&c, Cgroup::V1);
+        let out = c.run_ok(Cgroup::V1);
         let seen = section(&out, "mps");
         let mounted = seen.iter().any(|l| l.contains(&format!(" {target} ")));
         assert_eq!(mounted, bound, "{case}: {out}");
@@ -553,7 +542,7 @@ fn mig_management_takes_device_lists() {
         let env = format!("{var}={list}");
         let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0", &env], script);
         add_caps(&c, &["CAP_SYS_ADMIN"]);
-        let out = ok_output(&c, Cgroup::V1);
+        let out = c.run_ok(Cgroup::V1);
         assert!(out.lines().any(|l| l == node), "{var}={list}: {out}");
     }
     // an unknown GPU in the list is an error that names it

@@ -290,6 +290,23 @@ impl Container {
             .unwrap()
     }
 
+    /// The container's stdout, after checking it ran (its output and nvhook's log in
+    /// the failure message otherwise).
+    pub fn expect_ok(&self, o: Output) -> String {
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success(),
+            "container failed: {out}{err}\nlog:\n{}",
+            self.log_text()
+        );
+        out
+    }
+
+    /// `runc run` through the shim, which must succeed; its stdout.
+    pub fn run_ok(&self, cg: Cgroup) -> String {
+        self.expect_ok(self.run(cg))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
