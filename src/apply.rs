@@ -138,6 +138,8 @@ pub struct Target<'a> {
     pub pid: i32,
     pub rootfs: &'a Path,
     pub ldconfig_timeout: Duration,
+    /// Run ldconfig in a user namespace of its own (`ldconfig-user-namespace`).
+    pub ldconfig_userns: bool,
     pub faults: Faults,
 }
 
@@ -315,7 +317,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 exe,
                 root.fd(),
                 host_proc.as_fd(),
-                &id_maps,
+                t.ldconfig_userns.then_some(&id_maps),
                 &l.args,
                 t.ldconfig_timeout,
             )?;

@@ -121,6 +121,11 @@ pub struct Config {
     /// The MPS daemon's pipe directory on the host (under the driver root), bound
     /// read-write into compute containers when it is root-owned and safe.
     pub mps_pipe_directory: String,
+    /// Run ldconfig in a user namespace of its own (on by default). Off only for hosts
+    /// where user namespaces are disabled (`user.max_user_namespaces = 0`): the rest of
+    /// the sandbox (PID, IPC, mount, network, UTS namespaces, two capabilities, seccomp)
+    /// stays.
+    pub ldconfig_user_namespace: bool,
     /// Seconds ldconfig may run before it is killed and the start fails.
     pub ldconfig_timeout: u64,
     pub no_cgroups: bool,
@@ -151,6 +156,7 @@ impl Default for Config {
             allow_ldconfig_from_container: false,
             mps_pipe_directory: "/tmp/nvidia-mps".into(),
             ldconfig_timeout: 30,
+            ldconfig_user_namespace: true,
             no_cgroups: false,
             disable_require: false,
             accept_envvar_when_unprivileged: true,

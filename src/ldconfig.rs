@@ -33,7 +33,7 @@ pub enum Error {
     Untrusted(#[from] crate::trust::Error),
     #[error("cannot build the ldconfig seccomp filter: {0}")]
     Seccomp(String),
-    #[error("cannot set up the ldconfig sandbox's user namespace ({what}): {source}; the sandbox needs user namespaces (sysctl user.max_user_namespaces > 0, and no security module refusing them to root)")]
+    #[error("cannot set up the ldconfig sandbox's user namespace ({what}): {source}; the sandbox needs user namespaces (sysctl user.max_user_namespaces > 0, and no security module refusing them to root), or set ldconfig-user-namespace = false")]
     UserNs {
         what: &'static str,
         source: io::Error,
@@ -382,12 +382,14 @@ pub fn seal_host(path: &str) -> Result<Exe> {
 
 /// Runs ldconfig chrooted into `root` (an fd opened inside the container's mount
 /// namespace, which the caller has joined), with an empty environment. `proc_dir` is
-/// the host's `/proc`, opened before joining.
+/// the host's `/proc`, opened before joining. `maps`: the ids of its own user namespace;
+/// `None` runs it without one (`ldconfig-user-namespace = false`, for hosts where user
+/// namespaces are off: the rest of the sandbox stays).
 pub fn run(
     exe: &Exe,
     root: std::os::fd::BorrowedFd<'_>,
     proc_dir: std::os::fd::BorrowedFd<'_>,
-    maps: &IdMaps,
+    maps: Option<&IdMaps>,
     args: &[String],
     timeout: Duration,
 ) -> Result<()> {
@@ -443,7 +445,12 @@ pub fn run(
     // empty PID namespace, its capabilities hold only in its own user namespace (over
     // files of the mapped root), it has no network interface but a loopback that is
     // down, and its tmpfs mounts stay private to it.
-    let flags = libc::CLONE_NEWUSER
+    let userns = if maps.is_some() {
+        libc::CLONE_NEWUSER
+    } else {
+        0
+    };
+    let flags = userns
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWNS
@@ -604,7 +611,7 @@ pub fn run(
     drop(wr);
     drop(devnull);
     drop(sync_rd);
-    if let Err(e) = write_maps(proc_dir, pid, maps) {
+    if let Err(e) = maps.map_or(Ok(()), |m| write_maps(proc_dir, pid, m)) {
         // SAFETY: pid is our child; it waits on the sync pipe.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let mut status = 0;

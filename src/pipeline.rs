@@ -276,6 +276,7 @@ pub fn run_hook(
                 pid,
                 rootfs: &d.container.rootfs,
                 ldconfig_timeout: cfg.ldconfig_deadline(),
+                ldconfig_userns: cfg.ldconfig_user_namespace,
                 faults,
             },
         )?;
@@ -321,6 +322,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
             pid,
             rootfs: &spec.rootfs,
             ldconfig_timeout: cfg.ldconfig_deadline(),
+            ldconfig_userns: cfg.ldconfig_user_namespace,
             faults: apply::Faults::default(),
         },
     )?;

@@ -347,6 +347,29 @@ fn image_ldconfig_opted_in_is_sandboxed() {
     }
 }
 
+/// Where user namespaces are off (`user.max_user_namespaces = 0`), an operator can run
+/// ldconfig without its own: the rest of the sandbox stays.
+#[test]
+fn ldconfig_without_a_user_namespace_keeps_the_rest_of_the_sandbox() {
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        "cat /nvhook-sandbox.txt",
+    );
+    c.write_config(&format!(
+        "ldconfig = \"@{}\"\nldconfig-user-namespace = false",
+        tools().join("ldconfig-probe").display()
+    ));
+    let out = c.run_ok(Cgroup::V1);
+    assert_eq!(kv(&out, "pid"), "1");
+    assert_eq!(kv(&out, "capeff"), "000000000000000a", "{out}");
+    assert_eq!(kv(&out, "nodename"), "nvhook-ldconfig");
+    assert_eq!(kv(&out, "fds_above_2"), "0");
+    for k in ["mknod", "socket", "open_by_handle"] {
+        assert_eq!(kv(&out, k), "Operation not permitted", "{k}: {out}");
+    }
+}
+
 /// Item 4c: seen from outside while it runs: ldconfig's user, network and UTS namespaces are
 /// not the host's, its ids map to themselves, its capabilities are DAC_OVERRIDE
 /// and FOWNER, and a seccomp filter is on.
