@@ -466,10 +466,12 @@ pub fn run(
         // SAFETY: valid fd.
         unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
         // ENOSPC: user.max_user_namespaces is 0 (or used up); EPERM/EUSERS: refused.
-        if matches!(
-            e.raw_os_error(),
-            Some(libc::ENOSPC | libc::EPERM | libc::EUSERS | libc::EINVAL)
-        ) {
+        if maps.is_some()
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSPC | libc::EPERM | libc::EUSERS | libc::EINVAL)
+            )
+        {
             return Err(Error::UserNs {
                 what: "clone",
                 source: e,
