@@ -12,11 +12,15 @@
 #   ldconfig  the hook on an image with 2000 extra libraries vs the small image.
 #   hostcache `nvhook plan` (discovery and planning) with a host ld.so.cache listing 2000
 #             more (non-NVIDIA) libraries vs the synthetic driver's small cache.
+#   cgroup    the hook's device cgroup phase on cgroup v2 (runc's eBPF program read back
+#             and replaced) vs v1 (`devices.allow` writes), same container, alternating;
+#             v2 runs inside `unshare -m` with the unified hierarchy bound over
+#             /sys/fs/cgroup (needs a hybrid host; on a v2-only host both are v2).
 # Bundles and images live on a tmpfs mounted at .work/bench for the run.
 set -eu
 runs=${1:-40}
 [ $# -gt 0 ] && shift
-sections=${*:-start shim scaling ldconfig hostcache}
+sections=${*:-start shim scaling ldconfig hostcache cgroup}
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 scripts/ci-deps.sh
@@ -193,6 +197,29 @@ for s in $sections; do
         line "nvhook plan, 2000 more host libraries" "$work/plan-big.us"
         line "nvhook plan peak RSS, big cache" "$work/plan-big.us" 2 KiB
         ratio "ratio big / small" "$(med "$work/plan-big.us")" "$(med "$work/plan-small.us")"
+        ;;
+    cgroup)
+        driver 1
+        : >"$work/driver1/nvhook.log"; : >"$work/cg-order"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            mkbundle "$work/c1" "$work/image" NVIDIA_VISIBLE_DEVICES=0
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml "$bin/nvhook-runtime" --root "$state" run --bundle "$work/c1" c1-$i </dev/null >/dev/null
+            echo v1 >>"$work/cg-order"
+            mkbundle "$work/c2" "$work/image" NVIDIA_VISIBLE_DEVICES=0
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml unshare -m --propagation private sh -c \
+                'mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup 2>/dev/null; exec "$@"' sh \
+                "$bin/nvhook-runtime" --root "$state" run --bundle "$work/c2" c2-$i </dev/null >/dev/null
+            echo v2 >>"$work/cg-order"
+            i=$((i + 1))
+        done
+        grep -o 'cgroup_us=[0-9]*' "$work/driver1/nvhook.log" | cut -d= -f2 >"$work/cg-all.us"
+        paste -d' ' "$work/cg-order" "$work/cg-all.us" | awk '$1 == "v1" {print $2}' >"$work/cg-v1.us"
+        paste -d' ' "$work/cg-order" "$work/cg-all.us" | awk '$1 == "v2" {print $2}' >"$work/cg-v2.us"
+        echo "cgroup: the hook's device cgroup phase, 1 GPU (nvidiactl, nvidia0, uvm, uvm-tools)"
+        line "cgroup v1 (devices.allow)" "$work/cg-v1.us"
+        line "cgroup v2 (eBPF program swap)" "$work/cg-v2.us"
+        ratio "ratio v2 / v1" "$(med "$work/cg-v2.us")" "$(med "$work/cg-v1.us")"
         ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
     esac
