@@ -49,6 +49,8 @@ pub enum Error {
     Cgroup(#[from] cgroup::Error),
     #[error(transparent)]
     Ldconfig(#[from] ldconfig::Error),
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -88,12 +90,8 @@ fn prepare(
     }
     // A directory is bound read-write (the MPS pipe dir): checked again on the fd that
     // is mounted, as discovery checked its path.
-    if want == libc::S_IFDIR && (st.st_uid != 0 || st.st_mode & 0o022 != 0) {
-        return Err(Error::SourceType {
-            path: path.into(),
-            found: "a directory not owned by root or writable by group or others",
-            expected: "a root-owned directory only root can write",
-        });
+    if want == libc::S_IFDIR {
+        crate::trust::check_stat("directory", path, &st)?;
     }
     if let Some((ma, mi)) = rdev {
         let (fa, fi) = sys::dev_split(st.st_rdev);

@@ -232,16 +232,10 @@ fn find_mps_dir(
             warn(format!("{c} is not a directory"));
             return None;
         }
-        if st.st_uid != 0 {
-            warn(format!("{c} is owned by uid {}, not root", st.st_uid));
-            return None;
-        }
-        let sticky_above = !last && st.st_mode & libc::S_ISVTX != 0;
-        if st.st_mode & 0o022 != 0 && !sticky_above {
-            warn(format!(
-                "{c} is writable by group or others (mode {:o})",
-                st.st_mode & 0o7777
-            ));
+        if let Err(e) =
+            crate::trust::check_entry("directory", Path::new(c), st.st_uid, st.st_mode, !last)
+        {
+            warn(e.to_string());
             return None;
         }
         cur = fd;
@@ -724,9 +718,7 @@ fn is_elf_executable(p: &Path) -> bool {
     let mut head = [0u8; 18];
     let f = std::fs::File::from(fd);
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
-    n == head.len()
-        && head[..4] == *b"\x7fELF"
-        && matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3)
+    crate::ldconfig::is_elf_executable_header(&head[..n])
 }
 
 /// The driver's libraries, and the dirs (paths under the driver root) its x86-64
@@ -753,8 +745,11 @@ fn find_libraries(
             for d in LIB_DIRS {
                 if let Ok(rd) = std::fs::read_dir(root_path.join(d)) {
                     for ent in rd.flatten() {
-                        if let Ok(n) = ent.file_name().into_string() {
-                            v.push((format!("/{d}/{n}"), Arch::X8664));
+                        match ent.file_name().into_string() {
+                            Ok(n) if may_be_driver_library(&n) => {
+                                v.push((format!("/{d}/{n}"), Arch::X8664))
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -770,11 +765,9 @@ fn find_libraries(
     };
     let mut out: Vec<Library> = Vec::new();
     let mut dirs: Vec<(String, usize)> = Vec::new();
+    // Every candidate already has a driver library's name (picked from the cache or the
+    // directory listing before anything was copied or resolved).
     for (path, arch) in candidates {
-        let name = path.rsplit('/').next().unwrap_or("");
-        if !may_be_driver_library(name) {
-            continue;
-        }
         let Ok((host_path, st)) = resolve_in(root, &path) else {
             continue;
         };

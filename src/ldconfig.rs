@@ -2,9 +2,9 @@
 //!
 //! The host binary is copied into a sealed memfd before nvhook enters the container,
 //! so the image cannot swap it; it must be static, because a dynamic one would load
-//! the image's loader and libc. The child runs in new user (host root mapped to its
-//! root, so its capabilities hold over nothing outside), PID, IPC, mount, network and
-//! UTS namespaces, chroots into the container root, gets an empty environment,
+//! the image's loader and libc. The child runs in new user (its ids mapped as the
+//! container's, so its capabilities hold over nothing outside), PID, IPC, mount, network
+//! and UTS namespaces, chroots into the container root, gets an empty environment,
 //! `no_new_privs` and a seccomp filter that allows only the system calls ldconfig
 //! makes, and is killed after a timeout.
 
@@ -305,16 +305,18 @@ fn io_err<'a>(path: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> Er
     }
 }
 
+/// True when the first bytes of a file are an ELF header of an executable or a shared
+/// object (`e_type` 2 or 3): what the driver's tools are, and a `#!` wrapper is not.
+pub fn is_elf_executable_header(b: &[u8]) -> bool {
+    b.len() >= 18 && b[..4] == *b"\x7fELF" && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
+}
+
 /// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
 pub fn is_static_elf(elf: &[u8]) -> bool {
-    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+    if elf.len() < 64 || !is_elf_executable_header(elf) || elf[4] != 2 || elf[5] != 1 {
         return false;
     }
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let e_type = u16_at(16);
-    if e_type != 2 && e_type != 3 {
-        return false;
-    }
     let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8")) as usize;
     let phentsize = u16_at(54);
     let phnum = u16_at(56);

@@ -28,7 +28,15 @@ fn check_one(what: &'static str, p: &Path, uid: u32, mode: u32) -> Result<()> {
     check_entry(what, p, uid, mode, false)
 }
 
-fn check_entry(what: &'static str, p: &Path, uid: u32, mode: u32, ancestor: bool) -> Result<()> {
+/// The rule for one entry: root-owned, not writable by group or others, except a
+/// root-owned sticky directory above the entry checked (`ancestor`).
+pub fn check_entry(
+    what: &'static str,
+    p: &Path,
+    uid: u32,
+    mode: u32,
+    ancestor: bool,
+) -> Result<()> {
     if uid != 0 {
         return Err(Error::Untrusted {
             what,
