@@ -29,7 +29,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 const BEGIN: &str = "# nvhook begin:";
 const END: &str = "# nvhook end";
 const REPLACED: &str = "# nvhook replaced: ";
-const ADDED: &str = "# nvhook added";
+/// Marks a line nvhook added, which `remove` drops.
+pub const ADDED: &str = "# nvhook added";
 const REMOVED: &str = "# nvhook removed: ";
 
 /// What to add.

@@ -468,13 +468,15 @@ fn docker(p: &Paths, o: &Options, runtime: Option<&str>) -> Result<Change> {
 fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
     let path = &p.containerd_config;
     let old = read_opt(path)?;
-    let imports = containerd_imports(p, false)?;
-    let base = imports.new.clone().unwrap_or_default();
+    let base = without_old_imports(old.as_deref().unwrap_or(""), p);
+    let created = old
+        .as_deref()
+        .is_none_or(|t| t.lines().any(|l| l.starts_with(CREATED_MARK)));
     let new = match o {
         Some(o) => {
             let rt = p.runtime_path.display().to_string();
-            let mark = if old.is_none() {
-                format!("{CREATED_MARK}  # nvhook added\n")
+            let mark = if created {
+                format!("{CREATED_MARK}  {}\n", crate::containerd_config::ADDED)
             } else {
                 String::new()
             };
@@ -497,8 +499,7 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
         None => {
             let restored = crate::containerd_config::remove(&base);
             // A file nvhook created (and that holds nothing else) goes, as it came.
-            let created = base.lines().any(|l| l.starts_with(CREATED_MARK));
-            if restored.trim().is_empty() && (old.is_none() || created) {
+            if restored.trim().is_empty() && created {
                 None
             } else {
                 Some(restored)
@@ -520,83 +521,14 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
     ])
 }
 
-/// containerd's main config with (or without) the `imports` line for the drop-in dir
-/// that nvhook up to 0.1 wrote (now only removed).
-fn containerd_imports(p: &Paths, add: bool) -> Result<Change> {
-    let path = &p.containerd_config;
-    let old = read_opt(path)?;
-    let text = old.clone().unwrap_or_default();
+/// `text` without the `imports` line for the drop-in dir that nvhook up to 0.1 wrote
+/// (nvhook now edits the main file itself).
+fn without_old_imports(text: &str, p: &Paths) -> String {
     let glob = format!("{}/*.toml", p.containerd_dropin_dir.display());
     let ours = format!("imports = [{}]  {IMPORTS_MARK}", toml_str(&glob));
-    let has_ours = text.lines().any(|l| l.trim_end() == ours);
-    let new = if add {
-        if has_ours {
-            text.clone()
-        } else if text.lines().any(|l| l.trim_start().starts_with("imports")) {
-            // An imports list of the user's own: add our glob to it, on that line only.
-            let mut out = String::new();
-            for l in text.split_inclusive('\n') {
-                if l.trim_start().starts_with("imports") && !l.contains(&glob) {
-                    let (k, v) = l.split_once('=').ok_or_else(|| Error::Parse {
-                        path: path.clone(),
-                        message: "imports line without '='".into(),
-                    })?;
-                    let arr: toml::Value =
-                        toml::from_str::<toml::Table>(&format!("x = {}", v.trim()))
-                            .ok()
-                            .and_then(|t| t.get("x").cloned())
-                            .ok_or_else(|| Error::Parse {
-                                path: path.clone(),
-                                message:
-                                    "imports is not a one-line array; add the drop-in dir by hand"
-                                        .into(),
-                            })?;
-                    let mut items: Vec<String> = arr
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(toml_str)).collect())
-                        .unwrap_or_default();
-                    items.push(toml_str(&glob));
-                    out.push_str(&format!("{}= [{}]\n", k, items.join(", ")));
-                } else {
-                    out.push_str(l);
-                }
-            }
-            out
-        } else {
-            // Top-level keys must come before the first table: put it after `version`.
-            let mut out = String::new();
-            let mut done = false;
-            for l in text.split_inclusive('\n') {
-                out.push_str(l);
-                if !done && l.trim_start().starts_with("version") {
-                    if !l.ends_with('\n') {
-                        out.push('\n');
-                    }
-                    out.push_str(&ours);
-                    out.push('\n');
-                    done = true;
-                }
-            }
-            if !done {
-                out = format!("{ours}\n{text}");
-            }
-            out
-        }
-    } else {
-        text.split_inclusive('\n')
-            .filter(|l| l.trim_end() != ours)
-            .collect()
-    };
-    let new = if new.is_empty() && old.is_none() {
-        None
-    } else {
-        Some(new)
-    };
-    Ok(Change {
-        path: path.clone(),
-        old,
-        new,
-    })
+    text.split_inclusive('\n')
+        .filter(|l| l.trim_end() != ours)
+        .collect()
 }
 
 /// The unified diff of one change, for `--dry-run` (an absent file is `/dev/null`, as
@@ -827,13 +759,16 @@ mod tests {
         assert!(!p.containerd_dropin_dir.join(DROPIN).exists());
         let main = std::fs::read_to_string(&p.containerd_config).unwrap();
         assert!(!main.contains(IMPORTS_MARK), "{main}");
-        // a config nvhook created is gone again after uninstall
+        // a config nvhook created is gone again after uninstall, installed twice or not
         let fresh = Paths {
             containerd_config: d.path().join("containerd/fresh.toml"),
             ..p.clone()
         };
         apply(&install(Engine::Containerd, &fresh, &Options::default()).unwrap()).unwrap();
         assert!(fresh.containerd_config.exists());
+        assert!(install(Engine::Containerd, &fresh, &Options::default())
+            .unwrap()
+            .is_empty());
         apply(&uninstall(Engine::Containerd, &fresh, &Options::default()).unwrap()).unwrap();
         assert!(!fresh.containerd_config.exists());
     }
