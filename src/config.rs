@@ -218,12 +218,7 @@ impl Config {
     /// Loads from `flag`, else `$NVHOOK_CONFIG`, else the default path; only a missing
     /// default file means defaults, a missing named file is an error.
     pub fn load(flag: Option<&Path>) -> Result<Loaded> {
-        let env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
-        let (path, explicit) = match (flag, env) {
-            (Some(p), _) => (p.to_path_buf(), true),
-            (None, Some(e)) => (PathBuf::from(e), true),
-            (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
+        let (path, explicit) = chosen_path(flag);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Loaded {
                 config: Config::parse(&text, &path)?,
@@ -407,6 +402,17 @@ impl Config {
     /// the container.
     pub fn ldconfig_target(&self) -> (bool, &str) {
         split_ldconfig(&self.ldconfig)
+    }
+}
+
+/// nvhook's configuration file: `flag`, else `$NVHOOK_CONFIG`, else the default path;
+/// and whether it was named (a named file must exist).
+pub fn chosen_path(flag: Option<&Path>) -> (PathBuf, bool) {
+    let env = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+    match (flag, env) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(e)) => (PathBuf::from(e), true),
+        (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     }
 }
 

@@ -18,12 +18,20 @@ pub const LEVEL_ENV: &str = "NVHOOK_LOG_LEVEL";
 
 /// The level in effect: `NVHOOK_LOG_LEVEL` when it names one, else the configured.
 pub fn effective_level(cfg: &LogConfig) -> Level {
-    match std::env::var(LEVEL_ENV).as_deref().map(str::trim) {
-        Ok("debug") | Ok("trace") => Level::Debug,
-        Ok("info") => Level::Info,
-        Ok("warn") | Ok("warning") => Level::Warn,
-        Ok("error") => Level::Error,
-        _ => cfg.level,
+    std::env::var(LEVEL_ENV)
+        .ok()
+        .and_then(|v| level_named(v.trim()))
+        .unwrap_or(cfg.level)
+}
+
+/// The level a `NVHOOK_LOG_LEVEL` value names, if it names one.
+pub fn level_named(name: &str) -> Option<Level> {
+    match name {
+        "debug" | "trace" => Some(Level::Debug),
+        "info" => Some(Level::Info),
+        "warn" | "warning" => Some(Level::Warn),
+        "error" => Some(Level::Error),
+        _ => None,
     }
 }
 

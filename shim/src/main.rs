@@ -166,7 +166,7 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<&'static str, String> {
     // operator's one-run level override is passed on, when it names a level.
     let mut env = vec![HOOK_PATH_ENV.to_string()];
     if let Ok(level) = std::env::var(nvhook::log::LEVEL_ENV) {
-        if ["debug", "trace", "info", "warn", "warning", "error"].contains(&level.as_str()) {
+        if nvhook::log::level_named(&level).is_some() {
             env.push(format!("{}={level}", nvhook::log::LEVEL_ENV));
         }
     }
@@ -208,10 +208,7 @@ fn debug_record(cfg: &nvhook::config::LogConfig, fields: &[(&str, serde_json::Va
 /// `[runtime] runtimes` of a configuration file that does not load as a whole (a typo
 /// elsewhere), read as plain TOML.
 fn runtimes_of_broken_config() -> Option<Vec<String>> {
-    let path = std::env::var_os(nvhook::config::CONFIG_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(nvhook::config::DEFAULT_CONFIG_PATH));
+    let (path, _) = nvhook::config::chosen_path(None);
     let text = std::fs::read_to_string(path).ok()?;
     let t: toml::Table = toml::from_str(&text).ok()?;
     let list: Vec<String> = t
