@@ -7,10 +7,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tools() -> PathBuf {
-    fixtures().driver.join("tools")
-}
-
 /// Host state a hostile image must not change.
 struct HostWatch {
     canary: tempfile::TempDir,
@@ -237,19 +233,11 @@ fn ldconfig_runs_sandboxed() {
         &["NVIDIA_VISIBLE_DEVICES=0"],
         "cat /nvhook-sandbox.txt",
     );
-    c.write_config(&format!(
-        "ldconfig = \"@{}\"",
-        tools().join("ldconfig-probe").display()
-    ));
+    c.write_config(&ldconfig_tool("ldconfig-probe"));
     let o = c.run(Cgroup::V1);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    let get = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} missing: {out}"))
-            .to_string()
-    };
+    let get = |k: &str| field(&out, k);
     assert_eq!(get("pid"), "1", "own PID namespace");
     assert_eq!(get("envc"), "0", "empty environment");
     assert_eq!(get("no_new_privs"), "1");
@@ -274,10 +262,7 @@ fn ldconfig_runs_sandboxed() {
 #[test]
 fn ldconfig_failure_is_reported_and_undone() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
-    c.write_config(&format!(
-        "ldconfig = \"@{}\"",
-        tools().join("ldconfig-fail").display()
-    ));
+    c.write_config(&ldconfig_tool("ldconfig-fail"));
     let o = c.run(Cgroup::V1);
     let (_, err) = text(&o);
     assert!(!o.status.success());
@@ -298,8 +283,8 @@ fn ldconfig_failure_is_reported_and_undone() {
 fn ldconfig_hang_times_out() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
     c.write_config(&format!(
-        "ldconfig = \"@{}\"\nldconfig-timeout = 1",
-        tools().join("ldconfig-hang").display()
+        "{}\nldconfig-timeout = 1",
+        ldconfig_tool("ldconfig-hang")
     ));
     let t = std::time::Instant::now();
     let o = c.run(Cgroup::V1);

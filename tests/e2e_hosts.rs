@@ -223,10 +223,7 @@ fn ldconfig_gets_no_descriptor_of_the_hook() {
         &["NVIDIA_VISIBLE_DEVICES=0"],
         "cat /nvhook-sandbox.txt",
     );
-    c.write_config(&format!(
-        "ldconfig = \"@{}\"",
-        fixtures().driver.join("tools/ldconfig-probe").display()
-    ));
+    c.write_config(&ldconfig_tool("ldconfig-probe"));
     let out = by_hand(Cgroup::V1, &c, "exec 7</ 8</etc;");
     assert!(out.contains("fds_above_2=0"), "{out}");
 }

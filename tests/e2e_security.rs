@@ -8,13 +8,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const ENXIO: &str = "No such device or address";
-
-fn tools() -> PathBuf {
-    fixtures().driver.join("tools")
-}
 
 fn add_caps(c: &Container, caps: &[&str]) {
     let mut spec = c.spec();
@@ -297,13 +293,6 @@ fn probe_image(c: &Container) {
     .unwrap();
 }
 
-fn kv(out: &str, k: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{k}=")))
-        .unwrap_or_else(|| panic!("{k} missing: {out}"))
-        .to_string()
-}
-
 /// Item 4a: an ldconfig path inside the container is refused unless opted in; the image's
 /// binary never runs.
 #[test]
@@ -337,13 +326,13 @@ fn image_ldconfig_opted_in_is_sandboxed() {
     probe_image(&c);
     c.write_config("ldconfig = \"/sbin/ldconfig\"\nallow-ldconfig-from-container = true");
     let out = c.run_ok(Cgroup::V1);
-    assert_eq!(kv(&out, "capeff"), "000000000000000a", "{out}");
-    assert_eq!(kv(&out, "capbnd"), "000000000000000a", "{out}");
-    assert_eq!(kv(&out, "uid"), "0");
-    assert_eq!(kv(&out, "nodename"), "nvhook-ldconfig");
-    assert_eq!(kv(&out, "envc"), "0");
+    assert_eq!(field(&out, "capeff"), "000000000000000a", "{out}");
+    assert_eq!(field(&out, "capbnd"), "000000000000000a", "{out}");
+    assert_eq!(field(&out, "uid"), "0");
+    assert_eq!(field(&out, "nodename"), "nvhook-ldconfig");
+    assert_eq!(field(&out, "envc"), "0");
     for k in ["mknod", "socket", "open_by_handle"] {
-        assert_eq!(kv(&out, k), "Operation not permitted", "{k}: {out}");
+        assert_eq!(field(&out, k), "Operation not permitted", "{k}: {out}");
     }
 }
 
@@ -357,16 +346,16 @@ fn ldconfig_without_a_user_namespace_keeps_the_rest_of_the_sandbox() {
         "cat /nvhook-sandbox.txt",
     );
     c.write_config(&format!(
-        "ldconfig = \"@{}\"\nldconfig-user-namespace = false",
-        tools().join("ldconfig-probe").display()
+        "{}\nldconfig-user-namespace = false",
+        ldconfig_tool("ldconfig-probe")
     ));
     let out = c.run_ok(Cgroup::V1);
-    assert_eq!(kv(&out, "pid"), "1");
-    assert_eq!(kv(&out, "capeff"), "000000000000000a", "{out}");
-    assert_eq!(kv(&out, "nodename"), "nvhook-ldconfig");
-    assert_eq!(kv(&out, "fds_above_2"), "0");
+    assert_eq!(field(&out, "pid"), "1");
+    assert_eq!(field(&out, "capeff"), "000000000000000a", "{out}");
+    assert_eq!(field(&out, "nodename"), "nvhook-ldconfig");
+    assert_eq!(field(&out, "fds_above_2"), "0");
     for k in ["mknod", "socket", "open_by_handle"] {
-        assert_eq!(kv(&out, k), "Operation not permitted", "{k}: {out}");
+        assert_eq!(field(&out, k), "Operation not permitted", "{k}: {out}");
     }
 }
 
@@ -377,8 +366,8 @@ fn ldconfig_without_a_user_namespace_keeps_the_rest_of_the_sandbox() {
 fn ldconfig_namespaces_seen_from_outside() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
     c.write_config(&format!(
-        "ldconfig = \"@{}\"\nldconfig-timeout = 4",
-        tools().join("ldconfig-hang").display()
+        "{}\nldconfig-timeout = 4",
+        ldconfig_tool("ldconfig-hang")
     ));
     let child = std::thread::spawn({
         let cmd_bundle = c.bundle.display().to_string();

@@ -312,6 +312,25 @@ impl Container {
     }
 }
 
+/// The synthetic driver's test tools (ldconfig stand-ins, a preload library, ...).
+pub fn tools() -> PathBuf {
+    fixtures().driver.join("tools")
+}
+
+/// The nvhook config line that makes the tool `name` (`ldconfig-probe`, `-fail`,
+/// `-hang`) the host ldconfig.
+pub fn ldconfig_tool(name: &str) -> String {
+    format!("ldconfig = \"@{}\"", tools().join(name).display())
+}
+
+/// The value of `key=` in a report of `key=value` lines (the ldconfig probe's).
+pub fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing: {out}"))
+        .to_string()
+}
+
 /// Whether `/sys/fs/cgroup` is cgroup v2 already (no hybrid `unified` to bind).
 pub fn host_is_unified() -> bool {
     nvhook::cgroup::is_unified()
