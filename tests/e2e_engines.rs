@@ -424,6 +424,20 @@ fn docker_runtime_and_gpus_flag() {
     let _ = d.docker(&["rmi", &image]);
 }
 
+/// `nvhook VERB containerd` on the config file `cfg`, with the built shim, and `extra`.
+fn nvhook_containerd(verb: &str, cfg: &Path, extra: &[&str]) -> Output {
+    let shim = fixtures().bin.join("nvhook-runtime");
+    let args = [
+        verb,
+        "containerd",
+        "--containerd-config",
+        cfg.to_str().unwrap(),
+        "--runtime-path",
+        shim.to_str().unwrap(),
+    ];
+    nvhook(&[&args[..], extra].concat())
+}
+
 /// `containerd --config F config dump`: containerd's own view of a config file.
 fn containerd_dump(config: &Path) -> String {
     let o = Command::new("containerd")
@@ -495,20 +509,14 @@ fn containerd_install_keeps_the_node() {
             let cfg = dir.join(format!("{case}-{set_default}.toml"));
             std::fs::write(&cfg, &text).unwrap();
             let before = containerd_dump(&cfg);
-            let mut args = vec![
-                "install",
-                "containerd",
-                "--containerd-config",
-                cfg.to_str().unwrap(),
-                "--containerd-dropin-dir",
-                dir.to_str().unwrap(),
-                "--runtime-path",
-                shim.to_str().unwrap(),
-            ];
+            let mut extra = vec!["--containerd-dropin-dir", dir.to_str().unwrap()];
             if set_default {
-                args.push("--set-as-default");
+                extra.push("--set-as-default");
             }
-            let out = ok(&nvhook(&args), "nvhook install containerd");
+            let out = ok(
+                &nvhook_containerd("install", &cfg, &extra),
+                "nvhook install containerd",
+            );
             assert!(out.contains("restart containerd"), "{out}");
             let after = containerd_dump(&cfg);
             if case == "stock" && !set_default {
@@ -566,7 +574,7 @@ fn containerd_install_keeps_the_node() {
                 "{case}, set_default {set_default}: only the runtime was added"
             );
             ok(
-                &nvhook(&[&["uninstall"][..], &args[1..]].concat()),
+                &nvhook_containerd("uninstall", &cfg, &extra),
                 "nvhook uninstall containerd",
             );
             assert_eq!(
@@ -598,15 +606,7 @@ fn containerd_install_refuses_what_an_import_would_override() {
         &format!("imports = [{:?}]", cri.display().to_string()),
     );
     std::fs::write(&cfg, &original).unwrap();
-    let shim = fixtures().bin.join("nvhook-runtime");
-    let o = nvhook(&[
-        "install",
-        "containerd",
-        "--containerd-config",
-        cfg.to_str().unwrap(),
-        "--runtime-path",
-        shim.to_str().unwrap(),
-    ]);
+    let o = nvhook_containerd("install", &cfg, &[]);
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(
@@ -635,14 +635,7 @@ fn containerd_with_shim_as_runc() {
     std::fs::write(&cfg, stock_containerd_config(dir)).unwrap();
     let shim = f.bin.join("nvhook-runtime");
     ok(
-        &nvhook(&[
-            "install",
-            "containerd",
-            "--containerd-config",
-            cfg.to_str().unwrap(),
-            "--runtime-path",
-            shim.to_str().unwrap(),
-        ]),
+        &nvhook_containerd("install", &cfg, &[]),
         "nvhook install containerd",
     );
     let log = std::fs::File::create(dir.join("containerd.log")).unwrap();

@@ -242,21 +242,7 @@ fn by_hand(cg: Cgroup, c: &Container, shell_prefix: &str) -> String {
     let b = c.bundle.display().to_string();
     let r = root.display().to_string();
     let in_cgroup_view = |inner: Vec<String>| {
-        let mut cmd = match cg {
-            Cgroup::V2 if !host_is_unified() => {
-                let mut x = Command::new("unshare");
-                x.args(["-m", "--propagation", "private", "sh", "-c"])
-                    .arg("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec \"$@\"")
-                    .arg("sh")
-                    .args(&inner);
-                x
-            }
-            _ => {
-                let mut x = Command::new(&inner[0]);
-                x.args(&inner[1..]);
-                x
-            }
-        };
+        let mut cmd = in_cgroup_view(cg, &inner);
         cmd.stdin(Stdio::null());
         cmd
     };

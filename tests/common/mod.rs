@@ -252,32 +252,7 @@ impl Container {
             state.display().to_string(),
         ];
         inner.extend(args.iter().map(|s| s.to_string()));
-        let mut cmd = match cg {
-            // cgroup v1 (hybrid) is the machine's own layout: run in the host mount
-            // namespace, so a mount leaking out of the container would show in the host's
-            // table. On a host that is already cgroup v2, both run as they are.
-            Cgroup::V1 | Cgroup::V2 if host_is_unified() => {
-                if cg == Cgroup::V1 {
-                    eprintln!("note: this host has no cgroup v1; the v1 case runs on cgroup v2");
-                }
-                let mut c = Command::new(&inner[0]);
-                c.args(&inner[1..]);
-                c
-            }
-            Cgroup::V1 => {
-                let mut c = Command::new(&inner[0]);
-                c.args(&inner[1..]);
-                c
-            }
-            Cgroup::V2 => {
-                let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c"]);
-                c.arg("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec \"$@\"")
-                    .arg("sh")
-                    .args(&inner);
-                c
-            }
-        };
+        let mut cmd = in_cgroup_view(cg, &inner);
         cmd.env("NVHOOK_CONFIG", &self.config);
         cmd
     }
@@ -329,6 +304,28 @@ pub fn field(out: &str, key: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("{key} missing: {out}"))
         .to_string()
+}
+
+/// `argv` as a command that sees cgroup v1 or v2. cgroup v1 (hybrid) is the machine's
+/// own layout: it runs in the host mount namespace, so a mount leaking out of a
+/// container would show in the host's table. v2 runs inside `unshare -m` with the
+/// unified hierarchy bound over `/sys/fs/cgroup`. On a host that is cgroup v2 already,
+/// both run as they are.
+pub fn in_cgroup_view(cg: Cgroup, argv: &[String]) -> Command {
+    if cg == Cgroup::V2 && !host_is_unified() {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"]);
+        c.arg("mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup && exec \"$@\"")
+            .arg("sh")
+            .args(argv);
+        return c;
+    }
+    if cg == Cgroup::V1 && host_is_unified() {
+        eprintln!("note: this host has no cgroup v1; the v1 case runs on cgroup v2");
+    }
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 /// Whether `/sys/fs/cgroup` is cgroup v2 already (no hybrid `unified` to bind).
