@@ -80,7 +80,8 @@ fn cri_header(version: i64) -> String {
         .join(".")
 }
 
-fn lookup<'a>(t: &'a toml::Table, path: &[&str]) -> Option<&'a Value> {
+/// The value at `path` (keys) in a TOML table.
+pub fn lookup<'a>(t: &'a toml::Table, path: &[&str]) -> Option<&'a Value> {
     let (first, rest) = path.split_first()?;
     let mut v = t.get(*first)?;
     for k in rest {

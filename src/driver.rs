@@ -439,15 +439,21 @@ fn is_type(st: &libc::stat, t: libc::mode_t) -> bool {
     st.st_mode & libc::S_IFMT == t
 }
 
+/// The version of the driver the kernel has loaded, and the text of
+/// `driver/nvidia/version` (under the proc root) it was read from.
+pub fn loaded_version(proc_root: &Path) -> Result<(String, String)> {
+    let vpath = proc_root.join("driver/nvidia/version");
+    let vtext = std::fs::read_to_string(&vpath).map_err(|source| Error::NoDriver {
+        path: vpath,
+        source,
+    })?;
+    Ok((procfs::parse_version(&vtext)?, vtext))
+}
+
 impl Driver {
     pub fn discover(roots: &Roots) -> Result<Driver> {
         let proc_nv = roots.proc_root.join("driver/nvidia");
-        let vpath = proc_nv.join("version");
-        let vtext = std::fs::read_to_string(&vpath).map_err(|source| Error::NoDriver {
-            path: vpath,
-            source,
-        })?;
-        let version = procfs::parse_version(&vtext)?;
+        let (version, vtext) = loaded_version(&roots.proc_root)?;
         let mut warnings = Vec::new();
 
         let devices_path = roots.proc_root.join("devices");

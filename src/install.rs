@@ -269,13 +269,16 @@ pub fn verify_containerd(change: &Change, p: &Paths, o: &Options) -> Result<bool
     let found = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]
         .iter()
         .filter_map(|plugin| {
-            dump.get("plugins")?
-                .get(*plugin)?
-                .get("containerd")?
-                .get("runtimes")?
-                .get(o.runtime_name.as_str())?
-                .get("options")?
-                .get("BinaryName")?
+            let key = [
+                "plugins",
+                plugin,
+                "containerd",
+                "runtimes",
+                o.runtime_name.as_str(),
+                "options",
+                "BinaryName",
+            ];
+            crate::containerd_config::lookup(&dump, &key)?
                 .as_str()
                 .map(str::to_owned)
         })

@@ -287,14 +287,7 @@ pub fn run_hook(
 /// A CDI spec is true only for the driver it was generated for: a start on another
 /// version fails, saying what to do, instead of mounting files that are gone.
 pub fn check_driver_version(cfg: &Config, want: &str) -> Result<()> {
-    let vpath = cfg.proc_root.join("driver/nvidia/version");
-    let text = std::fs::read_to_string(&vpath).map_err(|source| {
-        Error::Driver(driver::Error::NoDriver {
-            path: vpath.clone(),
-            source,
-        })
-    })?;
-    let have = crate::procfs::parse_version(&text).map_err(driver::Error::from)?;
+    let (have, _) = driver::loaded_version(&cfg.proc_root)?;
     if have != want {
         return Err(Error::StaleSpec {
             spec: want.into(),
