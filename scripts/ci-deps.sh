@@ -2,7 +2,7 @@
 # Installs the Debian packages nvhook's build, demo and tests need (as root), and
 # checks for a Rust toolchain. Idempotent: installs only what is missing.
 set -eu
-pkgs="runc busybox-static gcc g++ gcc-multilib libc6-dev util-linux mount coreutils procps podman docker.io containerd patch python3-jsonschema"
+pkgs="runc busybox-static gcc g++ gcc-multilib libc6-dev util-linux mount coreutils procps podman docker.io containerd patch python3-jsonschema uidmap"
 missing=
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -12,6 +12,14 @@ if [ -n "$missing" ]; then
     echo "ci-deps: installing$missing"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# The rootless tests (tests/e2e_rootless.rs) run Podman as this unprivileged user,
+# with subordinate ids for its user namespace.
+rootless_user=nvhook-rootless
+if [ "$(id -u)" = 0 ]; then
+    id "$rootless_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$rootless_user"
+    grep -q "^$rootless_user:" /etc/subuid 2>/dev/null || usermod --add-subuids 300000-365535 "$rootless_user"
+    grep -q "^$rootless_user:" /etc/subgid 2>/dev/null || usermod --add-subgids 300000-365535 "$rootless_user"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci-deps: cargo not found; install Rust stable (https://rustup.rs), 1.82 or newer" >&2

@@ -51,6 +51,10 @@ pub enum Error {
     Ldconfig(#[from] ldconfig::Error),
     #[error(transparent)]
     Untrusted(#[from] crate::trust::Error),
+    #[error("{path}: a rootless container could not open it (mode {mode:04o}, not readable and writable by the user running the container): the host must make the NVIDIA device nodes readable and writable by that user (the driver's default is 0666; NVreg_DeviceFileMode and NVreg_DeviceFileGID change it)")]
+    RootlessDevice { path: PathBuf, mode: u32 },
+    #[error("nvhook cannot mount into the container: it runs without CAP_SYS_ADMIN{where_}; it must run as the engine's hook, as root or inside a rootless engine's user namespace (Podman runs hooks there)")]
+    NoMountCapability { where_: &'static str },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -93,6 +97,9 @@ fn prepare(
     if want == libc::S_IFDIR {
         crate::trust::check_stat("directory", path, &st)?;
     }
+    if want == libc::S_IFCHR && !crate::userns::is_initial() {
+        rootless_can_open(path, &st)?;
+    }
     if let Some((ma, mi)) = rdev {
         let (fa, fi) = sys::dev_split(st.st_rdev);
         if (fa, fi) != (ma, mi) {
@@ -117,6 +124,66 @@ fn prepare(
         source: path.into(),
         target: target.into(),
     })
+}
+
+/// For a rootless container (nvhook in a user namespace other than the host's), checks
+/// that the user can open the device node at host path `path`; nothing otherwise. The
+/// CDI hook's check on the nodes the engine bound from the spec's `deviceNodes`.
+pub fn check_rootless_device(path: &Path) -> Result<()> {
+    if crate::userns::is_initial() {
+        return Ok(());
+    }
+    let fd = sys::open(path, libc::O_PATH).map_err(src_err(path, "open"))?;
+    let st = sys::fstat(fd.as_fd()).map_err(src_err(path, "stat"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return Ok(());
+    }
+    rootless_can_open(path, &st)
+}
+
+/// A rootless container reaches a device only through the host's permissions on its
+/// node (no device cgroup, no capability over an inode of an unmapped owner): checked
+/// as the user the engine runs as, which the container's processes are too.
+fn rootless_can_open(path: &Path, st: &libc::stat) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Source {
+        path: path.into(),
+        what: "check access",
+        source: io::Error::from_raw_os_error(libc::EINVAL),
+    })?;
+    // SAFETY: a valid C string; faccessat only reads it.
+    let r = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::R_OK | libc::W_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    Err(Error::RootlessDevice {
+        path: path.into(),
+        mode: st.st_mode & 0o7777,
+    })
+}
+
+/// Mounting into the container needs CAP_SYS_ADMIN over its mount namespace: the host's
+/// root has it, and so does the root of a rootless engine's user namespace. A hook run
+/// by hand as a plain user has not; it is told so in one line, up front.
+fn can_mount() -> Result<()> {
+    let admin = crate::caps::mask(&[caps::Capability::CAP_SYS_ADMIN]);
+    match crate::caps::effective() {
+        Ok(eff) if eff & admin != 0 => Ok(()),
+        _ => Err(Error::NoMountCapability {
+            where_: if crate::userns::is_initial() {
+                ""
+            } else {
+                " in its user namespace"
+            },
+        }),
+    }
 }
 
 fn attrs(flags: &[&str]) -> u64 {
@@ -189,6 +256,7 @@ pub struct Timings {
 
 /// Applies `plan` to the container. Must run single-threaded (it calls `setns`).
 pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
+    can_mount()?;
     let mut times = Timings::default();
     let clock = std::time::Instant::now();
     // 1. Everything from the host, while still in the host's mount namespace.

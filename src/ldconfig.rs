@@ -206,13 +206,12 @@ pub struct IdMaps {
 }
 
 impl IdMaps {
-    /// Every id to itself.
+    /// Every id of nvhook's own user namespace to itself: all ids under a root
+    /// engine, only the user's own and subordinate ids under rootless Podman (a nested
+    /// namespace cannot map more).
     pub fn identity() -> IdMaps {
-        let all = "0 0 4294967295\n".to_string();
-        IdMaps {
-            uid: all.clone(),
-            gid: all,
-        }
+        let (uid, gid) = crate::userns::own_identity_maps();
+        IdMaps { uid, gid }
     }
 
     /// The host ids of the container's root (uid, gid), where the container has a user
@@ -234,8 +233,20 @@ impl IdMaps {
     }
 
     /// The maps of process `pid` (the container's init), read through the host's
-    /// `/proc`; the identity where they cannot be read.
+    /// `/proc`; the identity where they cannot be read, or where the container shares
+    /// nvhook's own user namespace (rootless Podman's default: its map file would show
+    /// the ids of the parent namespace, which do not exist in this one).
     pub fn of_process(proc_dir: std::os::fd::BorrowedFd<'_>, pid: i32) -> IdMaps {
+        // Called before nvhook enters the container: `/proc` is still the host's.
+        let ns_of = |p: &str| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(format!("/proc/{p}/ns/user")).ok()?;
+            Some((m.dev(), m.ino()))
+        };
+        let own = ns_of("self");
+        if own.is_some() && own == ns_of(&pid.to_string()) {
+            return IdMaps::identity();
+        }
         let read = |f: &str| -> Option<String> {
             let fd = sys::openat2(
                 proc_dir,

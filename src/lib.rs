@@ -30,6 +30,7 @@ pub mod state;
 pub mod sys;
 pub mod trust;
 pub mod unified_diff;
+pub mod userns;
 
 /// nvhook's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -151,7 +151,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         &facts,
         &plan::Options {
             ldconfig: cfg.ldconfig_checked()?.to_owned(),
-            no_cgroups: cfg.no_cgroups,
+            no_cgroups: cfg.no_cgroups || rootless_without_device_cgroup(),
         },
     )?;
     let requirements = if cfg.disable_require {
@@ -169,6 +169,20 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         requirements,
         plan: Some(plan),
     })
+}
+
+/// In a user namespace other than the host's (rootless Podman) no device cgroup can be
+/// changed: v1's `devices.allow` and v2's device programs need host root's
+/// capabilities, and the engine set none up. Access is then the host's device node
+/// permissions, which the bind mounts keep.
+fn rootless_without_device_cgroup() -> bool {
+    if crate::userns::is_initial() {
+        return false;
+    }
+    crate::log::debug(
+        "device cgroup left alone: nvhook runs in a user namespace (rootless), where no device cgroup can be changed",
+    );
+    true
 }
 
 /// How long NVML may take before it is killed.
@@ -302,6 +316,21 @@ pub fn check_driver_version(cfg: &Config, want: &str) -> Result<()> {
 pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Result<()> {
     let spec = Spec::load(&state.bundle)?;
     let pid = state.pid().ok_or(Error::NoPid)?;
+    // Rootless, the engine bound the spec's device nodes from the host's /dev whatever
+    // their permissions (Podman turns them into bind mounts, runc binds `linux.devices`
+    // from the same path): a node the user cannot open is said here, not by CUDA later.
+    let nodes = spec.devices.iter().map(|d| d.as_path()).chain(
+        spec.source
+            .mounts
+            .iter()
+            .filter(|m| m.destination.starts_with("/dev/nvidia"))
+            .map(|m| Path::new(&m.source)),
+    );
+    for d in nodes {
+        if d.to_str().is_some_and(|p| p.starts_with("/dev/nvidia")) {
+            apply::check_rootless_device(d)?;
+        }
+    }
     let plan = Plan {
         ldconfig: Some(plan::Ldconfig::new(
             cfg.ldconfig_checked()?,

@@ -71,6 +71,9 @@ pub struct Spec {
     /// What can carry a GPU request: `process.env` (validated: strings only, in order),
     /// mount destinations, annotations, privilege.
     pub source: crate::request::Source,
+    /// `linux.devices[].path`: the nodes the engine creates (or, rootless, binds from
+    /// the same path on the host), as a CDI spec's `deviceNodes` put them there.
+    pub devices: Vec<PathBuf>,
 }
 
 impl Spec {
@@ -113,10 +116,22 @@ impl Spec {
         };
         let mut source = crate::request::Source::from_config(&v);
         source.env = env;
+        let devices = v
+            .pointer("/linux/devices")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.get("path")?.as_str())
+                    .filter(|p| p.starts_with('/'))
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Spec {
             rootfs,
             root_readonly,
             source,
+            devices,
         })
     }
 }
@@ -168,6 +183,13 @@ mod tests {
         assert!(s.root_readonly);
         assert_eq!(s.source.env, ["A=1", "B=2"]);
         assert_eq!(s.source.mounts[0].destination, "/proc");
+        assert!(s.devices.is_empty());
+        let d = Spec::parse(
+            br#"{"root":{"path":"r"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c"},{"path":"rel"},{"type":"c"}]}}"#,
+            Path::new("/b"),
+        )
+        .unwrap();
+        assert_eq!(d.devices, [PathBuf::from("/dev/nvidia0")]);
         assert!(s.source.privileged, "CAP_SYS_ADMIN in the bounding set");
         let abs = Spec::parse(br#"{"root":{"path":"/abs"}}"#, Path::new("/bundle")).unwrap();
         assert_eq!(abs.rootfs, Path::new("/abs"));

@@ -1,7 +1,8 @@
 //! Checks that a binary nvhook will run as root could not have been planted by
 //! someone else: the file and every directory above it owned by root and not writable
 //! by group or others. A root-owned sticky directory (like `/tmp`) is accepted above
-//! the file: others cannot rename or remove what root owns there.
+//! the file: others cannot rename or remove what root owns there. In a rootless user
+//! namespace "root" is the owner host root's files show as there (see `userns`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,11 +38,17 @@ pub fn check_entry(
     mode: u32,
     ancestor: bool,
 ) -> Result<()> {
-    if uid != 0 {
+    let root = crate::userns::host_root_shows_as();
+    if uid != root {
+        let reason = if root == 0 {
+            format!("owned by uid {uid}, not root")
+        } else {
+            format!("owned by uid {uid}, not root (in this user namespace root's files show as uid {root})")
+        };
         return Err(Error::Untrusted {
             what,
             path: p.into(),
-            reason: format!("owned by uid {uid}, not root"),
+            reason,
         });
     }
     let sticky_dir = ancestor && mode & libc::S_ISVTX != 0;
