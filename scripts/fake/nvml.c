@@ -119,3 +119,169 @@ int nvmlDeviceGetComputeInstanceId(void *dev, unsigned *id) {
     *id = ((const typeof(fake_migs[0]) *)dev)->ci;
     return 0;
 }
+
+/* Enumeration and identity, as NVIDIA's nvidia-ctk (go-nvml, go-nvlib) calls them for
+ * `cdi generate`: the table's GPUs in table (PCI) order, whatever device nodes the caller
+ * sees (the driver knows all of them; the host's /dev is not the synthetic dev root).
+ * Signatures and return codes as nvml.h; the handle is a pointer into the tables. */
+#define FAKE_NGPUS (sizeof(fake_gpus) / sizeof(fake_gpus[0]))
+#define FAKE_NMIGS (sizeof(fake_migs) / sizeof(fake_migs[0]))
+#define GPU(dev) ((const typeof(fake_gpus[0]) *)(dev))
+#define MIG(dev) ((const typeof(fake_migs[0]) *)(dev))
+
+static int is_gpu(void *dev) {
+    return (char *)dev >= (char *)fake_gpus && (char *)dev < (char *)fake_gpus + sizeof(fake_gpus);
+}
+
+/* copies s into buf of len bytes: NVML_ERROR_INSUFFICIENT_SIZE (7) when it does not fit */
+static int put_str(char *buf, unsigned len, const char *s) {
+    if (!buf) return 2;
+    if (strlen(s) >= len) return 7;
+    strcpy(buf, s);
+    return 0;
+}
+
+int nvmlInit(void) { return nvmlInit_v2(); }
+int nvmlInitWithFlags(unsigned flags) { (void)flags; return nvmlInit_v2(); }
+
+const char *nvmlErrorString(int result) {
+    switch (result) {
+    case 0: return "Success";
+    case 1: return "Uninitialized";
+    case 2: return "Invalid Argument";
+    case 3: return "Not Supported";
+    case 4: return "Insufficient Permissions";
+    case 5: return "Already Initialized";
+    case 6: return "Not Found";
+    case 7: return "Insufficient Size";
+    case 9: return "Driver Not Loaded";
+    case 13: return "Function Not Found";
+    default: return "Unknown Error";
+    }
+}
+
+int nvmlSystemGetDriverVersion(char *version, unsigned length) {
+    return put_str(version, length, FAKE_DRIVER_VERSION);
+}
+int nvmlSystemGetNVMLVersion(char *version, unsigned length) {
+    return put_str(version, length, "12." FAKE_DRIVER_VERSION);
+}
+int nvmlSystemGetCudaDriverVersion(int *v) { return nvmlSystemGetCudaDriverVersion_v2(v); }
+
+int nvmlDeviceGetCount_v2(unsigned *count) {
+    if (!count) return 2;
+    *count = FAKE_NGPUS;
+    return 0;
+}
+int nvmlDeviceGetCount(unsigned *count) { return nvmlDeviceGetCount_v2(count); }
+
+int nvmlDeviceGetHandleByIndex_v2(unsigned index, void **dev) {
+    if (!dev || index >= FAKE_NGPUS) return 2;
+    *dev = (void *)&fake_gpus[index];
+    return 0;
+}
+int nvmlDeviceGetHandleByIndex(unsigned index, void **dev) { return nvmlDeviceGetHandleByIndex_v2(index, dev); }
+int nvmlDeviceGetHandleByPciBusId(const char *bus, void **dev) { return nvmlDeviceGetHandleByPciBusId_v2(bus, dev); }
+
+/* full GPUs and MIG devices by UUID; NVML_ERROR_NOT_FOUND (6) when none matches */
+int nvmlDeviceGetHandleByUUID(const char *uuid, void **dev) {
+    if (!uuid || !dev) return 2;
+    for (unsigned i = 0; i < FAKE_NGPUS; i++)
+        if (strcmp(uuid, fake_gpus[i].uuid) == 0) { *dev = (void *)&fake_gpus[i]; return 0; }
+    for (unsigned j = 0; j < FAKE_NMIGS; j++)
+        if (strcmp(uuid, fake_migs[j].uuid) == 0) { *dev = (void *)&fake_migs[j]; return 0; }
+    return 6;
+}
+
+int nvmlDeviceIsMigDeviceHandle(void *dev, unsigned *isMig) {
+    if (!isMig) return 2;
+    *isMig = is_mig(dev);
+    return 0;
+}
+
+int nvmlDeviceGetDeviceHandleFromMigDeviceHandle(void *mig, void **dev) {
+    if (!is_mig(mig) || !dev) return 2;
+    for (unsigned i = 0; i < FAKE_NGPUS; i++)
+        if (fake_gpus[i].minor == MIG(mig)->gpu_minor) { *dev = (void *)&fake_gpus[i]; return 0; }
+    return 6;
+}
+
+/* a GPU's index in enumeration order; a MIG device's index on its parent */
+int nvmlDeviceGetIndex(void *dev, unsigned *index) {
+    if (!index) return 2;
+    if (is_gpu(dev)) { *index = (unsigned)(GPU(dev) - fake_gpus); return 0; }
+    if (!is_mig(dev)) return 2;
+    unsigned n = 0;
+    for (unsigned j = 0; j < FAKE_NMIGS; j++) {
+        if (&fake_migs[j] == MIG(dev)) { *index = n; return 0; }
+        if (fake_migs[j].gpu_minor == MIG(dev)->gpu_minor) n++;
+    }
+    return 6;
+}
+
+int nvmlDeviceGetMinorNumber(void *dev, unsigned *minor) {
+    if (!minor) return 2;
+    if (!is_gpu(dev)) return 3; /* NVML_ERROR_NOT_SUPPORTED for MIG devices */
+    *minor = GPU(dev)->minor;
+    return 0;
+}
+
+int nvmlDeviceGetName(void *dev, char *name, unsigned length) {
+    if (is_mig(dev)) return put_str(name, length, "NVIDIA Synthetic H200 MIG 1g.18gb");
+    if (!is_gpu(dev)) return 2;
+    return put_str(name, length, GPU(dev)->model);
+}
+
+/* nvmlPciInfo_t (v2, v3) and the v1 layout of the unversioned call */
+typedef struct {
+    char busIdLegacy[16];
+    unsigned domain, bus, device, pciDeviceId, pciSubSystemId;
+    char busId[32];
+} fake_pci_info;
+typedef struct {
+    char busId[16];
+    unsigned domain, bus, device, pciDeviceId, pciSubSystemId, reserved0, reserved1, reserved2, reserved3;
+} fake_pci_info_v1;
+
+static int pci_of(void *dev, unsigned *d, unsigned *b, unsigned *s) {
+    if (is_mig(dev)) {
+        void *parent;
+        if (nvmlDeviceGetDeviceHandleFromMigDeviceHandle(dev, &parent) != 0) return 2;
+        dev = parent;
+    }
+    if (!is_gpu(dev)) return 2;
+    unsigned f;
+    sscanf(GPU(dev)->bus, "%x:%x:%x.%x", d, b, s, &f);
+    return 0;
+}
+
+int nvmlDeviceGetPciInfo_v3(void *dev, fake_pci_info *pci) {
+    unsigned d, b, s;
+    if (!pci || pci_of(dev, &d, &b, &s) != 0) return 2;
+    memset(pci, 0, sizeof *pci);
+    pci->domain = d; pci->bus = b; pci->device = s;
+    pci->pciDeviceId = 0x233510de; /* device 0x2335 (H200), vendor 0x10de */
+    pci->pciSubSystemId = 0x18be10de;
+    snprintf(pci->busId, sizeof pci->busId, "%08x:%02x:%02x.0", d, b, s);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04x:%02x:%02x.0", d, b, s);
+    return 0;
+}
+int nvmlDeviceGetPciInfo_v2(void *dev, fake_pci_info *pci) { return nvmlDeviceGetPciInfo_v3(dev, pci); }
+int nvmlDeviceGetPciInfo(void *dev, fake_pci_info_v1 *pci) {
+    fake_pci_info p;
+    int r = nvmlDeviceGetPciInfo_v3(dev, &p);
+    if (r != 0 || !pci) return r ? r : 2;
+    memset(pci, 0, sizeof *pci);
+    memcpy(pci->busId, p.busIdLegacy, sizeof pci->busId);
+    pci->domain = p.domain; pci->bus = p.bus; pci->device = p.device;
+    pci->pciDeviceId = p.pciDeviceId; pci->pciSubSystemId = p.pciSubSystemId;
+    return 0;
+}
+
+/* MIG mode is not reported (NVML_ERROR_NOT_SUPPORTED): go-nvlib then treats every GPU as
+ * a full GPU and visits no MIG devices, so nvidia-ctk writes full-GPU CDI devices only.
+ * nvhook's own MIG discovery (the calls above) is unchanged. */
+int nvmlDeviceGetMigMode(void *dev, unsigned *currentMode, unsigned *pendingMode) {
+    (void)dev; (void)currentMode; (void)pendingMode;
+    return 3;
+}
