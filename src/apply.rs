@@ -51,6 +51,8 @@ pub enum Error {
     Ldconfig(#[from] ldconfig::Error),
     #[error(transparent)]
     Untrusted(#[from] crate::trust::Error),
+    #[error(transparent)]
+    Userns(#[from] crate::userns::Error),
     #[error("{path}: a rootless container could not open it (mode {mode:04o}, not readable and writable by the user running the container): the host must make the NVIDIA device nodes readable and writable by that user (the driver's default is 0666; NVreg_DeviceFileMode and NVreg_DeviceFileGID change it)")]
     RootlessDevice { path: PathBuf, mode: u32 },
     #[error("nvhook cannot mount into the container: it runs without CAP_SYS_ADMIN{where_}; it must run as the engine's hook, as root or inside a rootless engine's user namespace (Podman runs hooks there)")]
@@ -95,10 +97,10 @@ fn prepare(
     // A directory is bound read-write (the MPS pipe dir): checked again on the fd that
     // is mounted, as discovery checked its path.
     if want == libc::S_IFDIR {
-        crate::trust::check_stat("directory", path, &st)?;
+        crate::trust::check_stat("directory", path, fd.as_fd(), &st)?;
     }
     if want == libc::S_IFCHR && !crate::userns::is_initial() {
-        rootless_can_open(path, &st)?;
+        rootless_can_open(path, fd.as_fd(), &st)?;
     }
     if let Some((ma, mi)) = rdev {
         let (fa, fi) = sys::dev_split(st.st_rdev);
@@ -133,34 +135,30 @@ pub fn check_rootless_device(path: &Path) -> Result<()> {
     if crate::userns::is_initial() {
         return Ok(());
     }
-    let fd = sys::open(path, libc::O_PATH).map_err(src_err(path, "open"))?;
+    let fd = sys::open(path, libc::O_PATH | libc::O_NOFOLLOW).map_err(src_err(path, "open"))?;
     let st = sys::fstat(fd.as_fd()).map_err(src_err(path, "stat"))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
         return Ok(());
     }
-    rootless_can_open(path, &st)
+    rootless_can_open(path, fd.as_fd(), &st)
 }
 
 /// A rootless container reaches a device only through the host's permissions on its
-/// node (no device cgroup, no capability over an inode of an unmapped owner): checked
-/// as the user the engine runs as, which the container's processes are too.
-fn rootless_can_open(path: &Path, st: &libc::stat) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Source {
-        path: path.into(),
-        what: "check access",
-        source: io::Error::from_raw_os_error(libc::EINVAL),
-    })?;
-    // SAFETY: a valid C string; faccessat only reads it.
-    let r = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::R_OK | libc::W_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if r == 0 {
+/// node (no device cgroup, no capability over an inode of an unmapped owner). A node
+/// others may read and write is fine. One only the hook's user may open through a
+/// supplementary group is kept, with a warning: the container's processes hold that
+/// group only where the engine keeps it (`--group-add keep-groups`). One the user cannot
+/// open at all fails the start.
+fn rootless_can_open(path: &Path, fd: std::os::fd::BorrowedFd<'_>, st: &libc::stat) -> Result<()> {
+    if st.st_mode & 0o006 == 0o006 {
+        return Ok(());
+    }
+    if sys::may_access(fd, libc::R_OK | libc::W_OK) {
+        crate::log::warn(&format!(
+            "{}: mode {:04o}: a rootless container's processes open it only if they keep the user's groups (podman --group-add keep-groups)",
+            path.display(),
+            st.st_mode & 0o7777
+        ));
         return Ok(());
     }
     Err(Error::RootlessDevice {
@@ -256,6 +254,7 @@ pub struct Timings {
 
 /// Applies `plan` to the container. Must run single-threaded (it calls `setns`).
 pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
+    crate::userns::check_not_foreign()?;
     can_mount()?;
     let mut times = Timings::default();
     let clock = std::time::Instant::now();

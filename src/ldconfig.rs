@@ -237,11 +237,9 @@ impl IdMaps {
     /// nvhook's own user namespace (rootless Podman's default: its map file would show
     /// the ids of the parent namespace, which do not exist in this one).
     pub fn of_process(proc_dir: std::os::fd::BorrowedFd<'_>, pid: i32) -> IdMaps {
-        // Called before nvhook enters the container: `/proc` is still the host's.
         let ns_of = |p: &str| {
-            use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(format!("/proc/{p}/ns/user")).ok()?;
-            Some((m.dev(), m.ino()))
+            let st = sys::fstatat(proc_dir, Path::new(&format!("{p}/ns/user"))).ok()?;
+            Some((st.st_dev, st.st_ino))
         };
         let own = ns_of("self");
         if own.is_some() && own == ns_of(&pid.to_string()) {
@@ -373,7 +371,7 @@ pub fn seal_host(path: &str) -> Result<Exe> {
     crate::trust::check_root_owned("ldconfig", Path::new(path))?;
     let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
     let st = sys::fstat(src.as_fd()).map_err(io_err(path, "stat"))?;
-    crate::trust::check_stat("ldconfig", Path::new(path), &st)?;
+    crate::trust::check_stat("ldconfig", Path::new(path), src.as_fd(), &st)?;
     // Copied by the kernel (copy_file_range/sendfile), sealed, and only then checked:
     // what is checked is exactly what will run.
     let mfd = sys::memfd(c"nvhook-ldconfig").map_err(io_err(path, "memfd"))?;

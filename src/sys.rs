@@ -117,6 +117,32 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `fstatat(2)` of `path` under `dir`, following a final link (an nsfs link, here).
+pub fn fstatat(dir: BorrowedFd<'_>, path: &Path) -> io::Result<libc::stat> {
+    let c = cstr(path)?;
+    // SAFETY: zeroed stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, NUL-terminated path and out-pointer.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, 0) } as libc::c_long)?;
+    Ok(st)
+}
+
+/// Whether this process may access the file `fd` refers to with `mode` (`R_OK`,
+/// `W_OK`), as the kernel would decide for an open now: effective ids, groups and
+/// capabilities (`faccessat2` with `AT_EACCESS`, on the descriptor, no path walked).
+pub fn may_access(fd: BorrowedFd<'_>, mode: i32) -> bool {
+    // SAFETY: valid fd and an empty NUL-terminated path (AT_EMPTY_PATH).
+    unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EACCESS | libc::AT_EMPTY_PATH,
+        ) == 0
+    }
+}
+
 /// `open_tree(OPEN_TREE_CLONE)` of the file or directory `fd` refers to: a detached
 /// bind mount that can be attached later with [`move_mount_to`], even from another
 /// mount namespace.

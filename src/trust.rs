@@ -4,7 +4,7 @@
 //! the file: others cannot rename or remove what root owns there. In a rootless user
 //! namespace "root" is the owner host root's files show as there (see `userns`).
 
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,39 +25,49 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn check_one(what: &'static str, p: &Path, uid: u32, mode: u32) -> Result<()> {
-    check_entry(what, p, uid, mode, false)
-}
-
 /// The rule for one entry: root-owned, not writable by group or others, except a
-/// root-owned sticky directory above the entry checked (`ancestor`).
+/// root-owned sticky directory above the entry checked (`ancestor`). `fd` is the entry
+/// opened, for the rootless rules.
+///
+/// In a rootless user namespace host root's files show as the overflow uid, like every
+/// other unmapped owner's, so two more rules hold there: no sticky exception (another
+/// host user's directory under `/tmp` would pass as root's), and the entry must not be
+/// writable from this namespace (a mapped id such as the containers' `nobody` can show
+/// as the overflow uid too, and the namespace's root can write what it owns).
 pub fn check_entry(
     what: &'static str,
     p: &Path,
+    fd: BorrowedFd<'_>,
     uid: u32,
     mode: u32,
     ancestor: bool,
 ) -> Result<()> {
+    let untrusted = |reason: String| Error::Untrusted {
+        what,
+        path: p.into(),
+        reason,
+    };
     let root = crate::userns::host_root_shows_as();
     if uid != root {
-        let reason = if root == 0 {
+        return Err(untrusted(if root == 0 {
             format!("owned by uid {uid}, not root")
         } else {
             format!("owned by uid {uid}, not root (in this user namespace root's files show as uid {root})")
-        };
-        return Err(Error::Untrusted {
-            what,
-            path: p.into(),
-            reason,
-        });
+        }));
     }
-    let sticky_dir = ancestor && mode & libc::S_ISVTX != 0;
+    let rootless = !crate::userns::is_initial();
+    let sticky_dir = ancestor && mode & libc::S_ISVTX != 0 && !rootless;
     if mode & 0o022 != 0 && !sticky_dir {
-        return Err(Error::Untrusted {
-            what,
-            path: p.into(),
-            reason: format!("writable by group or others (mode {:o})", mode & 0o7777),
-        });
+        return Err(untrusted(format!(
+            "writable by group or others (mode {:o})",
+            mode & 0o7777
+        )));
+    }
+    if rootless && crate::sys::may_access(fd, libc::W_OK) {
+        return Err(untrusted(
+            "writable from this user namespace: its owner is an id mapped here, not host root"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -71,20 +81,27 @@ pub fn check_root_owned(what: &'static str, path: &Path) -> Result<()> {
     })?;
     let mut cur: Option<&Path> = Some(&real);
     while let Some(p) = cur {
-        let m = std::fs::metadata(p).map_err(|source| Error::Stat {
+        let stat_err = |source| Error::Stat {
             what,
             path: p.into(),
             source,
-        })?;
-        check_entry(what, p, m.uid(), m.mode(), p != real)?;
+        };
+        let fd = crate::sys::open(p, libc::O_PATH).map_err(stat_err)?;
+        let st = crate::sys::fstat(fd.as_fd()).map_err(stat_err)?;
+        check_entry(what, p, fd.as_fd(), st.st_uid, st.st_mode, p != real)?;
         cur = p.parent();
     }
     Ok(())
 }
 
-/// The same checks on an already opened file (its stat), for the file itself.
-pub fn check_stat(what: &'static str, path: &Path, st: &libc::stat) -> Result<()> {
-    check_one(what, path, st.st_uid, st.st_mode)
+/// The same checks on an already opened file (`fd`, its stat `st`), for the file itself.
+pub fn check_stat(
+    what: &'static str,
+    path: &Path,
+    fd: BorrowedFd<'_>,
+    st: &libc::stat,
+) -> Result<()> {
+    check_entry(what, path, fd, st.st_uid, st.st_mode, false)
 }
 
 #[cfg(test)]
@@ -103,9 +120,10 @@ mod tests {
         let f = d.path().join("tool");
         std::fs::write(&f, "x").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o757)).unwrap();
-        let e = check_one("hook", &f, 0, 0o100757).unwrap_err();
+        let fd = std::fs::File::open(&f).unwrap();
+        let e = check_entry("hook", &f, fd.as_fd(), 0, 0o100757, false).unwrap_err();
         assert!(e.to_string().contains("writable by group or others"), "{e}");
-        let e = check_one("hook", &f, 1000, 0o100755).unwrap_err();
+        let e = check_entry("hook", &f, fd.as_fd(), 1000, 0o100755, false).unwrap_err();
         assert!(e.to_string().contains("uid 1000"), "{e}");
         // a world-writable ancestor is refused, a root-owned sticky one (/tmp) is not
         let open = d.path().join("open");

@@ -60,6 +60,20 @@ struct Own {
     uid: Vec<Extent>,
     gid: Vec<Extent>,
     overflow_uid: u32,
+    /// The namespace's creator, as this namespace sees it (`NS_GET_OWNER_UID`).
+    owner: Option<u32>,
+}
+
+/// `NS_GET_OWNER_UID`: `_IO(0xb7, 0x4)`.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+fn owner_uid() -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open("/proc/self/ns/user").ok()?;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: valid fd; the kernel writes one uid_t.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) };
+    (r == 0).then_some(uid)
 }
 
 fn own() -> &'static Own {
@@ -81,8 +95,15 @@ fn own() -> &'static Own {
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
                 .unwrap_or(65534),
+            owner: owner_uid(),
         }
     })
+}
+
+/// Reads nvhook's own namespace now. Call first thing: the answers come from `/proc`
+/// paths, which are the host's only until nvhook joins a container's mount namespace.
+pub fn init() {
+    own();
 }
 
 /// Whether nvhook runs in the host's user namespace.
@@ -90,10 +111,37 @@ pub fn is_initial() -> bool {
     is_full_identity(&own().uid)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("nvhook runs inside a user namespace that an id it cannot see created (a container's, made by a root engine): run it as a prestart or createRuntime hook, which runtimes run in the host's namespaces, not createContainer")]
+    Foreign,
+}
+
+/// The rootless rules (trust in what shows as root's, no device cgroup) hold only in a
+/// namespace a user made for itself, whose creator is mapped inside (rootless Podman:
+/// the user is its root). A namespace host root made for a container (a
+/// `createContainer` hook under a root engine runs there) has an unmapped creator:
+/// there the rules would trust any unmapped owner, so nvhook refuses to act.
+pub fn check_not_foreign() -> Result<(), Error> {
+    let o = own();
+    if is_full_identity(&o.uid) {
+        return Ok(());
+    }
+    // The creator's id as seen here: unmapped (overflow) or the parent's root means
+    // host root made it.
+    let parent_root = inside_of(&o.uid, 0);
+    match o.owner {
+        Some(uid) if uid != o.overflow_uid && Some(uid) != parent_root => Ok(()),
+        _ => Err(Error::Foreign),
+    }
+}
+
 /// The owner that a file of host root shows here: 0 in the initial namespace; in a
-/// rootless one, root's id if the namespace maps it, else the overflow uid (which every
-/// unmapped owner shows as: there the hook holds only its user's rights, so trusting
-/// an unmapped owner gives nothing the user did not already have).
+/// rootless one, root's id if the namespace maps it, else the overflow uid. Every
+/// unmapped owner shows as that too, so `trust` adds rules there (no sticky exception,
+/// not writable from this namespace); what it still cannot tell apart is a file of
+/// another host user under directories only root can write, which only root could
+/// have put there.
 pub fn host_root_shows_as() -> u32 {
     let o = own();
     if is_full_identity(&o.uid) {

@@ -109,15 +109,20 @@ impl Rootless {
         self.path("rootfs")
     }
 
-    /// The synthetic driver's config (as `driver`), logging to a file the user owns.
+    /// The synthetic driver's config, logging to a file the user owns.
     fn write_config(&self) {
+        self.write_config_with("")
+    }
+
+    /// The same, plus `extra` top-level keys.
+    fn write_config_with(&self, extra: &str) {
         let d = &fixtures().driver;
         std::fs::write(
             self.path("config.toml"),
             format!(
-                "driver-root = \"{0}/root\"\ndev-root = \"{0}\"\nproc-root = \"{0}/proc\"\nsys-root = \"{0}/sys\"\n[runtime]\nruntimes = [\"runc\"]\n[log]\nfile = \"{1}\"\nlevel = \"debug\"\n",
+                "driver-root = \"{0}/root\"\ndev-root = \"{0}\"\nproc-root = \"{0}/proc\"\nsys-root = \"{0}/sys\"\n{extra}\n[runtime]\nruntimes = [\"runc\"]\n[log]\nfile = \"{1}\"\nlevel = \"debug\"\n",
                 d.display(),
-                self.path("nvhook.log").display()
+                self.path("nvhook.log").display(),
             ),
         )
         .unwrap();
@@ -446,4 +451,140 @@ fn hook_run_by_a_plain_user_says_it_cannot_mount() {
         lines[0].contains("cannot mount into the container") && lines[0].contains("CAP_SYS_ADMIN"),
         "{err}"
     );
+}
+
+/// The first host uid of `user`'s subordinate range.
+fn subuid_start(user: &str) -> u32 {
+    std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() == 3 && f[0] == user).then(|| f[1].parse().unwrap())
+        })
+        .unwrap()
+}
+
+#[test]
+fn rootless_trust_is_not_fooled_by_the_overflow_uid() {
+    // In the user's namespace host root's files show as uid 65534, and so do another
+    // host user's, and so does the containers' own `nobody` (a mapped subordinate id).
+    // The MPS pipe directory, the one read-write bind, shows which ones pass.
+    let r = Rootless::new(Flavor::Debian);
+    let root = fixtures().driver.join("root");
+    let base = format!("rl-mps-{}", std::process::id());
+    let host = |p: &str| root.join(format!("tmp/{base}/{p}"));
+    for d in [
+        "good/nvidia-mps",
+        "sticky/nvidia-mps",
+        "sticky/other-mps",
+        "mapped/nvidia-mps",
+    ] {
+        std::fs::create_dir_all(host(d)).unwrap();
+    }
+    std::fs::set_permissions(host("sticky"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // what any host user can make in /tmp
+    std::os::unix::fs::chown(host("sticky/other-mps"), Some(4321), Some(4321)).unwrap();
+    // host id of the namespace's uid 65534: subordinate range start + 65533
+    let nobody = subuid_start(USER) + 65533;
+    std::os::unix::fs::chown(host("mapped/nvidia-mps"), Some(nobody), Some(nobody)).unwrap();
+    for (case, path, bound, why) in [
+        ("root-owned", "good/nvidia-mps", true, ""),
+        // a root engine accepts this one (SECURITY.md row 16); rootless, another host
+        // user's dir in a sticky /tmp looks the same, so neither passes
+        (
+            "root's, under a sticky dir",
+            "sticky/nvidia-mps",
+            false,
+            "writable by group or others (mode 1777)",
+        ),
+        (
+            "another host user's, under a sticky dir",
+            "sticky/other-mps",
+            false,
+            "writable by group or others (mode 1777)",
+        ),
+        (
+            "the containers' nobody's",
+            "mapped/nvidia-mps",
+            false,
+            "writable from this user namespace",
+        ),
+    ] {
+        let target = format!("/tmp/{base}/{path}");
+        r.write_config_with(&format!("mps-pipe-directory = \"{target}\""));
+        let out = ok(
+            &r.podman(
+                &["-e", "NVIDIA_VISIBLE_DEVICES=0"],
+                &format!("echo '== mps'; grep ' {target} ' /proc/self/mountinfo; echo '== end'"),
+                None,
+            ),
+            case,
+        );
+        let mounted = section(&out, "mps")
+            .iter()
+            .any(|l| l.contains(&format!(" {target} ")));
+        assert_eq!(mounted, bound, "{case}: {out}\n{}", r.log());
+        if !bound {
+            assert!(
+                r.log()
+                    .lines()
+                    .any(|l| l.contains(&target) && l.contains("not trusted") && l.contains(why)),
+                "{case}: {}",
+                r.log()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(root.join(format!("tmp/{base}")));
+}
+
+#[test]
+fn hook_in_a_containers_user_namespace_refuses() {
+    // Under a root engine, a createContainer hook runs in the container's user
+    // namespace, which host root made: the rootless rules must not apply there.
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=0"],
+        "nvidia-smi -L",
+    );
+    sh_ok(
+        Command::new("chown")
+            .args(["-R", "-h", "100000:100000"])
+            .arg(&c.rootfs),
+    );
+    let mut spec = c.spec();
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "user"}));
+    spec["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["hooks"] = serde_json::json!({"createContainer": [{
+        "path": fixtures().bin.join("nvhook").display().to_string(),
+        "args": ["nvhook", "--config", c.config.display().to_string(), "prestart"],
+    }]});
+    c.set_spec(&spec);
+    // the world-readable way into the bundle for the namespace's root
+    std::fs::set_permissions(c.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new("timeout")
+        .arg("60")
+        .arg("runc")
+        .arg("--root")
+        .arg(c.tmp.path().join("state"))
+        .args(["run", "--bundle"])
+        .arg(&c.bundle)
+        .arg(&c.id)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        err.contains("user namespace that an id it cannot see created")
+            && err.contains("not createContainer"),
+        "{err}\n{}",
+        c.log_text()
+    );
+    assert!(!out.contains("GPU 0"), "{out}");
 }

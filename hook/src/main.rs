@@ -165,6 +165,8 @@ fn main() {
     // SAFETY: setting a signal disposition before anything else runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // Its own user namespace, read while `/proc` is surely the host's.
+    nvhook::userns::init();
     if let Err(e) = run(cli) {
         let msg = one_line(&e);
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
