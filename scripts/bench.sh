@@ -2,7 +2,9 @@
 # nvhook's benchmarks, each a ratio against a baseline measured in the same run,
 # interleaved, with medians and min-max over RUNS runs. Run as root:
 #
-#   scripts/bench.sh [RUNS] [SECTION...]     sections: start shim scaling ldconfig hostcache (default: all)
+#   scripts/bench.sh [RUNS] [SECTION...] [--nvidia-runtime DIR]
+#             sections: start shim scaling ldconfig hostcache cgroup (default: all), and
+#             nvidia (only with --nvidia-runtime; then part of the default)
 #
 #   start     `runc run` of a tiny container through the shim with 1 GPU and all
 #             capabilities vs plain `runc run` without GPUs; the hook's exec-to-exit time
@@ -16,11 +18,35 @@
 #             and replaced) vs v1 (`devices.allow` writes), same container, alternating;
 #             v2 runs inside `unshare -m` with the unified hierarchy bound over
 #             /sys/fs/cgroup (needs a hybrid host; on a v2-only host both are v2).
+#   nvidia    `create` of the same bundle (GPU 0, all capabilities): plain `runc create`,
+#             nvhook (`nvhook-runtime create`: the shim and its hook, default config), and
+#             NVIDIA's `nvidia-container-runtime create` in CDI mode with the spec its own
+#             `nvidia-ctk cdi generate` writes for the synthetic driver. DIR holds NVIDIA's
+#             nvidia-container-runtime, nvidia-ctk and nvidia-cdi-hook (built apart: nvhook
+#             never needs them). Each run also starts and deletes the container, untimed.
 # Bundles and images live on a tmpfs mounted at .work/bench for the run.
 set -eu
+nvidia=
+n=$#
+while [ "$n" -gt 0 ]; do # take --nvidia-runtime DIR out, keep the rest in order
+    a=$1; shift; n=$((n - 1))
+    case $a in
+    --nvidia-runtime)
+        [ "$n" -gt 0 ] || { echo "bench: --nvidia-runtime needs a directory" >&2; exit 2; }
+        nvidia=$1; shift; n=$((n - 1)) ;;
+    --nvidia-runtime=*) nvidia=${a#*=} ;;
+    *) set -- "$@" "$a" ;;
+    esac
+done
+if [ -n "$nvidia" ]; then
+    nvidia=$(cd "$nvidia" && pwd)
+    for b in nvidia-container-runtime nvidia-ctk nvidia-cdi-hook; do
+        [ -x "$nvidia/$b" ] || { echo "bench: no executable $nvidia/$b" >&2; exit 2; }
+    done
+fi
 runs=${1:-40}
 [ $# -gt 0 ] && shift
-sections=${*:-start shim scaling ldconfig hostcache cgroup}
+sections=${*:-start shim scaling ldconfig hostcache cgroup${nvidia:+ nvidia}}
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 scripts/ci-deps.sh
@@ -220,6 +246,59 @@ for s in $sections; do
         line "cgroup v1 (devices.allow)" "$work/cg-v1.us"
         line "cgroup v2 (eBPF program swap)" "$work/cg-v2.us"
         ratio "ratio v2 / v1" "$(med "$work/cg-v2.us")" "$(med "$work/cg-v1.us")"
+        ;;
+    nvidia)
+        [ -n "$nvidia" ] || { echo "bench: section nvidia needs --nvidia-runtime DIR" >&2; exit 2; }
+        driver 1
+        nv=$work/nvidia
+        rm -rf "$nv"; mkdir -p "$nv/spec"
+        # the spec as an operator makes it (nvidia-cdi-hook's path, found on PATH, goes in it)
+        PATH=$nvidia:$PATH "$nvidia/nvidia-ctk" cdi generate --driver-root "$work/driver1/root" \
+            --dev-root "$work/driver1" --ldconfig-path /sbin/ldconfig --output "$nv/spec/nvidia.yaml" \
+            >"$nv/generate.log" 2>&1 || { cat "$nv/generate.log" >&2; exit 1; }
+        cat >"$nv/config.toml" <<EOF
+[nvidia-container-cli]
+root = "$work/driver1/root"
+ldconfig = "@/sbin/ldconfig"
+[nvidia-ctk]
+path = "$nvidia/nvidia-ctk"
+[nvidia-container-runtime]
+log-level = "info"
+mode = "cdi"
+runtimes = ["runc"]
+[nvidia-container-runtime.modes.cdi]
+default-kind = "nvidia.com/gpu"
+spec-dirs = ["$nv/spec"]
+EOF
+        : >"$work/create-runc.us"; : >"$work/create-nvhook.us"; : >"$work/create-nvidia.us"
+        i=0
+        while [ "$i" -lt "$runs" ]; do
+            for c in runc nvhook nvidia; do
+                mkbundle "$work/cr" "$work/image" NVIDIA_VISIBLE_DEVICES=0 NVIDIA_DRIVER_CAPABILITIES=all
+                case $c in
+                runc) "$work/timeit" runc --root "$state" create --bundle "$work/cr" cr$i </dev/null 3>>"$work/create-runc.us" ;;
+                nvhook) NVHOOK_CONFIG=$work/driver1/config.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" \
+                    create --bundle "$work/cr" cr$i </dev/null 3>>"$work/create-nvhook.us" ;;
+                nvidia) NVIDIA_CTK_CONFIG_FILE_PATH=$nv/config.toml "$work/timeit" "$nvidia/nvidia-container-runtime" --root "$state" \
+                    create --bundle "$work/cr" cr$i </dev/null 3>>"$work/create-nvidia.us" ;;
+                esac
+                # each must have done its work: its hook in the rewritten config.json
+                case $c in
+                nvhook) grep -q "\"$bin/nvhook\"" "$work/cr/config.json" ;;
+                nvidia) grep -q nvidia-cdi-hook "$work/cr/config.json" ;;
+                esac || { echo "bench: $c create injected nothing" >&2; exit 1; }
+                runc --root "$state" start cr$i
+                runc --root "$state" delete --force cr$i
+            done
+            i=$((i + 1))
+        done
+        echo "nvidia: container create, same bundle, GPU 0, all capabilities ($("$nvidia/nvidia-container-runtime" --version | head -n1))"
+        line "runc create, no GPU (baseline)" "$work/create-runc.us"
+        line "nvhook-runtime create (shim + hook)" "$work/create-nvhook.us"
+        line "nvidia-container-runtime create (CDI)" "$work/create-nvidia.us"
+        ratio "ratio nvhook / runc" "$(med "$work/create-nvhook.us")" "$(med "$work/create-runc.us")"
+        ratio "ratio NVIDIA CDI / runc" "$(med "$work/create-nvidia.us")" "$(med "$work/create-runc.us")"
+        ratio "ratio NVIDIA CDI / nvhook" "$(med "$work/create-nvidia.us")" "$(med "$work/create-nvhook.us")"
         ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
     esac
