@@ -11,7 +11,8 @@
 #             (a wrapper installed as hook-path) and its phases (its debug log); peak RSS.
 #   shim      pass-through calls (`state`, `kill ID 0`) through the shim vs runc directly.
 #   scaling   the hook with 1, 2, 8 and 64 synthetic GPUs (all visible), vs 1 GPU.
-#   ldconfig  the hook on an image with 2000 extra libraries vs the small image.
+#   ldconfig  an image with 2000 extra libraries: plain `runc run` vs the start through nvhook
+#             with its own cache update and with ld-cache = ldconfig; the hook big vs small.
 #   hostcache `nvhook plan` (discovery and planning) with a host ld.so.cache listing 2000
 #             more (non-NVIDIA) libraries vs the synthetic driver's small cache.
 #   cgroup    the hook's device cgroup phase on cgroup v2 (runc's eBPF program read back
@@ -95,7 +96,7 @@ med() { stats "$1" "${2:-1}" | cut -d' ' -f1; }
 gpu_run() { # DRIVER-N IMAGE NAME ENV...: one container through the shim
     n=$1; img=$2; name=$3; shift 3
     mkbundle "$work/g" "$img" "$@"
-    NVHOOK_CONFIG=$work/driver$n/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" run --bundle "$work/g" "$name" \
+    NVHOOK_CONFIG=${NVHOOK_TOML:-$work/driver$n/nvhook.toml} "$work/timeit" "$bin/nvhook-runtime" --root "$state" run --bundle "$work/g" "$name" \
         3>>"$work/gpu$n.us" </dev/null
 }
 
@@ -171,32 +172,45 @@ for s in $sections; do
         ;;
     ldconfig)
         driver 1
+        { printf 'ld-cache = "ldconfig"\n'; cat "$work/driver1/nvhook.toml"; } >"$work/driver1/nvhook-ldconfig.toml"
         big=$work/image-big
         rm -rf "$big"; cp -a "$work/image" "$big"
         gcc -shared -fPIC -o "$work/libtiny.so" scripts/fake/lib.c
         k=0
         while [ "$k" -lt 2000 ]; do cp "$work/libtiny.so" "$big/usr/lib/x86_64-linux-gnu/libbench$k.so.1"; k=$((k + 1)); done
         ldconfig -r "$big"
-        : >"$work/driver1/hook.us"; : >"$work/small.us"; : >"$work/big.us"; : >"$work/driver1/nvhook.log"
+        for f in plain-big nvhook-big ldconfig-big nvhook-small hook-nvhook-big hook-ldconfig-big hook-nvhook-small; do : >"$work/$f.us"; done
+        : >"$work/driver1/hook.us"; : >"$work/driver1/nvhook.log"
         i=0
         while [ "$i" -lt "$runs" ]; do
-            gpu_run 1 "$work/image" ls$i NVIDIA_VISIBLE_DEVICES=0
-            tail -n1 "$work/driver1/hook.us" >>"$work/small.us"
-            gpu_run 1 "$big" lb$i NVIDIA_VISIBLE_DEVICES=0
-            tail -n1 "$work/driver1/hook.us" >>"$work/big.us"
+            mkbundle "$work/p" "$big"
+            "$work/timeit" runc --root "$state" run --bundle "$work/p" pb$i 3>>"$work/plain-big.us" </dev/null
+            gpu_run 1 "$big" nb$i NVIDIA_VISIBLE_DEVICES=0
+            tail -n1 "$work/gpu1.us" >>"$work/nvhook-big.us"; tail -n1 "$work/driver1/hook.us" >>"$work/hook-nvhook-big.us"
+            NVHOOK_TOML=$work/driver1/nvhook-ldconfig.toml gpu_run 1 "$big" lb$i NVIDIA_VISIBLE_DEVICES=0
+            tail -n1 "$work/gpu1.us" >>"$work/ldconfig-big.us"; tail -n1 "$work/driver1/hook.us" >>"$work/hook-ldconfig-big.us"
+            gpu_run 1 "$work/image" ns$i NVIDIA_VISIBLE_DEVICES=0
+            tail -n1 "$work/driver1/hook.us" >>"$work/hook-nvhook-small.us"
             i=$((i + 1))
         done
-        echo "ldconfig: an image with 2000 extra libraries"
-        line "nvhook prestart, small image" "$work/small.us"
-        line "nvhook prestart, 2000 more libraries" "$work/big.us"
-        ratio "ratio big / small" "$(med "$work/big.us")" "$(med "$work/small.us")"
-        echo "  phases, median us (debug log; small and big runs alternate):"
-        for ph in prepare mount ldconfig total; do
-            grep -o "${ph}_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 1' >"$work/ph-small.us"
-            grep -o "${ph}_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 2 == 0' >"$work/ph-big.us"
-            line "$ph, small image" "$work/ph-small.us"
-            line "$ph, 2000 more libraries" "$work/ph-big.us"
-        done
+        echo "ldconfig: an image with 2000 extra libraries, 1 GPU"
+        line "runc run, big image, no GPU (baseline)" "$work/plain-big.us"
+        line "through nvhook, ld-cache = nvhook" "$work/nvhook-big.us"
+        line "through nvhook, ld-cache = ldconfig" "$work/ldconfig-big.us"
+        ratio "ratio nvhook's cache / plain, big image" "$(med "$work/nvhook-big.us")" "$(med "$work/plain-big.us")"
+        ratio "ratio ldconfig / plain, big image" "$(med "$work/ldconfig-big.us")" "$(med "$work/plain-big.us")"
+        line "hook, nvhook's cache, small image" "$work/hook-nvhook-small.us"
+        line "hook, nvhook's cache, big image" "$work/hook-nvhook-big.us"
+        line "hook, ldconfig, big image" "$work/hook-ldconfig-big.us"
+        line "hook peak RSS, nvhook's cache, big image" "$work/hook-nvhook-big.us" 2 KiB
+        ratio "ratio hook big / small (nvhook's cache)" "$(med "$work/hook-nvhook-big.us")" "$(med "$work/hook-nvhook-small.us")"
+        echo "  the cache phase (ldconfig_us), median us (debug log):"
+        grep -o "ldconfig_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 3 == 1' >"$work/ph-nb.us"
+        grep -o "ldconfig_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 3 == 2' >"$work/ph-lb.us"
+        grep -o "ldconfig_us=[0-9]*" "$work/driver1/nvhook.log" | cut -d= -f2 | awk 'NR % 3 == 0' >"$work/ph-ns.us"
+        line "nvhook's cache, big image" "$work/ph-nb.us"
+        line "ldconfig, big image" "$work/ph-lb.us"
+        line "nvhook's cache, small image" "$work/ph-ns.us"
         ;;
     hostcache)
         driver 1

@@ -53,6 +53,8 @@ pub enum Error {
     Untrusted(#[from] crate::trust::Error),
     #[error(transparent)]
     Userns(#[from] crate::userns::Error),
+    #[error("ld.so.cache: {0}")]
+    LdCache(#[from] crate::ldcache_update::Error),
     #[error("{path}: a rootless container could not open it (mode {mode:04o}, not readable and writable by the user running the container): the host must make the NVIDIA device nodes readable and writable by that user (the driver's default is 0666; NVreg_DeviceFileMode and NVreg_DeviceFileGID change it)")]
     RootlessDevice { path: PathBuf, mode: u32 },
     #[error("nvhook cannot mount into the container: it runs without CAP_SYS_ADMIN{where_}; it must run as the engine's hook, as root or inside a rootless engine's user namespace (Podman runs hooks there)")]
@@ -300,7 +302,27 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         Some(p) => Some(proc_driver_view(p)?),
         None => None,
     };
+    // What nvhook's own cache update needs of the libraries: their ELF kind and SONAME,
+    // read from the host's files (never the container's).
+    let ld_libs: Vec<crate::ldcache_update::Mounted> = match &plan.ldconfig {
+        Some(l) if l.by_nvhook => plan
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Library)
+            .filter_map(|m| {
+                let (dir, file) = m.target.rsplit_once('/')?;
+                let f = std::fs::File::open(&m.source).ok()?;
+                Some(crate::ldcache_update::Mounted {
+                    dir: dir.to_string(),
+                    file: file.to_string(),
+                    elf: crate::elf::info(&f)?,
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let exe = match &plan.ldconfig {
+        Some(l) if l.by_nvhook => None,
         Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
         Some(l) => Some(ldconfig::Exe::InContainer(
             std::ffi::CString::new(l.path.as_str())
@@ -363,8 +385,34 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         for f in &plan.files {
             root.write_file(&f.path, f.content.as_bytes())?;
         }
-        if plan.ldconfig.is_some() {
-            root.mkdir_all("/etc")?;
+        match &plan.ldconfig {
+            Some(l) if l.by_nvhook => {
+                if t.faults.ldconfig {
+                    return Err(ldconfig::Error::Failed {
+                        status: "not started".into(),
+                        stderr: "injected fault".into(),
+                    }
+                    .into());
+                }
+                let links: Vec<(String, String)> = plan
+                    .symlinks
+                    .iter()
+                    .map(|s| (s.path.clone(), s.target.clone()))
+                    .collect();
+                crate::ldcache_update::update(
+                    &mut root,
+                    &crate::ldcache_update::Update {
+                        dirs: &l.dirs,
+                        libs: &ld_libs,
+                        links: &links,
+                        rescan: &l.rescan,
+                    },
+                )?;
+            }
+            Some(_) => {
+                root.mkdir_all("/etc")?;
+            }
+            None => {}
         }
         Ok(())
     });
@@ -386,6 +434,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 &l.args,
                 t.ldconfig_timeout,
             )?;
+            // ldconfig deletes a link whose target it only makes in the same run
+            // (`libGLX_indirect.so.0 -> libGLX_nvidia.so.0`, before the SONAME link
+            // exists): made again, as the container's root.
+            let _as_root = id_maps.root_owner().map(|(u, g)| FsIds::become_owner(u, g));
+            for s in &plan.symlinks {
+                root.symlink(&s.path, &s.target)?;
+            }
         }
         times.ldconfig = ldconfig_clock.elapsed();
         Ok(())

@@ -30,6 +30,17 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Who updates the container's `ld.so.cache` after nvhook mounted the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LdCache {
+    /// nvhook itself: the entries and links ldconfig would add, the rest kept.
+    #[default]
+    Nvhook,
+    /// The configured `ldconfig`, in its sandbox, over the whole image's libraries.
+    Ldconfig,
+}
+
 /// Which OCI hook stage the shim registers nvhook in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 pub enum Stage {
@@ -115,6 +126,8 @@ pub struct Config {
     pub sys_root: PathBuf,
     /// `@/path` runs the host binary; a plain path names a binary inside the container.
     pub ldconfig: String,
+    /// Who updates the container's loader cache: `nvhook` (default) or `ldconfig`.
+    pub ld_cache: LdCache,
     /// Lets `ldconfig` name a binary inside the container (image code, run as the
     /// container's root in the sandbox). Off: such a setting is refused.
     pub allow_ldconfig_from_container: bool,
@@ -153,6 +166,7 @@ impl Default for Config {
             proc_root: "/proc".into(),
             sys_root: "/sys".into(),
             ldconfig: default_ldconfig(Path::new("/")),
+            ld_cache: LdCache::Nvhook,
             allow_ldconfig_from_container: false,
             mps_pipe_directory: "/tmp/nvidia-mps".into(),
             ldconfig_timeout: 30,

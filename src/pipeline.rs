@@ -152,6 +152,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         &plan::Options {
             ldconfig: cfg.ldconfig_checked()?.to_owned(),
             no_cgroups: cfg.no_cgroups || rootless_without_device_cgroup(),
+            ld_cache_by_nvhook: cfg.ld_cache == crate::config::LdCache::Nvhook,
         },
     )?;
     let requirements = if cfg.disable_require {

@@ -174,6 +174,12 @@ pub struct Ldconfig {
     pub path: String,
     pub host: bool,
     pub args: Vec<String>,
+    /// The library directories, in the order ldconfig is given them.
+    pub dirs: Vec<String>,
+    /// nvhook writes the cache itself (`ld-cache = "nvhook"`): no ldconfig runs.
+    pub by_nvhook: bool,
+    /// Directories nvhook's configuration brings in whole (the CUDA compat dir): scanned.
+    pub rescan: Vec<String>,
 }
 
 impl Ldconfig {
@@ -184,11 +190,14 @@ impl Ldconfig {
         let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
             .map(String::from)
             .to_vec();
-        args.extend(dirs);
+        args.extend(dirs.iter().cloned());
         Ldconfig {
             path: path.to_string(),
             host,
             args,
+            dirs,
+            by_nvhook: false,
+            rescan: Vec::new(),
         }
     }
 }
@@ -242,6 +251,8 @@ const IPC_DIR_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
 pub struct Options {
     pub ldconfig: String,
     pub no_cgroups: bool,
+    /// nvhook updates the loader cache itself (`ld-cache = "nvhook"`), not ldconfig.
+    pub ld_cache_by_nvhook: bool,
 }
 
 type Selection<'a> = (Vec<&'a Gpu>, Vec<&'a Mig>);
@@ -534,7 +545,15 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
                     }
                 }
             }
-            Ldconfig::new(&opts.ldconfig, dirs)
+            let mut l = Ldconfig::new(&opts.ldconfig, dirs);
+            if opts.ld_cache_by_nvhook {
+                l.by_nvhook = true;
+                l.rescan = compat
+                    .map(|_| crate::image::CUDA_COMPAT_DIR.to_string())
+                    .into_iter()
+                    .collect();
+            }
+            l
         });
 
     Ok(Plan {
@@ -654,6 +673,7 @@ mod tests {
         Options {
             ldconfig: "@/sbin/ldconfig".into(),
             no_cgroups: false,
+            ld_cache_by_nvhook: false,
         }
     }
 
@@ -877,6 +897,7 @@ mod tests {
             &Options {
                 ldconfig: "/sbin/ldconfig".into(),
                 no_cgroups: true,
+                ld_cache_by_nvhook: false,
             },
         )
         .unwrap();

@@ -127,6 +127,33 @@ impl Root {
         }
     }
 
+    /// As [`Root::stat`], of the entry itself when it is a symlink.
+    pub fn stat_nofollow(&self, path: &str) -> Result<Option<(OwnedFd, libc::stat)>> {
+        let parts = components(path)?;
+        match sys::openat2(
+            self.fd.as_fd(),
+            Path::new(&parts.join("/")),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+            RESOLVE,
+        ) {
+            Ok(fd) => {
+                let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
+                    path: path.into(),
+                    what: "stat",
+                    source,
+                })?;
+                Ok(Some((fd, st)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(source) => Err(Error::Io {
+                path: path.into(),
+                what: "resolve",
+                source,
+            }),
+        }
+    }
+
     /// Makes sure directory `dir` exists (creating what is missing, mode 0755) and
     /// returns it open as `O_PATH`.
     pub fn mkdir_all(&mut self, dir: &str) -> Result<OwnedFd> {
@@ -348,6 +375,145 @@ impl Root {
         f.set_len(0).map_err(io("truncate"))?;
         std::io::Write::write_all(&mut f, content).map_err(io("write"))?;
         Ok(())
+    }
+
+    /// Reads regular file `path` (links followed inside the root), at most `limit`
+    /// bytes; `None` when absent. A FIFO or device is never opened for reading.
+    pub fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        let parts = components(path)?;
+        let io = |what| {
+            move |source| Error::Io {
+                path: path.into(),
+                what,
+                source,
+            }
+        };
+        let fd = match sys::openat2(
+            self.fd.as_fd(),
+            Path::new(&parts.join("/")),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            0,
+            RESOLVE,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(io("open")(e)),
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::WrongType {
+                path: path.into(),
+                found: type_name(st.st_mode),
+                expected: "a regular file",
+            });
+        }
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::from(fd), limit as u64 + 1),
+            &mut buf,
+        )
+        .map_err(io("read"))?;
+        if buf.len() > limit {
+            return Err(io("read")(std::io::Error::from_raw_os_error(libc::EFBIG)));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Opens `path` inside the root (links followed inside it) with `flags`.
+    pub fn open_in(&self, path: &str, flags: i32) -> Result<OwnedFd> {
+        let parts = components(path)?;
+        sys::openat2(
+            self.fd.as_fd(),
+            Path::new(&parts.join("/")),
+            flags | libc::O_NONBLOCK,
+            0,
+            RESOLVE,
+        )
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            what: "open",
+            source,
+        })
+    }
+
+    /// Replaces `path` with a new regular file holding `content` (mode 0644), as
+    /// ldconfig does: written beside it, then renamed over it, so a reader sees the
+    /// old file or the new one, and a link or hard link there is replaced, never
+    /// written through.
+    pub fn replace_file(&mut self, path: &str, content: &[u8]) -> Result<()> {
+        let (parent, name) = self.parent_of(path)?;
+        let io = |what| {
+            move |source| Error::Io {
+                path: path.into(),
+                what,
+                source,
+            }
+        };
+        let tmp = format!(".{name}.nvhook-tmp");
+        let ctmp = cname(&tmp);
+        let _ = sys::unlinkat(parent.as_fd(), &ctmp, false);
+        let fd = sys::openat2(
+            parent.as_fd(),
+            Path::new(&tmp),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o644,
+            BENEATH_NOFOLLOW,
+        )
+        .map_err(io("create"))?;
+        let mut f = std::fs::File::from(fd);
+        let written = std::io::Write::write_all(&mut f, content)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            })
+            .map_err(io("write"))
+            .and_then(|()| {
+                sys::renameat(parent.as_fd(), &ctmp, parent.as_fd(), &cname(name))
+                    .map_err(io("rename"))
+            });
+        if written.is_err() {
+            let _ = sys::unlinkat(parent.as_fd(), &ctmp, false);
+        }
+        written
+    }
+
+    /// Makes `path` a symlink to `target` as ldconfig makes a library's SONAME link:
+    /// created where nothing is, a link to something else replaced, anything that is
+    /// not a link left alone (`false`).
+    pub fn set_link(&mut self, path: &str, target: &str) -> Result<bool> {
+        if self.symlink(path, target)? {
+            return Ok(true);
+        }
+        let (parent, name) = self.parent_of(path)?;
+        let c = cname(name);
+        let io = |what| {
+            move |source| Error::Io {
+                path: path.into(),
+                what,
+                source,
+            }
+        };
+        let fd = sys::openat2(
+            parent.as_fd(),
+            Path::new(name),
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+            BENEATH_NOFOLLOW,
+        )
+        .map_err(io("open"))?;
+        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            return Ok(false);
+        }
+        if sys::readlinkat(parent.as_fd(), &c).ok().as_deref() == Some(target.as_bytes()) {
+            return Ok(true);
+        }
+        let tmp = cname(&format!(".{name}.nvhook-tmp"));
+        let _ = sys::unlinkat(parent.as_fd(), &tmp, false);
+        let t = CString::new(target).map_err(|_| Error::BadPath(target.into()))?;
+        sys::symlinkat(&t, parent.as_fd(), &tmp).map_err(io("create symlink"))?;
+        sys::renameat(parent.as_fd(), &tmp, parent.as_fd(), &c).map_err(io("rename"))?;
+        Ok(true)
     }
 
     /// Removes everything this `Root` created, newest first. Best effort: used on the

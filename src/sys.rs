@@ -234,6 +234,81 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<(
 }
 
 /// An anonymous, sealable in-memory file.
+pub fn renameat(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: valid fds and NUL-terminated names.
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+        )
+    } as libc::c_long)
+    .map(drop)
+}
+
+/// The target of symlink `name` in `dir`.
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid fd, NUL-terminated name, and a buffer of the length given.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The names in directory `dir` (an fd opened with `O_RDONLY | O_DIRECTORY`), without
+/// `.` and `..`, with each one's `d_type`.
+pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8)>> {
+    // fdopendir takes the descriptor over: give it a duplicate.
+    // SAFETY: valid fd.
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is ours; on success the DIR owns it.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: still ours on failure.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    // SAFETY: rewinding a fresh DIR (a duplicate shares the offset of `dir`).
+    unsafe { libc::rewinddir(d) };
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: d is a valid DIR until closedir.
+        let e = unsafe { libc::readdir64(d) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: readdir returns a valid entry with a NUL-terminated name.
+        let (name, t) = unsafe { (CStr::from_ptr((*e).d_name.as_ptr()), (*e).d_type) };
+        let name = name.to_bytes();
+        if name != b"." && name != b".." {
+            out.push((name.to_vec(), t));
+        }
+    }
+    // SAFETY: closes the DIR and its fd.
+    unsafe { libc::closedir(d) };
+    Ok(out)
+}
+
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: NUL-terminated name.
     owned(

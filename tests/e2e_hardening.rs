@@ -305,7 +305,10 @@ fn untrusted_ldconfig_is_refused() {
     let p = d.path().join("ldconfig");
     std::fs::copy("/sbin/ldconfig", &p).unwrap();
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
-    c.write_config(&format!("ldconfig = \"@{}\"", p.display()));
+    c.write_config(&format!(
+        "ld-cache = \"ldconfig\"\nldconfig = \"@{}\"",
+        p.display()
+    ));
     let (_, err) = text(&c.run(Cgroup::V1));
     assert!(
         err.contains("is not trusted: writable by group or others"),

@@ -85,7 +85,7 @@ fn ubuntu_ldconfig_wrapper() {
     assert_eq!(out.trim(), "1", "{out}");
     // the wrapper named explicitly: refused, and the message says what works
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
-    c.write_config("ldconfig = \"@/sbin/ldconfig\"");
+    c.write_config("ld-cache = \"ldconfig\"\nldconfig = \"@/sbin/ldconfig\"");
     let b = c.bundle.display().to_string();
     let o = with_ubuntu_ldconfig(&c, c.shim(Cgroup::V1, &["run", "--bundle", &b, &c.id]))
         .output()

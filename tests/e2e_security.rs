@@ -149,6 +149,9 @@ fn ldconfig_links_in_a_dir_owned_by_a_user() {
     let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
     text.push_str("/opt/userlib\n");
     std::fs::write(&conf, text).unwrap();
+    // ldconfig's own run over the image (nvhook's own cache update touches only the
+    // driver's entries)
+    c.write_config("ld-cache = \"ldconfig\"");
     let out = c.run_ok(Cgroup::V1);
     assert!(
         out.lines().any(|l| l == "libfoo.so.1"),
@@ -324,7 +327,7 @@ fn image_ldconfig_opted_in_is_sandboxed() {
         "cat /nvhook-sandbox.txt",
     );
     probe_image(&c);
-    c.write_config("ldconfig = \"/sbin/ldconfig\"\nallow-ldconfig-from-container = true");
+    c.write_config("ld-cache = \"ldconfig\"\nldconfig = \"/sbin/ldconfig\"\nallow-ldconfig-from-container = true");
     let out = c.run_ok(Cgroup::V1);
     assert_eq!(field(&out, "capeff"), "000000000000000a", "{out}");
     assert_eq!(field(&out, "capbnd"), "000000000000000a", "{out}");

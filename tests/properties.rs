@@ -4,7 +4,7 @@
 //! counterparts for longer.
 
 use nvhook::config::{Config, Stage};
-use nvhook::{cgroup, ldcache, procfs, request, spec_edit, state};
+use nvhook::{cgroup, ldcache, ldcache_write, procfs, request, spec_edit, state};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -18,10 +18,70 @@ fn env_line() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Bytes read as a file, for the ELF reader.
+struct Bytes(Vec<u8>);
+impl std::os::unix::fs::FileExt for Bytes {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let start = (offset as usize).min(self.0.len());
+        let n = buf.len().min(self.0.len() - start);
+        buf[..n].copy_from_slice(&self.0[start..start + n]);
+        Ok(n)
+    }
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(libc::EBADF))
+    }
+}
+
+/// A real shared library's bytes (the test host's libc), to mutate.
+fn libc_bytes() -> &'static [u8] {
+    static B: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    B.get_or_init(|| std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap())
+}
+
 proptest! {
     #[test]
     fn ldcache_any_bytes(b in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = ldcache::parse(&b);
+        // the image's cache, read whole by nvhook's own update (outside input)
+        if let Ok(c) = ldcache_write::read(&b) {
+            let again = ldcache_write::read(&c.to_bytes("p").unwrap()).unwrap();
+            prop_assert_eq!(again.entries, c.entries);
+        }
+    }
+
+    #[test]
+    fn elf_any_bytes(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+        v.extend(b);
+        let _ = nvhook::elf::info(&Bytes(v));
+    }
+
+    #[test]
+    fn elf_mutated(flip in proptest::collection::vec((0usize..8192, any::<u8>()), 1..16)) {
+        // Headers and the dynamic segment sit in the first pages: flips there reach
+        // every offset and count the reader follows.
+        let mut v = libc_bytes()[..libc_bytes().len().min(1 << 20)].to_vec();
+        for (i, x) in flip {
+            let n = v.len();
+            v[i % n] = x;
+        }
+        let _ = nvhook::elf::info(&Bytes(v));
+    }
+
+    #[test]
+    fn ldcache_write_mutated(flip in proptest::collection::vec((0usize..600, any::<u8>()), 0..8), cut in 0usize..600) {
+        let mut c = ldcache_write::Cache::default();
+        c.merge(vec![
+            ldcache_write::RawEntry::new(0x0303, "libcuda.so.1", "/usr/lib/libcuda.so.1"),
+            ldcache_write::RawEntry::new(0x0003, "libc.so.6", "/lib/libc.so.6"),
+        ], &[], &|_| 0);
+        let mut b = c.to_bytes("gen").unwrap();
+        for (i, v) in flip {
+            let n = b.len();
+            b[i % n] = v;
+        }
+        b.truncate(cut.max(1));
+        let _ = ldcache_write::read(&b);
     }
 
     #[test]
@@ -132,7 +192,7 @@ proptest! {
     fn plan_any_device_ids(ids in ".{0,40}") {
         let env = vec![format!("NVIDIA_VISIBLE_DEVICES={ids}")];
         if let Ok(Some(req)) = request::Request::from_env(&env) {
-            let opts = nvhook::plan::Options { ldconfig: "@/sbin/ldconfig".into(), no_cgroups: false };
+            let opts = nvhook::plan::Options { ldconfig: "@/sbin/ldconfig".into(), no_cgroups: false, ld_cache_by_nvhook: true };
             let _ = nvhook::plan::build(&req, &Default::default(), &nvhook::plan::ImageFacts::debian(), &opts);
         }
     }

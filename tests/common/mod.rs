@@ -294,8 +294,13 @@ pub fn tools() -> PathBuf {
 
 /// The nvhook config line that makes the tool `name` (`ldconfig-probe`, `-fail`,
 /// `-hang`) the host ldconfig.
+/// The config lines that make the synthetic driver's tool `name` the ldconfig nvhook
+/// runs (`ld-cache = "ldconfig"`: by default nvhook writes the cache itself).
 pub fn ldconfig_tool(name: &str) -> String {
-    format!("ldconfig = \"@{}\"", tools().join(name).display())
+    format!(
+        "ld-cache = \"ldconfig\"\nldconfig = \"@{}\"",
+        tools().join(name).display()
+    )
 }
 
 /// The value of `key=` in a report of `key=value` lines (the ldconfig probe's).

@@ -1,0 +1,294 @@
+//! The little of ELF that writing a loader cache needs: a shared library's `DT_SONAME`,
+//! read the way ldconfig reads it (program headers, the dynamic segment, the string
+//! table it points at), from 64- and 32-bit little-endian files. Files are the host
+//! driver's, but every offset is still checked: a bad file gives `None`, never a panic.
+
+use std::os::unix::fs::FileExt;
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
+const DT_STRTAB: u64 = 5;
+const DT_SONAME: u64 = 14;
+/// No more program headers or dynamic entries than this are read.
+const LIMIT: usize = 4096;
+
+struct Reader<'a, F: FileExt> {
+    f: &'a F,
+}
+
+impl<F: FileExt> Reader<'_, F> {
+    fn bytes(&self, off: u64, n: usize) -> Option<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        self.f.read_exact_at(&mut b, off).ok()?;
+        Some(b)
+    }
+    fn word(b: &[u8], at: usize, wide: bool) -> Option<u64> {
+        if wide {
+            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        } else {
+            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as u64)
+        }
+    }
+    fn half(b: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    }
+    fn u32(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+}
+
+/// A program header: (type, file offset, virtual address, file size).
+type Phdr = (u32, u64, u64, u64);
+
+/// What a loader cache records of a library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The cache's flags for its kind: x86-64, i386 or x32 glibc.
+    pub flags: i32,
+    pub soname: Option<String>,
+}
+
+/// The kind and `DT_SONAME` of ELF file `f`; `None` when it is not an ELF file of a
+/// kind an x86 loader cache lists.
+pub fn info<F: FileExt>(f: &F) -> Option<Info> {
+    let mut head = [0u8; 20];
+    f.read_exact_at(&mut head, 0).ok()?;
+    if &head[..4] != b"\x7fELF" || head[5] != 1 {
+        return None;
+    }
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let dynamic = dynamic_names(f)?;
+    // As ldconfig: an x86-64 library is glibc's by its class alone; a 32-bit one by
+    // needing (or being) a known C library, else it is a plain ELF library.
+    let known = |n: &str| match n {
+        "libc.so.6" | "libm.so.6" => 0x0003,
+        "libc.so.5" | "libm.so.5" => 0x0002,
+        _ => 0,
+    };
+    let libc_kind = dynamic
+        .needed
+        .iter()
+        .chain(dynamic.soname.iter())
+        .map(|n| known(n))
+        .find(|k| *k != 0)
+        .unwrap_or(0x0001);
+    let flags = match (head[4], machine) {
+        (2, 62) => crate::ldcache_write::FLAGS_X8664,
+        (1, 3) => libc_kind,
+        (1, 62) => 0x0800 | libc_kind, // x32
+        _ => return None,
+    };
+    Some(Info {
+        flags,
+        soname: dynamic.soname,
+    })
+}
+
+/// The names the dynamic segment gives.
+struct Dynamic {
+    soname: Option<String>,
+    needed: Vec<String>,
+}
+
+/// The `DT_SONAME` of the ELF file `f`, if it is a little-endian shared object that
+/// names one.
+pub fn soname<F: FileExt>(f: &F) -> Option<String> {
+    dynamic_names(f)?.soname
+}
+
+fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
+    let head = {
+        let mut b = [0u8; 64];
+        f.read_exact_at(&mut b[..52], 0).ok()?;
+        let _ = f.read_at(&mut b[52..], 52);
+        b
+    };
+    if &head[..4] != b"\x7fELF" || head[5] != 1 {
+        return None;
+    }
+    let wide = match head[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let r = Reader { f };
+    let (phoff, phentsize, phnum) = if wide {
+        (
+            Reader::<F>::word(&head, 32, true)?,
+            Reader::<F>::half(&head, 54)?,
+            Reader::<F>::half(&head, 56)?,
+        )
+    } else {
+        (
+            Reader::<F>::word(&head, 28, false)?,
+            Reader::<F>::half(&head, 42)?,
+            Reader::<F>::half(&head, 44)?,
+        )
+    };
+    let (phentsize, phnum) = (phentsize as usize, (phnum as usize).min(LIMIT));
+    if phentsize < if wide { 56 } else { 32 } {
+        return None;
+    }
+    let table = r.bytes(phoff, phentsize.checked_mul(phnum)?)?;
+    let phdrs: Vec<Phdr> = (0..phnum)
+        .filter_map(|i| {
+            let p = &table[i * phentsize..(i + 1) * phentsize];
+            let t = Reader::<F>::u32(p, 0)?;
+            if wide {
+                Some((
+                    t,
+                    Reader::<F>::word(p, 8, true)?,
+                    Reader::<F>::word(p, 16, true)?,
+                    Reader::<F>::word(p, 32, true)?,
+                ))
+            } else {
+                Some((
+                    t,
+                    Reader::<F>::word(p, 4, false)?,
+                    Reader::<F>::word(p, 8, false)?,
+                    Reader::<F>::word(p, 16, false)?,
+                ))
+            }
+        })
+        .collect();
+    let &(_, dyn_off, _, dyn_size) = phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
+    let ent = if wide { 16 } else { 8 };
+    let n = (dyn_size as usize / ent).min(LIMIT);
+    let dynamic = r.bytes(dyn_off, n * ent)?;
+    let (mut strtab, mut soname, mut needed) = (None, None, Vec::new());
+    for i in 0..n {
+        let tag = Reader::<F>::word(&dynamic, i * ent, wide)?;
+        let val = Reader::<F>::word(&dynamic, i * ent + ent / 2, wide)?;
+        match tag {
+            DT_NULL => break,
+            DT_STRTAB => strtab = Some(val),
+            DT_SONAME => soname = Some(val),
+            DT_NEEDED if needed.len() < 64 => needed.push(val),
+            _ => {}
+        }
+    }
+    let Some(strtab) = strtab else {
+        return Some(Dynamic {
+            soname: None,
+            needed: Vec::new(),
+        });
+    };
+    // DT_STRTAB is an address: the load segment holding it gives its file offset.
+    let Some(base) = phdrs
+        .iter()
+        .filter(|p| p.0 == PT_LOAD)
+        .find(|p| strtab >= p.2 && strtab - p.2 < p.3)
+        .map(|p| p.1 + (strtab - p.2))
+    else {
+        return Some(Dynamic {
+            soname: None,
+            needed: Vec::new(),
+        });
+    };
+    Some(Dynamic {
+        soname: soname.and_then(|o| string_at(f, base.checked_add(o)?)),
+        needed: needed
+            .into_iter()
+            .filter_map(|o| string_at(f, base.checked_add(o)?))
+            .collect(),
+    })
+}
+
+/// The NUL-terminated string at file offset `off`.
+fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
+    let mut name = Vec::new();
+    let mut chunk = [0u8; 64];
+    while name.len() < LIMIT {
+        let got = f.read_at(&mut chunk, off + name.len() as u64).ok()?;
+        if got == 0 {
+            return None;
+        }
+        if let Some(end) = chunk[..got].iter().position(|&c| c == 0) {
+            name.extend_from_slice(&chunk[..end]);
+            return String::from_utf8(name).ok().filter(|s| !s.is_empty());
+        }
+        name.extend_from_slice(&chunk[..got]);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(dir: &std::path::Path, name: &str, soname: Option<&str>, m32: bool) -> std::fs::File {
+        build_with(dir, name, soname, m32, &[])
+    }
+
+    fn build_with(
+        dir: &std::path::Path,
+        name: &str,
+        soname: Option<&str>,
+        m32: bool,
+        extra: &[&str],
+    ) -> std::fs::File {
+        let src = dir.join("l.c");
+        std::fs::write(&src, "int f(void) { return 1; }\n").unwrap();
+        let out = dir.join(name);
+        let mut cmd = std::process::Command::new("gcc");
+        cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src);
+        if let Some(s) = soname {
+            cmd.arg(format!("-Wl,-soname,{s}"));
+        }
+        if m32 {
+            cmd.arg("-m32");
+        }
+        cmd.args(extra);
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::File::open(out).unwrap()
+    }
+
+    #[test]
+    fn reads_sonames_of_real_libraries() {
+        let d = tempfile::tempdir().unwrap();
+        let f = build(d.path(), "libx.so.1.2", Some("libx.so.1"), false);
+        assert_eq!(soname(&f).as_deref(), Some("libx.so.1"));
+        let f = build(d.path(), "liby.so", None, false);
+        assert_eq!(soname(&f), None);
+        // gcc-multilib is installed by scripts/ci-deps.sh
+        let f = build(d.path(), "libz32.so.3.1", Some("libz32.so.3"), true);
+        assert_eq!(soname(&f).as_deref(), Some("libz32.so.3"));
+        // a 32-bit library is glibc's (as ldconfig flags it) only by needing libc
+        assert_eq!(info(&f).unwrap().flags, 0x0001);
+        let f = build_with(
+            d.path(),
+            "libz32c.so.3.1",
+            Some("libz32c.so.3"),
+            true,
+            &["-Wl,--no-as-needed", "-lc"],
+        );
+        assert_eq!(info(&f).unwrap().flags, crate::ldcache_write::FLAGS_I386);
+        let libc = std::fs::File::open("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        assert_eq!(
+            info(&libc),
+            Some(Info {
+                flags: crate::ldcache_write::FLAGS_X8664,
+                soname: Some("libc.so.6".into())
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let f = build(d.path(), "libx.so.1.2", Some("libx.so.1"), false);
+        let good = std::fs::read(d.path().join("libx.so.1.2")).unwrap();
+        for cut in [0, 4, 20, 63, 64, 200, good.len() / 2] {
+            let p = d.path().join("cut");
+            std::fs::write(&p, &good[..cut.min(good.len())]).unwrap();
+            let _ = soname(&std::fs::File::open(&p).unwrap());
+        }
+        let p = d.path().join("text");
+        std::fs::write(&p, "not an elf file at all, just some text to read").unwrap();
+        assert_eq!(soname(&std::fs::File::open(&p).unwrap()), None);
+        drop(f);
+    }
+}

@@ -1,0 +1,244 @@
+//! Updates a container's `ld.so.cache` with what nvhook mounted, in place of an
+//! ldconfig run: the SONAME links ldconfig would make, the entries it would add, and
+//! every entry the image's cache had, kept. No program runs on the container's files;
+//! its cost does not grow with the libraries the image has.
+//!
+//! What ldconfig would have done, given the mounted libraries' directories on its
+//! command line (so scanned first, in that order):
+//! - each library file: a link `SONAME -> file` (made where nothing is, a link to
+//!   something else replaced, anything else left alone) and the entry `SONAME ->
+//!   dir/SONAME`;
+//! - each link nvhook made that ldconfig keeps under its own name (`libcuda.so ->
+//!   libcuda.so.1`: its name is the SONAME or a `.so` prefix of it): an entry under
+//!   that name;
+//! - a directory whose set of files nvhook's configuration brings in whole (the CUDA
+//!   forward-compatibility dir, newly listed in `/etc/ld.so.conf.d`): scanned like
+//!   ldconfig scans one, replacing the cache's entries for it.
+
+use crate::elf;
+use crate::ldcache_write::{self, Cache, RawEntry};
+use crate::rootfs::{self, Root};
+use crate::sys;
+use std::os::fd::AsFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Root(#[from] rootfs::Error),
+    #[error("{path}: {source}")]
+    Cache {
+        path: String,
+        source: ldcache_write::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where the cache is, and how large a cache nvhook reads (a real one is a few MiB).
+pub const CACHE: &str = "/etc/ld.so.cache";
+const CACHE_LIMIT: usize = 256 << 20;
+
+/// A library nvhook mounted: `dir/file` in the container, and what its ELF says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    pub dir: String,
+    pub file: String,
+    pub elf: elf::Info,
+}
+
+impl Mounted {
+    fn soname(&self) -> &str {
+        self.elf.soname.as_deref().unwrap_or(&self.file)
+    }
+}
+
+/// What to update.
+pub struct Update<'a> {
+    /// The library directories in ldconfig's command-line order (earlier wins a tie).
+    pub dirs: &'a [String],
+    pub libs: &'a [Mounted],
+    /// Links nvhook made: (path, target name in the same directory).
+    pub links: &'a [(String, String)],
+    /// Directories to scan whole.
+    pub rescan: &'a [String],
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// ldconfig keeps a link under its own name when that name is the SONAME it points at,
+/// or a `.so` name the SONAME starts with (a development link).
+fn link_keeps_own_name(name: &str, soname: &str) -> bool {
+    name == soname || (name.ends_with(".so") && soname.starts_with(name))
+}
+
+/// ldconfig's `_dl_is_dso`: the names it considers in a directory.
+fn is_dso(name: &str) -> bool {
+    ((name.starts_with("lib") || name.starts_with("ld-")) && name.contains(".so"))
+        || name.starts_with("ld.so.")
+        || name.starts_with("ld64.so.")
+}
+
+/// One candidate of a scanned directory.
+struct Candidate {
+    name: String,
+    soname: String,
+    flags: i32,
+    is_link: bool,
+}
+
+/// Scans `dir` in the container the way ldconfig does: every file with a library
+/// name, its SONAME from its ELF, one winner per SONAME and kind (a file beats a link,
+/// then the greater name), each winner's link made. Returns the entries.
+fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
+    let fd = match root.open_in(dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+        Ok(fd) => fd,
+        // a directory that is not there has nothing in it, as ldconfig sees it
+        Err(_) => return Ok(Vec::new()),
+    };
+    let names = sys::read_dir(fd.as_fd()).map_err(|source| rootfs::Error::Io {
+        path: dir.into(),
+        what: "read directory",
+        source,
+    })?;
+    let mut chosen: Vec<Candidate> = Vec::new();
+    for (raw, _) in names {
+        let Ok(name) = String::from_utf8(raw) else {
+            continue;
+        };
+        if !is_dso(&name) {
+            continue;
+        }
+        let path = join(dir, &name);
+        let Some((lfd, lst)) = root.stat_nofollow(&path)? else {
+            continue;
+        };
+        drop(lfd);
+        let is_link = lst.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        // Followed inside the root: a link out of it resolves to nothing outside.
+        let Ok(file) = root.open_in(&path, libc::O_RDONLY) else {
+            continue;
+        };
+        let Ok(st) = sys::fstat(file.as_fd()) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            continue;
+        }
+        let Some(info) = elf::info(&std::fs::File::from(file)) else {
+            continue;
+        };
+        let mut soname = info.soname.unwrap_or_else(|| name.clone());
+        let keeps = is_link && link_keeps_own_name(&name, &soname);
+        if keeps {
+            soname = name.clone();
+        }
+        let c = Candidate {
+            name,
+            soname,
+            flags: info.flags,
+            is_link: keeps,
+        };
+        match chosen
+            .iter_mut()
+            .find(|o| o.soname == c.soname && o.flags == c.flags)
+        {
+            Some(old) => {
+                let better = if old.is_link == c.is_link {
+                    ldcache_write::libcmp(old.name.as_bytes(), c.name.as_bytes()).is_lt()
+                } else {
+                    old.is_link
+                };
+                if better {
+                    *old = c;
+                }
+            }
+            None => chosen.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    for c in &chosen {
+        if !c.is_link && c.name != c.soname {
+            root.set_link(&join(dir, &c.soname), &c.name)?;
+        }
+        out.push(RawEntry::new(c.flags, &c.soname, &join(dir, &c.soname)));
+    }
+    Ok(out)
+}
+
+/// Makes the links and writes the cache.
+pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
+    let mut new = Vec::new();
+    for l in u.libs {
+        let soname = l.soname();
+        if soname != l.file {
+            root.set_link(&join(&l.dir, soname), &l.file)?;
+        }
+        new.push(RawEntry::new(l.elf.flags, soname, &join(&l.dir, soname)));
+    }
+    for (path, target) in u.links {
+        let Some((dir, name)) = path.rsplit_once('/') else {
+            continue;
+        };
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let lib = u
+            .libs
+            .iter()
+            .find(|l| l.dir == dir && (l.file == *target || l.soname() == target));
+        if let Some(l) = lib {
+            if link_keeps_own_name(name, l.soname()) {
+                new.push(RawEntry::new(l.elf.flags, name, path));
+            }
+        }
+    }
+    for d in u.rescan {
+        new.extend(scan(root, d)?);
+    }
+    let cache_err = |source| Error::Cache {
+        path: CACHE.into(),
+        source,
+    };
+    let mut cache = match root.read_file(CACHE, CACHE_LIMIT)? {
+        Some(b) => ldcache_write::read(&b).map_err(cache_err)?,
+        None => Cache::default(),
+    };
+    let rescanned: Vec<&[u8]> = u
+        .rescan
+        .iter()
+        .map(|d| d.trim_end_matches('/').as_bytes())
+        .collect();
+    let rank = |d: &[u8]| {
+        u.dirs
+            .iter()
+            .position(|x| x.trim_end_matches('/').as_bytes() == d)
+            .unwrap_or(usize::MAX)
+    };
+    cache.merge(new, &rescanned, &rank);
+    let bytes = cache
+        .to_bytes(&format!("nvhook {}", crate::VERSION))
+        .map_err(cache_err)?;
+    root.replace_file(CACHE, &bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ldconfig_considers() {
+        assert!(is_dso("libcuda.so.1"));
+        assert!(is_dso("ld-linux-x86-64.so.2"));
+        assert!(is_dso("libfoo.so"));
+        assert!(!is_dso("foo.so"));
+        assert!(!is_dso("libfoo.a"));
+        assert!(link_keeps_own_name("libcuda.so", "libcuda.so.1"));
+        assert!(link_keeps_own_name("libcuda.so.1", "libcuda.so.1"));
+        assert!(!link_keeps_own_name(
+            "libGLX_indirect.so.0",
+            "libGLX_nvidia.so.0"
+        ));
+        assert!(!link_keeps_own_name("libcu", "libcuda.so.1"));
+    }
+}

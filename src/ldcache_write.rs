@@ -1,0 +1,484 @@
+//! Writes glibc's `ld.so.cache` (the `glibc-ld.so.cache1.1` format, which every glibc
+//! since 2.3 reads, alone or after the old table): nvhook adds the driver's entries to
+//! a container's cache itself instead of running ldconfig over every library the
+//! image has.
+//!
+//! The loader binary-searches the entries by `_dl_cache_libcmp`, then walks back to
+//! the first entry of the name and takes the first one it can use; so entries must be
+//! in ldconfig's order exactly: names descending by that comparison, then flags
+//! descending, glibc-hwcaps entries first (by subdirectory name), then the more
+//! specific legacy hwcap first, and among equal ones the directory ldconfig scanned
+//! first. Every other entry of the image's cache is kept as it was: flags, hwcap,
+//! osversion, and the glibc-hwcaps subdirectory table its entries index.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("ld.so.cache: unknown format (bad magic)")]
+    Magic,
+    #[error("ld.so.cache: truncated ({0})")]
+    Truncated(&'static str),
+    #[error("ld.so.cache: string offset {0} out of bounds")]
+    StringOffset(u32),
+    #[error("ld.so.cache: too large to write ({0} bytes)")]
+    TooLarge(usize),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
+const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+const OLD_HEADER: usize = 16;
+const OLD_ENTRY: usize = 12;
+const NEW_HEADER: usize = 48;
+const NEW_ENTRY: usize = 24;
+const EXTENSION_MAGIC: u32 = 0xeaa4_2174;
+const TAG_GENERATOR: u32 = 0;
+const TAG_GLIBC_HWCAPS: u32 = 1;
+/// The hwcap bit that marks a glibc-hwcaps entry; its low 32 bits index the table.
+const HWCAP_EXTENSION: u64 = 1 << 62;
+/// Header flags byte: little endian (what ldconfig writes on x86).
+const FLAGS_LITTLE_ENDIAN: u8 = 2;
+
+/// `FLAG_ELF_LIBC6 | FLAG_X8664_LIB64`: an x86-64 glibc library.
+pub const FLAGS_X8664: i32 = 0x0303;
+/// `FLAG_ELF_LIBC6`: an i386 glibc library.
+pub const FLAGS_I386: i32 = 0x0003;
+
+/// One entry, with everything the file holds for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub flags: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub osversion: u32,
+    pub hwcap: u64,
+}
+
+impl RawEntry {
+    /// A plain entry (no hwcap): `key` found at `value`.
+    pub fn new(flags: i32, key: &str, value: &str) -> RawEntry {
+        RawEntry {
+            flags,
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            osversion: 0,
+            hwcap: 0,
+        }
+    }
+
+    /// The directory of the value (`/usr/lib` of `/usr/lib/libc.so.6`).
+    pub fn dir(&self) -> &[u8] {
+        match self.value.iter().rposition(|&c| c == b'/') {
+            Some(0) => b"/",
+            Some(i) => &self.value[..i],
+            None => b"",
+        }
+    }
+}
+
+/// A whole cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cache {
+    pub entries: Vec<RawEntry>,
+    /// glibc-hwcaps subdirectory names, indexed by those entries' hwcap.
+    pub hwcaps: Vec<Vec<u8>>,
+}
+
+fn u32_at(b: &[u8], off: usize, what: &'static str) -> Result<u32> {
+    b.get(off..off.checked_add(4).ok_or(Error::Truncated(what))?)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .ok_or(Error::Truncated(what))
+}
+
+fn u64_at(b: &[u8], off: usize, what: &'static str) -> Result<u64> {
+    b.get(off..off.checked_add(8).ok_or(Error::Truncated(what))?)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .ok_or(Error::Truncated(what))
+}
+
+fn str_at(b: &[u8], base: usize, off: u32) -> Result<Vec<u8>> {
+    let start = base
+        .checked_add(off as usize)
+        .filter(|s| *s < b.len())
+        .ok_or(Error::StringOffset(off))?;
+    let len = b[start..]
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(Error::StringOffset(off))?;
+    Ok(b[start..start + len].to_vec())
+}
+
+/// Reads every entry of a cache in any of its formats (new, old followed by new, old).
+pub fn read(b: &[u8]) -> Result<Cache> {
+    if b.starts_with(NEW_MAGIC) {
+        return read_new(b, 0);
+    }
+    if !b.starts_with(OLD_MAGIC) {
+        return Err(Error::Magic);
+    }
+    let nlibs = u32_at(b, 12, "old header")? as usize;
+    let old_end = nlibs
+        .checked_mul(OLD_ENTRY)
+        .and_then(|n| n.checked_add(OLD_HEADER))
+        .filter(|e| *e <= b.len())
+        .ok_or(Error::Truncated("old entries"))?;
+    let new_start = (old_end + 7) & !7;
+    if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
+        return read_new(b, new_start);
+    }
+    let mut c = Cache::default();
+    for i in 0..nlibs {
+        let e = OLD_HEADER + i * OLD_ENTRY;
+        c.entries.push(RawEntry {
+            flags: u32_at(b, e, "old entry")? as i32,
+            key: str_at(b, old_end, u32_at(b, e + 4, "old entry")?)?,
+            value: str_at(b, old_end, u32_at(b, e + 8, "old entry")?)?,
+            osversion: 0,
+            hwcap: 0,
+        });
+    }
+    Ok(c)
+}
+
+fn read_new(b: &[u8], start: usize) -> Result<Cache> {
+    let nlibs = u32_at(b, start + 20, "new header")? as usize;
+    let ext_off = u32_at(b, start + 32, "new header")? as usize;
+    if b.len() < start + NEW_HEADER {
+        return Err(Error::Truncated("new header"));
+    }
+    nlibs
+        .checked_mul(NEW_ENTRY)
+        .and_then(|n| n.checked_add(start + NEW_HEADER))
+        .filter(|e| *e <= b.len())
+        .ok_or(Error::Truncated("new entries"))?;
+    let mut c = Cache::default();
+    for i in 0..nlibs {
+        let e = start + NEW_HEADER + i * NEW_ENTRY;
+        c.entries.push(RawEntry {
+            flags: u32_at(b, e, "new entry")? as i32,
+            key: str_at(b, start, u32_at(b, e + 4, "new entry")?)?,
+            value: str_at(b, start, u32_at(b, e + 8, "new entry")?)?,
+            osversion: u32_at(b, e + 12, "new entry")?,
+            hwcap: u64_at(b, e + 16, "new entry")?,
+        });
+    }
+    // Extensions: offsets in them are from the start of the file (glibc reads them so).
+    if ext_off != 0 && u32_at(b, start + ext_off, "extension").ok() == Some(EXTENSION_MAGIC) {
+        let base = start + ext_off;
+        let count = u32_at(b, base + 4, "extension")? as usize;
+        for s in 0..count.min(64) {
+            let sec = base + 8 + s * 16;
+            let tag = u32_at(b, sec, "extension section")?;
+            let off = u32_at(b, sec + 8, "extension section")? as usize;
+            let size = u32_at(b, sec + 12, "extension section")? as usize;
+            if tag == TAG_GLIBC_HWCAPS {
+                for k in 0..size / 4 {
+                    let so = u32_at(b, off + 4 * k, "glibc-hwcaps table")?;
+                    c.hwcaps.push(str_at(b, 0, so)?);
+                }
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// glibc's `_dl_cache_libcmp`: runs of digits compare as numbers (in a C `int`, as
+/// glibc does), a digit sorts after any other character, the rest byte by byte as
+/// signed chars.
+pub fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut i, mut j) = (0, 0);
+    let at = |s: &[u8], k: usize| s.get(k).copied().unwrap_or(0);
+    let digit = |c: u8| c.is_ascii_digit();
+    while at(a, i) != 0 {
+        let (c1, c2) = (at(a, i), at(b, j));
+        if digit(c1) {
+            if !digit(c2) {
+                return Ordering::Greater;
+            }
+            let mut v1: i32 = 0;
+            while digit(at(a, i)) {
+                v1 = v1.wrapping_mul(10).wrapping_add((at(a, i) - b'0') as i32);
+                i += 1;
+            }
+            let mut v2: i32 = 0;
+            while digit(at(b, j)) {
+                v2 = v2.wrapping_mul(10).wrapping_add((at(b, j) - b'0') as i32);
+                j += 1;
+            }
+            let d = v1.wrapping_sub(v2);
+            if d != 0 {
+                return d.cmp(&0);
+            }
+        } else if digit(c2) {
+            return Ordering::Less;
+        } else if c1 != c2 {
+            return (c1 as i8 as i32 - c2 as i8 as i32).cmp(&0);
+        } else {
+            i += 1;
+            j += 1;
+        }
+    }
+    (at(a, i) as i8 as i32 - at(b, j) as i8 as i32).cmp(&0)
+}
+
+/// ldconfig's entry order (`Less`: `e1` comes first); `Equal` leaves the order to the
+/// directories' scan order.
+fn compare(c: &Cache, e1: &RawEntry, e2: &RawEntry) -> Ordering {
+    let res = libcmp(&e2.key, &e1.key);
+    if res != Ordering::Equal {
+        return res;
+    }
+    if e1.flags != e2.flags {
+        return e2.flags.cmp(&e1.flags);
+    }
+    let ext = |e: &RawEntry| e.hwcap & HWCAP_EXTENSION != 0;
+    match (ext(e1), ext(e2)) {
+        (true, false) => return Ordering::Less,
+        (false, true) => return Ordering::Greater,
+        (true, true) => {
+            let name = |e: &RawEntry| c.hwcaps.get((e.hwcap & 0xffff_ffff) as usize);
+            let r = name(e1).cmp(&name(e2));
+            if r != Ordering::Equal {
+                return r;
+            }
+            return Ordering::Equal;
+        }
+        (false, false) => {}
+    }
+    let bits = |e: &RawEntry| e.hwcap.count_ones();
+    bits(e2)
+        .cmp(&bits(e1))
+        .then(e2.hwcap.cmp(&e1.hwcap))
+        .then(e2.osversion.cmp(&e1.osversion))
+}
+
+/// The string table: each distinct string once.
+struct Strings<'a> {
+    buf: Vec<u8>,
+    seen: HashMap<&'a [u8], u32>,
+    base: usize,
+}
+
+impl<'a> Strings<'a> {
+    fn add(&mut self, s: &'a [u8]) -> u32 {
+        if let Some(o) = self.seen.get(s) {
+            return *o;
+        }
+        let o = (self.base + self.buf.len()) as u32;
+        self.buf.extend_from_slice(s);
+        self.buf.push(0);
+        self.seen.insert(s, o);
+        o
+    }
+}
+
+impl Cache {
+    /// Adds `new` entries where ldconfig would have put them. `rank` is a directory's
+    /// place in ldconfig's scan (lower first); among entries otherwise equal, one
+    /// goes after every entry of a directory ranked no later. An existing entry equal
+    /// to a new one in key, flags and value is replaced by it. Entries of a directory
+    /// in `rescanned` are dropped first: the caller scanned it again and gives all of
+    /// them.
+    pub fn merge(
+        &mut self,
+        new: Vec<RawEntry>,
+        rescanned: &[&[u8]],
+        rank: &dyn Fn(&[u8]) -> usize,
+    ) {
+        self.entries.retain(|e| {
+            !rescanned.contains(&e.dir())
+                && !new
+                    .iter()
+                    .any(|n| n.key == e.key && n.flags == e.flags && n.value == e.value)
+        });
+        for n in new {
+            if self.entries.contains(&n) {
+                continue;
+            }
+            let r = rank(n.dir());
+            let at = self
+                .entries
+                .iter()
+                .position(|e| match compare(self, e, &n) {
+                    Ordering::Greater => true,
+                    Ordering::Equal => rank(e.dir()) > r,
+                    Ordering::Less => false,
+                })
+                .unwrap_or(self.entries.len());
+            self.entries.insert(at, n);
+        }
+    }
+
+    /// The cache file, new format alone; `generator` names the writer.
+    pub fn to_bytes(&self, generator: &str) -> Result<Vec<u8>> {
+        let base = NEW_HEADER + self.entries.len() * NEW_ENTRY;
+        let mut st = Strings {
+            buf: Vec::new(),
+            seen: HashMap::new(),
+            base,
+        };
+        let offs: Vec<(u32, u32)> = self
+            .entries
+            .iter()
+            .map(|e| (st.add(&e.key), st.add(&e.value)))
+            .collect();
+        let used_hwcaps = self.entries.iter().any(|e| e.hwcap & HWCAP_EXTENSION != 0);
+        let hwcap_offs: Vec<u32> = if used_hwcaps {
+            self.hwcaps.iter().map(|h| st.add(h)).collect()
+        } else {
+            Vec::new()
+        };
+        let strings = st.buf;
+        let total = base + strings.len() + 64 + hwcap_offs.len() * 4 + generator.len();
+        if total > u32::MAX as usize / 2 {
+            return Err(Error::TooLarge(total));
+        }
+        let mut b = Vec::with_capacity(total);
+        b.extend_from_slice(NEW_MAGIC);
+        b.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+        b.push(FLAGS_LITTLE_ENDIAN);
+        b.extend_from_slice(&[0; 3]);
+        let ext_at = (base + strings.len()).div_ceil(4) * 4;
+        b.extend_from_slice(&(ext_at as u32).to_le_bytes());
+        b.extend_from_slice(&[0; 12]);
+        for (e, (k, v)) in self.entries.iter().zip(offs) {
+            b.extend_from_slice(&e.flags.to_le_bytes());
+            b.extend_from_slice(&k.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
+            b.extend_from_slice(&e.osversion.to_le_bytes());
+            b.extend_from_slice(&e.hwcap.to_le_bytes());
+        }
+        b.extend_from_slice(&strings);
+        b.resize(ext_at, 0);
+        // The extension: the generator, then the glibc-hwcaps table where it is used.
+        let sections = 1 + used_hwcaps as usize;
+        let data = ext_at + 8 + 16 * sections;
+        let hw_size = hwcap_offs.len() * 4;
+        b.extend_from_slice(&EXTENSION_MAGIC.to_le_bytes());
+        b.extend_from_slice(&(sections as u32).to_le_bytes());
+        for (tag, off, size) in [
+            (TAG_GENERATOR, data + hw_size, generator.len()),
+            (TAG_GLIBC_HWCAPS, data, hw_size),
+        ]
+        .into_iter()
+        .take(sections)
+        {
+            b.extend_from_slice(&tag.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&(off as u32).to_le_bytes());
+            b.extend_from_slice(&(size as u32).to_le_bytes());
+        }
+        for o in hwcap_offs {
+            b.extend_from_slice(&o.to_le_bytes());
+        }
+        b.extend_from_slice(generator.as_bytes());
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libcmp_is_glibcs() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("libc.so.6", "libc.so.6", Equal),
+            ("libfoo.so.10", "libfoo.so.9", Greater),
+            ("libfoo.so.1.10", "libfoo.so.1.9", Greater),
+            ("libfoo.so.01", "libfoo.so.1", Equal),
+            ("libfoo.so", "libfoo.so.1", Less),
+            ("libfoo1.so", "libfoo.so", Greater), // a digit sorts after '.'
+            ("liba.so", "libb.so", Less),
+            ("libé.so", "libz.so", Less), // signed chars: 0xc3 < 'z'
+        ] {
+            assert_eq!(libcmp(a.as_bytes(), b.as_bytes()), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn round_trip_and_order() {
+        let mut c = Cache::default();
+        c.merge(
+            vec![
+                RawEntry::new(FLAGS_X8664, "libc.so.6", "/lib/libc.so.6"),
+                RawEntry::new(FLAGS_I386, "libcuda.so.1", "/usr/lib32/libcuda.so.1"),
+                RawEntry::new(FLAGS_X8664, "libcuda.so.1", "/usr/lib/libcuda.so.1"),
+                RawEntry::new(FLAGS_X8664, "libz.so.1", "/lib/libz.so.1"),
+            ],
+            &[],
+            &|_| 0,
+        );
+        let keys: Vec<(&[u8], i32)> = c.entries.iter().map(|e| (&e.key[..], e.flags)).collect();
+        assert_eq!(
+            keys,
+            [
+                (&b"libz.so.1"[..], FLAGS_X8664),
+                (b"libcuda.so.1", FLAGS_X8664),
+                (b"libcuda.so.1", FLAGS_I386),
+                (b"libc.so.6", FLAGS_X8664),
+            ]
+        );
+        let b = c.to_bytes("test").unwrap();
+        assert_eq!(read(&b).unwrap(), c);
+        // the reader nvhook's discovery uses agrees
+        assert_eq!(crate::ldcache::parse(&b).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn equal_entries_follow_the_scan_order() {
+        let mut c = Cache {
+            entries: vec![RawEntry::new(FLAGS_X8664, "libx.so.1", "/opt/b/libx.so.1")],
+            ..Default::default()
+        };
+        let rank = |d: &[u8]| match d {
+            b"/opt/a" => 0,
+            b"/opt/c" => 1,
+            _ => usize::MAX,
+        };
+        c.merge(
+            vec![
+                RawEntry::new(FLAGS_X8664, "libx.so.1", "/opt/c/libx.so.1"),
+                RawEntry::new(FLAGS_X8664, "libx.so.1", "/opt/a/libx.so.1"),
+            ],
+            &[],
+            &rank,
+        );
+        let vals: Vec<&[u8]> = c.entries.iter().map(|e| &e.value[..]).collect();
+        assert_eq!(
+            vals,
+            [
+                &b"/opt/a/libx.so.1"[..],
+                b"/opt/c/libx.so.1",
+                b"/opt/b/libx.so.1"
+            ]
+        );
+        // again: nothing doubles
+        let before = c.clone();
+        c.merge(
+            vec![RawEntry::new(FLAGS_X8664, "libx.so.1", "/opt/a/libx.so.1")],
+            &[],
+            &rank,
+        );
+        assert_eq!(c, before);
+        // a rescanned directory's old entries go
+        c.merge(vec![], &[b"/opt/c"], &rank);
+        assert_eq!(c.entries.len(), 2);
+    }
+
+    #[test]
+    fn bad_input_is_error_not_panic() {
+        assert_eq!(read(b"junk"), Err(Error::Magic));
+        let mut c = Cache::default();
+        c.merge(vec![RawEntry::new(FLAGS_X8664, "a", "/b/a")], &[], &|_| 0);
+        let b = c.to_bytes("g").unwrap();
+        for n in 0..b.len() {
+            let _ = read(&b[..n]);
+        }
+    }
+}
