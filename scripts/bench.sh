@@ -126,27 +126,41 @@ for s in $sections; do
         ;;
     shim)
         driver 1
+        static=$(scripts/build-static-shim.sh)
+        # the floor of any shim that execs runc: a static C program doing only that
+        printf '#include <unistd.h>\nint main(int c, char **v) { (void)c; execvp("runc", v); return 127; }\n' >"$work/execwrap.c"
+        gcc -O2 -static -o "$work/execwrap" "$work/execwrap.c"
         mkbundle "$work/s" "$work/image"
         sed -i 's|"true"|"sleep", "600"|' "$work/s/config.json"
         runc --root "$state" create --bundle "$work/s" shimbench </dev/null >/dev/null 2>&1
-        : >"$work/runc-state.us"; : >"$work/shim-state.us"; : >"$work/runc-kill.us"; : >"$work/shim-kill.us"
+        for f in runc-state shim-state static-state floor-state runc-kill shim-kill static-kill; do : >"$work/$f.us"; done
         i=0
         while [ "$i" -lt "$runs" ]; do
             "$work/timeit" runc --root "$state" state shimbench 3>>"$work/runc-state.us" >/dev/null
+            "$work/timeit" "$work/execwrap" --root "$state" state shimbench 3>>"$work/floor-state.us" >/dev/null
             NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" state shimbench 3>>"$work/shim-state.us" >/dev/null
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$static" --root "$state" state shimbench 3>>"$work/static-state.us" >/dev/null
             "$work/timeit" runc --root "$state" kill shimbench 0 3>>"$work/runc-kill.us"
             NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$bin/nvhook-runtime" --root "$state" kill shimbench 0 3>>"$work/shim-kill.us"
+            NVHOOK_CONFIG=$work/driver1/nvhook.toml "$work/timeit" "$static" --root "$state" kill shimbench 0 3>>"$work/static-kill.us"
             i=$((i + 1))
         done
         runc --root "$state" delete --force shimbench
         echo "shim: pass-through calls"
         line "runc state" "$work/runc-state.us"
-        line "nvhook-runtime state" "$work/shim-state.us"
+        line "exec floor: static C exec of runc, state" "$work/floor-state.us"
+        line "nvhook-runtime state (dynamic)" "$work/shim-state.us"
+        line "nvhook-runtime state (static, packaged)" "$work/static-state.us"
         line "runc kill ID 0" "$work/runc-kill.us"
-        line "nvhook-runtime kill ID 0" "$work/shim-kill.us"
+        line "nvhook-runtime kill ID 0 (dynamic)" "$work/shim-kill.us"
+        line "nvhook-runtime kill ID 0 (static)" "$work/static-kill.us"
         line "nvhook-runtime peak RSS" "$work/shim-state.us" 2 KiB
-        awk -v a="$(med "$work/shim-state.us")" -v b="$(med "$work/runc-state.us")" -v c="$(med "$work/shim-kill.us")" -v d="$(med "$work/runc-kill.us")" \
-            'BEGIN {printf "  %-44s %+d us (%.3fx)\n  %-44s %+d us (%.3fx)\n", "shim added to state", a - b, a / b, "shim added to kill", c - d, c / d}'
+        ratio "ratio exec floor / runc, state" "$(med "$work/floor-state.us")" "$(med "$work/runc-state.us")"
+        ratio "ratio dynamic shim / runc, state" "$(med "$work/shim-state.us")" "$(med "$work/runc-state.us")"
+        ratio "ratio static shim / runc, state" "$(med "$work/static-state.us")" "$(med "$work/runc-state.us")"
+        ratio "ratio dynamic shim / runc, kill" "$(med "$work/shim-kill.us")" "$(med "$work/runc-kill.us")"
+        ratio "ratio static shim / runc, kill" "$(med "$work/static-kill.us")" "$(med "$work/runc-kill.us")"
+        ls -l "$bin/nvhook-runtime" "$static" | awk '{printf "  size %-40s %9d bytes\n", $9, $5}'
         ;;
     scaling)
         echo "scaling: the hook with N GPUs, all visible, default capabilities"

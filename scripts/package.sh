@@ -16,7 +16,8 @@ stage=$out/stage
 rm -rf "$stage" "$out/docs"
 mkdir -p "$stage/DEBIAN"
 install -D -m 755 "$bin/nvhook" "$stage/usr/bin/nvhook"
-install -D -m 755 "$bin/nvhook-runtime" "$stage/usr/bin/nvhook-runtime"
+# the shim statically linked: it is exec'd on every runtime call
+install -D -m 755 "$(scripts/build-static-shim.sh)" "$stage/usr/bin/nvhook-runtime"
 ln -s nvhook "$stage/usr/bin/nvidia-container-runtime-hook"
 install -D -m 644 deploy/config.toml "$stage/etc/nvhook/config.toml"
 "$bin/nvhook" generate-docs --out "$out/docs"

@@ -294,20 +294,26 @@ impl Cache {
                     .iter()
                     .any(|n| n.key == e.key && n.flags == e.flags && n.value == e.value)
         });
+        let mut added: Vec<RawEntry> = Vec::with_capacity(new.len());
         for n in new {
-            if self.entries.contains(&n) {
-                continue;
+            if !added.contains(&n) {
+                added.push(n);
             }
+        }
+        for n in added {
             let r = rank(n.dir());
-            let at = self
+            // The entries are in order: binary search for the run that compares equal,
+            // then the scan order inside it.
+            let start = self
                 .entries
+                .partition_point(|e| compare(self, e, &n) == Ordering::Less);
+            let at = self.entries[start..]
                 .iter()
                 .position(|e| match compare(self, e, &n) {
-                    Ordering::Greater => true,
                     Ordering::Equal => rank(e.dir()) > r,
-                    Ordering::Less => false,
+                    _ => true,
                 })
-                .unwrap_or(self.entries.len());
+                .map_or(self.entries.len(), |i| start + i);
             self.entries.insert(at, n);
         }
     }

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Builds nvhook-runtime statically linked, not position-independent, and prints its
+# path. The shim is exec'd on every runtime call (state, kill, delete...): static saves
+# the dynamic loader's work, ~0.3 ms of ~0.9 ms it adds to a pass-through call on a
+# 2-core VM (scripts/bench.sh shim measures it). It calls nothing of glibc's that needs
+# shared libraries at run time (no NSS, no dlopen). The hook stays dynamic: its NVML
+# child loads libnvidia-ml.so.1.
+set -eu
+cd "$(dirname "$0")/.."
+triple=$(rustc -vV | sed -n 's/^host: //p')
+case $triple in
+*-linux-gnu) ;;
+*) echo "build-static-shim: only for *-linux-gnu hosts (this is $triple)" >&2; exit 1 ;;
+esac
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+    cargo build --release -q -p nvhook-runtime --target "$triple" --target-dir target/static-shim >&2
+bin=target/static-shim/$triple/release/nvhook-runtime
+# no program interpreter: nothing is loaded before main (readelf comes with gcc's binutils)
+if readelf -l "$bin" | grep -q INTERP; then
+    echo "build-static-shim: $bin is not statically linked" >&2
+    exit 1
+fi
+echo "$bin"
