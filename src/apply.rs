@@ -370,6 +370,11 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         path: t.rootfs.into(),
         source,
     })?;
+    root.set_proc(
+        host_proc
+            .try_clone()
+            .map_err(|source| Error::Namespace { pid: t.pid, source })?,
+    );
     let mut mounted: Vec<OwnedFd> = Vec::new();
     // In a container with its own user namespace, what nvhook creates belongs to the
     // container's root (its /dev is a tmpfs of that namespace, where host root's ids do

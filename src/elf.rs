@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const DT_NULL: u64 = 0;
+const ET_DYN: u16 = 3;
 const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
 const DT_SONAME: u64 = 14;
@@ -59,6 +60,10 @@ pub fn info<F: FileExt>(f: &F) -> Option<Info> {
         return None;
     }
     let machine = u16::from_le_bytes([head[18], head[19]]);
+    // ldconfig lists shared objects only
+    if u16::from_le_bytes([head[16], head[17]]) != ET_DYN {
+        return None;
+    }
     let dynamic = dynamic_names(f)?;
     // As ldconfig: an x86-64 library is glibc's by its class alone; a 32-bit one by
     // needing (or being) a known C library, else it is a plain ELF library.
@@ -77,7 +82,7 @@ pub fn info<F: FileExt>(f: &F) -> Option<Info> {
     let flags = match (head[4], machine) {
         (2, 62) => crate::ldcache_write::FLAGS_X8664,
         (1, 3) => libc_kind,
-        (1, 62) => 0x0800 | libc_kind, // x32
+        (1, 62) => 0x0803, // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
         _ => return None,
     };
     Some(Info {
@@ -128,7 +133,7 @@ fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
         )
     };
     let (phentsize, phnum) = (phentsize as usize, (phnum as usize).min(LIMIT));
-    if phentsize < if wide { 56 } else { 32 } {
+    if phentsize != if wide { 56 } else { 32 } {
         return None;
     }
     let table = r.bytes(phoff, phentsize.checked_mul(phnum)?)?;
@@ -180,7 +185,7 @@ fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
         .iter()
         .filter(|p| p.0 == PT_LOAD)
         .find(|p| strtab >= p.2 && strtab - p.2 < p.3)
-        .map(|p| p.1 + (strtab - p.2))
+        .and_then(|p| p.1.checked_add(strtab - p.2))
     else {
         return Some(Dynamic {
             soname: None,
@@ -201,7 +206,9 @@ fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
     let mut name = Vec::new();
     let mut chunk = [0u8; 64];
     while name.len() < LIMIT {
-        let got = f.read_at(&mut chunk, off + name.len() as u64).ok()?;
+        let got = f
+            .read_at(&mut chunk, off.checked_add(name.len() as u64)?)
+            .ok()?;
         if got == 0 {
             return None;
         }

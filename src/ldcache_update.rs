@@ -19,6 +19,7 @@ use crate::elf;
 use crate::ldcache_write::{self, Cache, RawEntry};
 use crate::rootfs::{self, Root};
 use crate::sys;
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +31,17 @@ pub enum Error {
         path: String,
         source: ldcache_write::Error,
     },
+    #[error("{source} (ld-cache = \"ldconfig\" lets ldconfig rebuild the cache instead)")]
+    Unreadable { source: rootfs::Error },
+    #[error("{dir} in the container holds more than {max} libraries: too many to scan at a container start (ld-cache = \"ldconfig\" runs ldconfig instead)")]
+    TooMany { dir: String, max: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Where the cache is, and how large a cache nvhook reads (a real one is a few MiB).
 pub const CACHE: &str = "/etc/ld.so.cache";
-const CACHE_LIMIT: usize = 256 << 20;
+const CACHE_LIMIT: usize = 16 << 20;
 
 /// A library nvhook mounted: `dir/file` in the container, and what its ELF says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,14 +93,29 @@ struct Candidate {
     is_link: bool,
 }
 
+/// The most library names nvhook considers in a directory it scans (the CUDA compat
+/// dir holds a handful): a start never costs more than this whatever the image holds.
+const MAX_SCANNED: usize = 4096;
+
+/// A SONAME nvhook makes a link and an entry for: a plain file name (an ELF can say
+/// anything, `../x` or `a/b` included), printable, of a library's shape.
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && s.chars().all(|c| c.is_ascii_graphic())
+        && is_dso(s)
+}
+
 /// Scans `dir` in the container the way ldconfig does: every file with a library
 /// name, its SONAME from its ELF, one winner per SONAME and kind (a file beats a link,
 /// then the greater name), each winner's link made. Returns the entries.
 fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
-    let fd = match root.open_in(dir, libc::O_RDONLY | libc::O_DIRECTORY) {
-        Ok(fd) => fd,
+    let Some(fd) = root.open_dir(dir)? else {
         // a directory that is not there has nothing in it, as ldconfig sees it
-        Err(_) => return Ok(Vec::new()),
+        return Ok(Vec::new());
     };
     let names = sys::read_dir(fd.as_fd()).map_err(|source| rootfs::Error::Io {
         path: dir.into(),
@@ -103,6 +123,8 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
         source,
     })?;
     let mut chosen: Vec<Candidate> = Vec::new();
+    let mut index: HashMap<(String, i32), usize> = HashMap::new();
+    let mut considered = 0;
     for (raw, _) in names {
         let Ok(name) = String::from_utf8(raw) else {
             continue;
@@ -110,26 +132,30 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
         if !is_dso(&name) {
             continue;
         }
+        considered += 1;
+        if considered > MAX_SCANNED {
+            return Err(Error::TooMany {
+                dir: dir.into(),
+                max: MAX_SCANNED,
+            });
+        }
         let path = join(dir, &name);
         let Some((lfd, lst)) = root.stat_nofollow(&path)? else {
             continue;
         };
         drop(lfd);
         let is_link = lst.st_mode & libc::S_IFMT == libc::S_IFLNK;
-        // Followed inside the root: a link out of it resolves to nothing outside.
-        let Ok(file) = root.open_in(&path, libc::O_RDONLY) else {
+        // Followed inside the root; only a regular file is opened at all.
+        let Ok(Some((file, _))) = root.open_regular(&path, libc::O_RDONLY) else {
             continue;
         };
-        let Ok(st) = sys::fstat(file.as_fd()) else {
-            continue;
-        };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            continue;
-        }
         let Some(info) = elf::info(&std::fs::File::from(file)) else {
             continue;
         };
         let mut soname = info.soname.unwrap_or_else(|| name.clone());
+        if !plain_name(&soname) {
+            continue;
+        }
         let keeps = is_link && link_keeps_own_name(&name, &soname);
         if keeps {
             soname = name.clone();
@@ -140,21 +166,22 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
             flags: info.flags,
             is_link: keeps,
         };
-        match chosen
-            .iter_mut()
-            .find(|o| o.soname == c.soname && o.flags == c.flags)
-        {
-            Some(old) => {
+        match index.get(&(c.soname.clone(), c.flags)) {
+            Some(&i) => {
+                let old = &chosen[i];
                 let better = if old.is_link == c.is_link {
                     ldcache_write::libcmp(old.name.as_bytes(), c.name.as_bytes()).is_lt()
                 } else {
                     old.is_link
                 };
                 if better {
-                    *old = c;
+                    chosen[i] = c;
                 }
             }
-            None => chosen.push(c),
+            None => {
+                index.insert((c.soname.clone(), c.flags), chosen.len());
+                chosen.push(c);
+            }
         }
     }
     let mut out = Vec::new();
@@ -170,7 +197,7 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
 /// Makes the links and writes the cache.
 pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
     let mut new = Vec::new();
-    for l in u.libs {
+    for l in u.libs.iter().filter(|l| plain_name(l.soname())) {
         let soname = l.soname();
         if soname != l.file {
             root.set_link(&join(&l.dir, soname), &l.file)?;
@@ -199,9 +226,21 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
         path: CACHE.into(),
         source,
     };
-    let mut cache = match root.read_file(CACHE, CACHE_LIMIT)? {
-        Some(b) => ldcache_write::read(&b).map_err(cache_err)?,
+    let bytes = root
+        .read_file(CACHE, CACHE_LIMIT)
+        .map_err(|source| Error::Unreadable { source })?;
+    let mut cache = match bytes.map(|b| ldcache_write::read(&b)) {
         None => Cache::default(),
+        Some(Ok(c)) => c,
+        // The loader ignores a cache it cannot read, and so the image's own libraries
+        // are found only in its default directories already: a new cache with the
+        // driver's entries loses nothing.
+        Some(Err(e)) => {
+            crate::log::warn(&format!(
+                "{CACHE} in the container is not a loader cache ({e}): replaced by one with the driver's entries"
+            ));
+            Cache::default()
+        }
     };
     let rescanned: Vec<&[u8]> = u
         .rescan

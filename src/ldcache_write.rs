@@ -22,9 +22,19 @@ pub enum Error {
     Truncated(&'static str),
     #[error("ld.so.cache: string offset {0} out of bounds")]
     StringOffset(u32),
-    #[error("ld.so.cache: too large to write ({0} bytes)")]
+    #[error("ld.so.cache: too large ({0} bytes)")]
     TooLarge(usize),
+    #[error("ld.so.cache: a name longer than {MAX_NAME} bytes")]
+    LongName,
+    #[error("ld.so.cache: its names expand past {MAX_EXPANDED} bytes")]
+    Expanded,
 }
+
+/// The longest key or path an entry may have (glibc's `PATH_MAX`).
+pub const MAX_NAME: usize = 4096;
+/// The most bytes the names of one cache may add up to once read: strings are shared
+/// in the file, so a small crafted file could otherwise name gigabytes.
+pub const MAX_EXPANDED: usize = 64 << 20;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -99,15 +109,21 @@ fn u64_at(b: &[u8], off: usize, what: &'static str) -> Result<u64> {
         .ok_or(Error::Truncated(what))
 }
 
-fn str_at(b: &[u8], base: usize, off: u32) -> Result<Vec<u8>> {
+fn str_at(b: &[u8], base: usize, off: u32, budget: &mut usize) -> Result<Vec<u8>> {
     let start = base
         .checked_add(off as usize)
         .filter(|s| *s < b.len())
         .ok_or(Error::StringOffset(off))?;
-    let len = b[start..]
+    let end = b.len().min(start + MAX_NAME + 1);
+    let len = b[start..end]
         .iter()
         .position(|&c| c == 0)
-        .ok_or(Error::StringOffset(off))?;
+        .ok_or(if end - start > MAX_NAME {
+            Error::LongName
+        } else {
+            Error::StringOffset(off)
+        })?;
+    *budget = budget.checked_sub(len + 1).ok_or(Error::Expanded)?;
     Ok(b[start..start + len].to_vec())
 }
 
@@ -130,12 +146,13 @@ pub fn read(b: &[u8]) -> Result<Cache> {
         return read_new(b, new_start);
     }
     let mut c = Cache::default();
+    let budget = &mut MAX_EXPANDED.clone();
     for i in 0..nlibs {
         let e = OLD_HEADER + i * OLD_ENTRY;
         c.entries.push(RawEntry {
             flags: u32_at(b, e, "old entry")? as i32,
-            key: str_at(b, old_end, u32_at(b, e + 4, "old entry")?)?,
-            value: str_at(b, old_end, u32_at(b, e + 8, "old entry")?)?,
+            key: str_at(b, old_end, u32_at(b, e + 4, "old entry")?, budget)?,
+            value: str_at(b, old_end, u32_at(b, e + 8, "old entry")?, budget)?,
             osversion: 0,
             hwcap: 0,
         });
@@ -155,19 +172,21 @@ fn read_new(b: &[u8], start: usize) -> Result<Cache> {
         .filter(|e| *e <= b.len())
         .ok_or(Error::Truncated("new entries"))?;
     let mut c = Cache::default();
+    let budget = &mut MAX_EXPANDED.clone();
     for i in 0..nlibs {
         let e = start + NEW_HEADER + i * NEW_ENTRY;
         c.entries.push(RawEntry {
             flags: u32_at(b, e, "new entry")? as i32,
-            key: str_at(b, start, u32_at(b, e + 4, "new entry")?)?,
-            value: str_at(b, start, u32_at(b, e + 8, "new entry")?)?,
+            key: str_at(b, start, u32_at(b, e + 4, "new entry")?, budget)?,
+            value: str_at(b, start, u32_at(b, e + 8, "new entry")?, budget)?,
             osversion: u32_at(b, e + 12, "new entry")?,
             hwcap: u64_at(b, e + 16, "new entry")?,
         });
     }
-    // Extensions: offsets in them are from the start of the file (glibc reads them so).
-    if ext_off != 0 && u32_at(b, start + ext_off, "extension").ok() == Some(EXTENSION_MAGIC) {
-        let base = start + ext_off;
+    // Extensions: their offset and the offsets in them are from the start of the file
+    // (glibc writes and reads them so, after an old table too).
+    if ext_off != 0 && u32_at(b, ext_off, "extension").ok() == Some(EXTENSION_MAGIC) {
+        let base = ext_off;
         let count = u32_at(b, base + 4, "extension")? as usize;
         for s in 0..count.min(64) {
             let sec = base + 8 + s * 16;
@@ -175,9 +194,9 @@ fn read_new(b: &[u8], start: usize) -> Result<Cache> {
             let off = u32_at(b, sec + 8, "extension section")? as usize;
             let size = u32_at(b, sec + 12, "extension section")? as usize;
             if tag == TAG_GLIBC_HWCAPS {
-                for k in 0..size / 4 {
+                for k in 0..(size / 4).min(4096) {
                     let so = u32_at(b, off + 4 * k, "glibc-hwcaps table")?;
-                    c.hwcaps.push(str_at(b, 0, so)?);
+                    c.hwcaps.push(str_at(b, 0, so, budget)?);
                 }
             }
         }
@@ -244,7 +263,6 @@ fn compare(c: &Cache, e1: &RawEntry, e2: &RawEntry) -> Ordering {
             if r != Ordering::Equal {
                 return r;
             }
-            return Ordering::Equal;
         }
         (false, false) => {}
     }
@@ -288,34 +306,33 @@ impl Cache {
         rescanned: &[&[u8]],
         rank: &dyn Fn(&[u8]) -> usize,
     ) {
-        self.entries.retain(|e| {
-            !rescanned.contains(&e.dir())
-                && !new
-                    .iter()
-                    .any(|n| n.key == e.key && n.flags == e.flags && n.value == e.value)
-        });
-        let mut added: Vec<RawEntry> = Vec::with_capacity(new.len());
-        for n in new {
-            if !added.contains(&n) {
-                added.push(n);
-            }
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<RawEntry> = new
+            .into_iter()
+            .filter(|n| seen.insert((n.key.clone(), n.flags, n.value.clone())))
+            .collect();
+        {
+            let keys: std::collections::HashSet<&[u8]> = new.iter().map(|n| &n.key[..]).collect();
+            // An existing entry of a new entry's name, kind and path is replaced by it.
+            let replaced = |e: &RawEntry| {
+                keys.contains(&e.key[..])
+                    && new
+                        .iter()
+                        .any(|n| n.key == e.key && n.flags == e.flags && n.value == e.value)
+            };
+            self.entries
+                .retain(|e| !rescanned.contains(&e.dir()) && !replaced(e));
         }
-        for n in added {
-            let r = rank(n.dir());
-            // The entries are in order: binary search for the run that compares equal,
-            // then the scan order inside it.
-            let start = self
-                .entries
-                .partition_point(|e| compare(self, e, &n) == Ordering::Less);
-            let at = self.entries[start..]
-                .iter()
-                .position(|e| match compare(self, e, &n) {
-                    Ordering::Equal => rank(e.dir()) > r,
-                    _ => true,
-                })
-                .map_or(self.entries.len(), |i| start + i);
-            self.entries.insert(at, n);
-        }
+        self.entries.extend(new);
+        // One stable sort of everything: ldconfig's order, then its scan order (the
+        // directories it is given first), then the order entries came in (the image's
+        // own, then nvhook's). An image cache out of order comes out in order.
+        let mut keyed: Vec<(usize, RawEntry)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|e| (rank(e.dir()), e))
+            .collect();
+        keyed.sort_by(|(ra, a), (rb, b)| compare(self, a, b).then(ra.cmp(rb)));
+        self.entries = keyed.into_iter().map(|(_, e)| e).collect();
     }
 
     /// The cache file, new format alone; `generator` names the writer.
@@ -339,7 +356,7 @@ impl Cache {
         };
         let strings = st.buf;
         let total = base + strings.len() + 64 + hwcap_offs.len() * 4 + generator.len();
-        if total > u32::MAX as usize / 2 {
+        if total > MAX_EXPANDED * 2 {
             return Err(Error::TooLarge(total));
         }
         let mut b = Vec::with_capacity(total);

@@ -50,6 +50,10 @@ struct Created {
 pub struct Root {
     fd: OwnedFd,
     created: Vec<Created>,
+    /// The host's `/proc`: an entry checked through an `O_PATH` descriptor is opened
+    /// for reading or writing through `self/fd/N`, the very inode checked, so a device
+    /// node or FIFO the image put there is never opened.
+    proc: OwnedFd,
 }
 
 const RESOLVE: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
@@ -93,11 +97,53 @@ impl Root {
         Ok(Root {
             fd: sys::open(path, libc::O_PATH | libc::O_DIRECTORY)?,
             created: Vec::new(),
+            proc: sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)?,
         })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Uses `proc` (the host's `/proc`, opened before joining the container's mount
+    /// namespace) to reopen checked entries.
+    pub fn set_proc(&mut self, proc: OwnedFd) {
+        self.proc = proc;
+    }
+
+    /// Opens the inode behind `O_PATH` descriptor `fd` with `flags`, once its type is
+    /// known to be a regular file.
+    fn reopen(&self, fd: BorrowedFd<'_>, flags: i32, path: &str) -> Result<OwnedFd> {
+        use std::os::fd::AsRawFd;
+        sys::openat2(
+            self.proc.as_fd(),
+            Path::new(&format!("self/fd/{}", fd.as_raw_fd())),
+            flags | libc::O_NOCTTY,
+            0,
+            0,
+        )
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            what: "reopen",
+            source,
+        })
+    }
+
+    /// Opens regular file `path` (links followed inside the root) with `flags`; `None`
+    /// when absent; anything else there is an error naming its type, and is never
+    /// opened (a device's open can act, a FIFO's can hang).
+    pub fn open_regular(&self, path: &str, flags: i32) -> Result<Option<(OwnedFd, libc::stat)>> {
+        let Some((fd, st)) = self.stat(path)? else {
+            return Ok(None);
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::WrongType {
+                path: path.into(),
+                found: type_name(st.st_mode),
+                expected: "a regular file",
+            });
+        }
+        Ok(Some((self.reopen(fd.as_fd(), flags, path)?, st)))
     }
 
     /// Opens `path` (inside the root) as `O_PATH` and returns its stat; `None` when absent.
@@ -358,8 +404,25 @@ impl Root {
                 fd
             }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                sys::openat2(parent.as_fd(), Path::new(name), flags, 0, BENEATH_NOFOLLOW)
-                    .map_err(io("open"))?
+                // Checked through O_PATH first: an existing device node or FIFO is
+                // never opened for writing.
+                let p = sys::openat2(
+                    parent.as_fd(),
+                    Path::new(name),
+                    libc::O_PATH | libc::O_NOFOLLOW,
+                    0,
+                    BENEATH_NOFOLLOW,
+                )
+                .map_err(io("open"))?;
+                let st = sys::fstat(p.as_fd()).map_err(io("stat"))?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(Error::WrongType {
+                        path: path.into(),
+                        found: type_name(st.st_mode),
+                        expected: "a regular file",
+                    });
+                }
+                self.reopen(p.as_fd(), libc::O_WRONLY, path)?
             }
             Err(e) => return Err(io("create")(e)),
         };
@@ -377,10 +440,33 @@ impl Root {
         Ok(())
     }
 
-    /// Reads regular file `path` (links followed inside the root), at most `limit`
-    /// bytes; `None` when absent. A FIFO or device is never opened for reading.
-    pub fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    /// Opens directory `path` (links followed inside the root) for listing; `None` when
+    /// absent. `O_DIRECTORY` refuses anything else before it is opened.
+    pub fn open_dir(&self, path: &str) -> Result<Option<OwnedFd>> {
         let parts = components(path)?;
+        match sys::openat2(
+            self.fd.as_fd(),
+            Path::new(&parts.join("/")),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            RESOLVE,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(source) => Err(Error::Io {
+                path: path.into(),
+                what: "open directory",
+                source,
+            }),
+        }
+    }
+
+    /// Reads regular file `path` (links followed inside the root), at most `limit`
+    /// bytes; `None` when absent. A FIFO or device is never opened.
+    pub fn read_file(&self, path: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        let Some((fd, st)) = self.open_regular(path, libc::O_RDONLY)? else {
+            return Ok(None);
+        };
         let io = |what| {
             move |source| Error::Io {
                 path: path.into(),
@@ -388,26 +474,10 @@ impl Root {
                 source,
             }
         };
-        let fd = match sys::openat2(
-            self.fd.as_fd(),
-            Path::new(&parts.join("/")),
-            libc::O_RDONLY | libc::O_NONBLOCK,
-            0,
-            RESOLVE,
-        ) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-            Err(e) => return Err(io("open")(e)),
-        };
-        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::WrongType {
-                path: path.into(),
-                found: type_name(st.st_mode),
-                expected: "a regular file",
-            });
+        if st.st_size as u64 > limit as u64 {
+            return Err(io("read")(std::io::Error::from_raw_os_error(libc::EFBIG)));
         }
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(st.st_size.max(0) as usize);
         std::io::Read::read_to_end(
             &mut std::io::Read::take(std::fs::File::from(fd), limit as u64 + 1),
             &mut buf,
@@ -417,23 +487,6 @@ impl Root {
             return Err(io("read")(std::io::Error::from_raw_os_error(libc::EFBIG)));
         }
         Ok(Some(buf))
-    }
-
-    /// Opens `path` inside the root (links followed inside it) with `flags`.
-    pub fn open_in(&self, path: &str, flags: i32) -> Result<OwnedFd> {
-        let parts = components(path)?;
-        sys::openat2(
-            self.fd.as_fd(),
-            Path::new(&parts.join("/")),
-            flags | libc::O_NONBLOCK,
-            0,
-            RESOLVE,
-        )
-        .map_err(|source| Error::Io {
-            path: path.into(),
-            what: "open",
-            source,
-        })
     }
 
     /// Replaces `path` with a new regular file holding `content` (mode 0644), as

@@ -233,7 +233,7 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<(
     Ok(())
 }
 
-/// An anonymous, sealable in-memory file.
+/// `renameat(2)`: atomically replaces `to` (a file or link, never written through).
 pub fn renameat(
     from_dir: BorrowedFd<'_>,
     from: &CStr,
@@ -309,6 +309,7 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8)>> {
     Ok(out)
 }
 
+/// An anonymous, sealable in-memory file.
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: NUL-terminated name.
     owned(
