@@ -454,6 +454,24 @@ mod tests {
     }
 
     #[test]
+    fn an_image_cache_out_of_order_comes_out_in_order() {
+        let mut sorted = Cache::default();
+        let all = vec![
+            RawEntry::new(FLAGS_X8664, "libz.so.1", "/lib/libz.so.1"),
+            RawEntry::new(FLAGS_X8664, "libm.so.6", "/lib/libm.so.6"),
+            RawEntry::new(FLAGS_I386, "libm.so.6", "/lib32/libm.so.6"),
+            RawEntry::new(FLAGS_X8664, "libc.so.6", "/lib/libc.so.6"),
+        ];
+        sorted.merge(all.clone(), &[], &|_| 0);
+        let mut shuffled = Cache {
+            entries: all.into_iter().rev().collect(),
+            ..Default::default()
+        };
+        shuffled.merge(vec![], &[], &|_| 0);
+        assert_eq!(shuffled, sorted);
+    }
+
+    #[test]
     fn equal_entries_follow_the_scan_order() {
         let mut c = Cache {
             entries: vec![RawEntry::new(FLAGS_X8664, "libx.so.1", "/opt/b/libx.so.1")],

@@ -158,7 +158,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
     std::fs::create_dir_all(&t).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut cases = 0;
-    for round in 0..16 {
+    for round in 0..24 {
         let layout = &LAYOUTS[round % 2];
         let format = if round % 4 < 2 { "new" } else { "compat" };
         let tree = tmp.path().join(format!("tree{round}"));
@@ -180,10 +180,9 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
                 "/usr/lib/i386-linux-gnu\n",
             );
         }
-        // The image's own libraries: each SONAME in one directory (see the note in the
-        // README: ldconfig with the driver's dirs on its command line would promote
-        // an image library of the same name in those dirs; nvhook keeps the image's
-        // order), in several file versions, some with development links.
+        // The image's own libraries, in several file versions, some with development
+        // links, some of one SONAME in two directories (ldconfig given the driver's
+        // dirs first prefers the copy there: so does nvhook).
         let dirs = ["/usr/local/lib", "/opt/app/lib", layout.lib_dir];
         for i in 0..(4 + rng.below(10)) {
             let m32 = rng.chance(20);
@@ -201,6 +200,10 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             if rng.chance(30) {
                 let dev = format!("libapp{i}.so");
                 link(&tree, &format!("{dir}/{dev}"), &soname);
+            }
+            if !m32 && rng.chance(25) {
+                let other = dirs[rng.below(3) as usize];
+                put(&tmpl, &tree, &format!("{other}/{soname}.99"));
             }
         }
         if rng.chance(50) {
@@ -362,5 +365,5 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         );
         cases += 1;
     }
-    assert_eq!(cases, 16);
+    assert_eq!(cases, 24);
 }
