@@ -12,7 +12,6 @@
 //! osversion, and the glibc-hwcaps subdirectory table its entries index.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -245,7 +244,7 @@ pub fn libcmp(a: &[u8], b: &[u8]) -> Ordering {
 
 /// ldconfig's entry order (`Less`: `e1` comes first); `Equal` leaves the order to the
 /// directories' scan order.
-fn compare(c: &Cache, e1: &RawEntry, e2: &RawEntry) -> Ordering {
+fn compare(hwcaps: &[Vec<u8>], e1: &RawEntry, e2: &RawEntry) -> Ordering {
     let res = libcmp(&e2.key, &e1.key);
     if res != Ordering::Equal {
         return res;
@@ -258,7 +257,7 @@ fn compare(c: &Cache, e1: &RawEntry, e2: &RawEntry) -> Ordering {
         (true, false) => return Ordering::Less,
         (false, true) => return Ordering::Greater,
         (true, true) => {
-            let name = |e: &RawEntry| c.hwcaps.get((e.hwcap & 0xffff_ffff) as usize);
+            let name = |e: &RawEntry| hwcaps.get((e.hwcap & 0xffff_ffff) as usize);
             let r = name(e1).cmp(&name(e2));
             if r != Ordering::Equal {
                 return r;
@@ -273,22 +272,17 @@ fn compare(c: &Cache, e1: &RawEntry, e2: &RawEntry) -> Ordering {
         .then(e2.osversion.cmp(&e1.osversion))
 }
 
-/// The string table: each distinct string once.
-struct Strings<'a> {
+/// The string table (each string where it is used: the loader needs no sharing).
+struct Strings {
     buf: Vec<u8>,
-    seen: HashMap<&'a [u8], u32>,
     base: usize,
 }
 
-impl<'a> Strings<'a> {
-    fn add(&mut self, s: &'a [u8]) -> u32 {
-        if let Some(o) = self.seen.get(s) {
-            return *o;
-        }
+impl Strings {
+    fn add(&mut self, s: &[u8]) -> u32 {
         let o = (self.base + self.buf.len()) as u32;
         self.buf.extend_from_slice(s);
         self.buf.push(0);
-        self.seen.insert(s, o);
         o
     }
 }
@@ -323,24 +317,48 @@ impl Cache {
             self.entries
                 .retain(|e| !rescanned.contains(&e.dir()) && !replaced(e));
         }
-        self.entries.extend(new);
-        // One stable sort of everything: ldconfig's order, then its scan order (the
-        // directories it is given first), then the order entries came in (the image's
-        // own, then nvhook's). An image cache out of order comes out in order.
-        let mut keyed: Vec<(usize, RawEntry)> = std::mem::take(&mut self.entries)
+        // ldconfig's order, then its scan order (the directories it is given first),
+        // then the order entries came in (the image's own, then nvhook's). An image
+        // cache in that order already (the usual case) takes the new entries by one
+        // linear merge; one out of order is sorted whole.
+        let key = |e: &RawEntry| rank(e.dir());
+        let hwcaps = std::mem::take(&mut self.hwcaps);
+        let order = |a: &RawEntry, ra: usize, b: &RawEntry, rb: usize| {
+            compare(&hwcaps, a, b).then(ra.cmp(&rb))
+        };
+        let old: Vec<(usize, RawEntry)> = std::mem::take(&mut self.entries)
             .into_iter()
-            .map(|e| (rank(e.dir()), e))
+            .map(|e| (key(&e), e))
             .collect();
-        keyed.sort_by(|(ra, a), (rb, b)| compare(self, a, b).then(ra.cmp(rb)));
-        self.entries = keyed.into_iter().map(|(_, e)| e).collect();
+        let mut added: Vec<(usize, RawEntry)> = new.into_iter().map(|e| (key(&e), e)).collect();
+        added.sort_by(|(ra, a), (rb, b)| order(a, *ra, b, *rb));
+        let in_order = old
+            .windows(2)
+            .all(|w| order(&w[0].1, w[0].0, &w[1].1, w[1].0) != Ordering::Greater);
+        let mut out: Vec<(usize, RawEntry)> = Vec::with_capacity(old.len() + added.len());
+        if in_order {
+            let mut a = added.into_iter().peekable();
+            for o in old {
+                while let Some(n) = a.next_if(|n| order(&n.1, n.0, &o.1, o.0) == Ordering::Less) {
+                    out.push(n);
+                }
+                out.push(o);
+            }
+            out.extend(a);
+        } else {
+            out = old;
+            out.extend(added);
+            out.sort_by(|(ra, a), (rb, b)| order(a, *ra, b, *rb));
+        }
+        self.entries = out.into_iter().map(|(_, e)| e).collect();
+        self.hwcaps = hwcaps;
     }
 
     /// The cache file, new format alone; `generator` names the writer.
     pub fn to_bytes(&self, generator: &str) -> Result<Vec<u8>> {
         let base = NEW_HEADER + self.entries.len() * NEW_ENTRY;
         let mut st = Strings {
-            buf: Vec::new(),
-            seen: HashMap::new(),
+            buf: Vec::with_capacity(self.entries.len() * 64),
             base,
         };
         let offs: Vec<(u32, u32)> = self
