@@ -472,22 +472,16 @@ struct FsIds;
 
 impl FsIds {
     fn become_owner(uid: u32, gid: u32) -> FsIds {
-        // SAFETY: plain system calls; the hook is single-threaded here.
-        unsafe {
-            libc::setfsgid(gid);
-            libc::setfsuid(uid);
-        }
+        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
         FsIds
     }
 }
 
 impl Drop for FsIds {
     fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe {
-            libc::setfsuid(0);
-            libc::setfsgid(0);
-        }
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
     }
 }
 

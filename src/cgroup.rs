@@ -190,11 +190,8 @@ fn read(p: &Path) -> Result<String> {
 
 /// Whether `/sys/fs/cgroup` is cgroup v2 in this mount namespace.
 pub fn is_unified() -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    // SAFETY: zeroed statfs is a valid out-buffer; the path is a literal C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) };
-    r == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Finds `pid`'s device cgroup in the caller's (host) namespaces.

@@ -11,7 +11,7 @@
 use crate::sys;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -287,13 +287,21 @@ fn write_maps(
             sys::RESOLVE_NO_SYMLINKS,
         )
         .map_err(|source| Error::UserNs { what, source })?;
-        // SAFETY: valid fd and buffer.
-        let n = unsafe { libc::write(fd.as_raw_fd(), text.as_ptr().cast(), text.len()) };
-        if n != text.len() as isize {
-            return Err(Error::UserNs {
-                what,
-                source: io::Error::last_os_error(),
-            });
+        // One write: the kernel takes a map file's whole text at once, or nothing.
+        match nix::unistd::write(&fd, text.as_bytes()) {
+            Ok(n) if n == text.len() => {}
+            Ok(_) => {
+                return Err(Error::UserNs {
+                    what,
+                    source: io::Error::from_raw_os_error(libc::EIO),
+                })
+            }
+            Err(e) => {
+                return Err(Error::UserNs {
+                    what,
+                    source: io::Error::from_raw_os_error(e as i32),
+                })
+            }
         }
     }
     Ok(())
@@ -377,11 +385,13 @@ pub fn seal_host(path: &str) -> Result<Exe> {
     let mfd = sys::memfd(c"nvhook-ldconfig").map_err(io_err(path, "memfd"))?;
     let mut f = std::fs::File::from(mfd);
     io::copy(&mut std::fs::File::from(src), &mut f).map_err(io_err(path, "copy"))?;
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: valid fd.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(io_err(path, "seal")(io::Error::last_os_error()));
-    }
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))
+        .map_err(|e| io_err(path, "seal")(io::Error::from_raw_os_error(e as i32)))?;
     // The ELF and program headers sit at the start of the file.
     let mut head = vec![0u8; 64 * 1024];
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).map_err(io_err(path, "read"))?;
@@ -421,36 +431,24 @@ pub fn run(
         Exe::InContainer(p) => p.to_string_lossy().into_owned(),
     };
 
-    let mut fds = [0; 2];
-    // SAFETY: valid out-array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io_err(&label, "pipe")(io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fds we own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err(&label, "pipe")(io::Error::from_raw_os_error(e as i32)))
+    };
+    let (rd, wr) = pipe()?;
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR)
         .map_err(io_err(&label, "open /dev/null"))?;
     // The child waits on this pipe until its user namespace maps root.
-    let mut sync = [0; 2];
-    // SAFETY: valid out-array.
-    if unsafe { libc::pipe2(sync.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io_err(&label, "pipe")(io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fds we own.
-    let (sync_rd, sync_wr) =
-        unsafe { (OwnedFd::from_raw_fd(sync[0]), OwnedFd::from_raw_fd(sync[1])) };
+    let (sync_rd, sync_wr) = pipe()?;
 
     // The child starts in the container root: clone() carries the working directory
     // over into the new mount namespace's copy, where file descriptors opened before
     // would still point into the old one.
     let saved_cwd = sys::open(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err(&label, "open working directory"))?;
-    // SAFETY: valid fd.
-    if unsafe { libc::fchdir(root.as_raw_fd()) } != 0 {
-        return Err(io_err(&label, "enter container root")(
-            io::Error::last_os_error(),
-        ));
-    }
+    nix::unistd::fchdir(root).map_err(|e| {
+        io_err(&label, "enter container root")(io::Error::from_raw_os_error(e as i32))
+    })?;
 
     // New user, PID, IPC, mount, network and UTS namespaces: ldconfig is pid 1 of an
     // empty PID namespace, its capabilities hold only in its own user namespace (over
@@ -474,8 +472,7 @@ pub fn run(
         as libc::pid_t;
     if pid < 0 {
         let e = io::Error::last_os_error();
-        // SAFETY: valid fd.
-        unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
+        let _ = nix::unistd::fchdir(&saved_cwd);
         // ENOSPC: user.max_user_namespaces is 0 (or used up); EPERM/EUSERS: refused.
         if maps.is_some()
             && matches!(
@@ -544,24 +541,19 @@ pub fn run(
             // tmpfs over /proc, /sys and /dev, so nothing under /proc (such as
             // /proc/1/root: runc's init, whose root is still the host's) is reachable.
             for name in [c"proc", c"sys", c"dev"] {
-                let how = sys::OpenHow::new(
+                let dir =
+                    &<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes());
+                let t = match sys::openat2(
+                    nix::fcntl::AT_FDCWD,
+                    Path::new(dir),
                     libc::O_PATH | libc::O_DIRECTORY,
+                    0,
                     sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS,
-                );
-                let t = libc::syscall(
-                    libc::SYS_openat2,
-                    libc::AT_FDCWD,
-                    name.as_ptr(),
-                    &how,
-                    std::mem::size_of_val(&how),
-                );
-                if t < 0 {
-                    if io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
-                        continue;
-                    }
-                    fail(b"nvhook: /proc, /sys and /dev must be plain directories in the image for the ldconfig sandbox\n");
-                }
-                let t = OwnedFd::from_raw_fd(t as i32);
+                ) {
+                    Ok(t) => t,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(_) => fail(b"nvhook: /proc, /sys and /dev must be plain directories in the image for the ldconfig sandbox\n"),
+                };
                 let Ok(m) = sys::new_tmpfs() else {
                     fail(b"nvhook: cannot create tmpfs for ldconfig\n")
                 };
@@ -619,46 +611,44 @@ pub fn run(
             fail(b"nvhook: cannot execute ldconfig\n");
         }
     }
-    // SAFETY: valid fd.
-    unsafe { libc::fchdir(saved_cwd.as_raw_fd()) };
+    let _ = nix::unistd::fchdir(&saved_cwd);
     drop(wr);
     drop(devnull);
     drop(sync_rd);
+    let child = nix::unistd::Pid::from_raw(pid);
+    let kill = || {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    };
+    let reap = || loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => return other.ok(),
+        }
+    };
     if let Err(e) = maps.map_or(Ok(()), |m| write_maps(proc_dir, pid, m)) {
-        // SAFETY: pid is our child; it waits on the sync pipe.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let mut status = 0;
-        // SAFETY: pid is our child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        // it waits on the sync pipe
+        kill();
+        reap();
         return Err(e);
     }
-    // SAFETY: valid fd and one byte.
-    unsafe { libc::write(sync_wr.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    let _ = nix::unistd::write(&sync_wr, b"x");
     drop(sync_wr);
     let out = read_until(&rd, Instant::now() + timeout);
     let timed_out = out.is_none();
     if timed_out {
-        // SAFETY: pid is our child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        kill();
     }
-    let mut status = 0;
-    // SAFETY: pid is our child.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
+    let status = reap();
     if timed_out {
         return Err(Error::Timeout(timeout));
     }
     let out = out.unwrap_or_default();
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        return Ok(());
-    }
-    let status = if libc::WIFEXITED(status) {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    } else {
-        format!("killed by signal {}", libc::WTERMSIG(status))
+    use nix::sys::wait::WaitStatus;
+    let status = match status {
+        Some(WaitStatus::Exited(_, 0)) => return Ok(()),
+        Some(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
+        Some(WaitStatus::Signaled(_, sig, _)) => format!("killed by signal {}", sig as i32),
+        other => format!("{other:?}"),
     };
     let text = String::from_utf8_lossy(&out);
     let stderr: String = text
@@ -680,27 +670,20 @@ fn read_until(fd: &OwnedFd, deadline: Instant) -> Option<Vec<u8>> {
         if left.is_zero() {
             return None;
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut pfd, ms) {
+            Ok(0) => return None,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return Some(out),
+            Ok(_) => {}
+        }
+        let n = match nix::unistd::read(fd, &mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Some(out),
         };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if r == 0 {
-            return None;
-        }
-        if r < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Some(out);
-        }
-        // SAFETY: valid fd and buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            return Some(out);
-        }
         if out.len() < 65536 {
             out.extend_from_slice(&buf[..n as usize]);
         }

@@ -8,7 +8,7 @@ use crate::procfs::BusId;
 use crate::require::{brand_name, GpuFacts};
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -181,47 +181,36 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
     let lib_fd =
         crate::sys::open(lib, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(io_err("open"))?;
     let clib = CString::new(format!("/proc/self/fd/{}", lib_fd.as_raw_fd())).expect("no NUL");
-    let mut fds = [0; 2];
-    // SAFETY: valid out-array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io_err("pipe")(io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fds we own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_err("pipe")(io::Error::from_raw_os_error(e as i32)))?;
     // SAFETY: nvhook is single-threaded; the child runs plain code and leaves by _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io_err("fork")(io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(rd);
-        // SAFETY: plain system calls in the child, then _exit.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            if libc::geteuid() == 0
-                && (libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0)
+    let child = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(io_err("fork")(io::Error::from_raw_os_error(e as i32))),
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(rd);
+            use nix::unistd::{Gid, Uid};
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let nobody = 65534;
+            if nix::unistd::geteuid().is_root()
+                && (nix::unistd::setgroups(&[]).is_err()
+                    || nix::unistd::setgid(Gid::from_raw(nobody)).is_err()
+                    || nix::unistd::setuid(Uid::from_raw(nobody)).is_err())
             {
-                libc::_exit(3);
+                // SAFETY: leave the child without running the parent's exit handlers.
+                unsafe { libc::_exit(3) };
             }
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let _ = nix::sys::prctl::set_no_new_privs();
+            let out = match ask(&clib, &ids, want_migs) {
+                Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
+                Err(e) => format!("!{e}"),
+            };
+            let mut f = std::fs::File::from(wr);
+            let _ = io::Write::write_all(&mut f, out.as_bytes());
+            // SAFETY: leave the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
         }
-        let out = match ask(&clib, &ids, want_migs) {
-            Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
-            Err(e) => format!("!{e}"),
-        };
-        let mut f = std::fs::File::from(wr);
-        let _ = io::Write::write_all(&mut f, out.as_bytes());
-        // SAFETY: leave the child without running the parent's exit handlers.
-        unsafe { libc::_exit(0) };
-    }
+    };
     drop(wr);
     drop(lib_fd);
     let deadline = Instant::now() + timeout;
@@ -230,13 +219,11 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
     let mut timed_out = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut p = libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut p = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let r = poll(&mut p, ms).unwrap_or(1);
         if r == 0 || left.is_zero() {
             timed_out = true;
             break;
@@ -249,12 +236,9 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
         }
     }
     if timed_out {
-        // SAFETY: pid is our child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
     }
-    let mut st = 0;
-    // SAFETY: pid is our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let st = nix::sys::wait::waitpid(child, None);
     if timed_out {
         return Err(Error::Timeout {
             lib: label,
@@ -268,10 +252,10 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
             message: msg.to_string(),
         });
     }
-    if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+    if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
         return Err(Error::Failed {
             lib: label,
-            message: format!("child ended with status {st:#x}"),
+            message: format!("child ended: {st:?}"),
         });
     }
     let mut a: Answer = serde_json::from_str(&text).map_err(|e| Error::Failed {

@@ -1,9 +1,12 @@
-//! Thin, checked wrappers over the Linux system calls nvhook needs and `std` lacks:
-//! scoped path resolution (`openat2`), the fd-based mount API and namespaces.
+//! The Linux system calls nvhook needs and `std` lacks: scoped path resolution
+//! (`openat2`), descriptor-relative file operations, namespaces (through `nix`), and
+//! thin `libc` wrappers for what `nix` does not cover: the fd-based mount API
+//! (`open_tree`, `move_mount`, `mount_setattr`, `fsopen`/`fsmount`) and `faccessat2`
+//! on a descriptor.
 //!
 //! Every wrapper returns `io::Result` with the OS error; callers add what they were doing.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -22,36 +25,12 @@ pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
 pub const MOUNT_ATTR_NODEV: u64 = 0x04;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
 
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-pub struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-impl OpenHow {
-    pub fn new(flags: i32, resolve: u64) -> OpenHow {
-        OpenHow {
-            flags: (flags | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve,
-        }
-    }
-}
-
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
-}
-
-fn cstr(p: &Path) -> io::Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
 }
 
 fn check(r: libc::c_long) -> io::Result<libc::c_long> {
@@ -68,6 +47,10 @@ fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+fn nix_err(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
 /// `openat2(2)`; retried on `EAGAIN`, which the kernel returns when a rename raced
 /// the scoped lookup.
 pub fn openat2(
@@ -77,26 +60,17 @@ pub fn openat2(
     mode: u32,
     resolve: u64,
 ) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: mode as u64,
-        resolve,
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::from_bits_retain(flags | libc::O_CLOEXEC))
+            .mode(nix::sys::stat::Mode::from_bits_retain(mode))
+            .resolve(ResolveFlag::from_bits_retain(resolve))
     };
     for _ in 0..16 {
-        // SAFETY: valid fd, NUL-terminated path, and a correctly sized open_how.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        match owned(r) {
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-            other => return other,
+        match nix::fcntl::openat2(dir, path, how()) {
+            Err(nix::Error::EAGAIN) => continue,
+            other => return other.map_err(nix_err),
         }
     }
     Err(io::Error::from_raw_os_error(libc::EAGAIN))
@@ -104,27 +78,21 @@ pub fn openat2(
 
 /// Plain `open(2)` of a host path.
 pub fn open(path: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
-    // SAFETY: NUL-terminated path.
-    owned(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC),
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(nix_err)
 }
 
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    // SAFETY: zeroed stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd and out-pointer.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } as libc::c_long)?;
-    Ok(st)
+    nix::sys::stat::fstat(fd).map_err(nix_err)
 }
 
 /// `fstatat(2)` of `path` under `dir`, following a final link (an nsfs link, here).
 pub fn fstatat(dir: BorrowedFd<'_>, path: &Path) -> io::Result<libc::stat> {
-    let c = cstr(path)?;
-    // SAFETY: zeroed stat is a valid out-buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid fd, NUL-terminated path and out-pointer.
-    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, 0) } as libc::c_long)?;
-    Ok(st)
+    nix::sys::stat::fstatat(dir, path, nix::fcntl::AtFlags::empty()).map_err(nix_err)
 }
 
 /// Whether this process may access the file `fd` refers to with `mode` (`R_OK`,
@@ -199,38 +167,31 @@ pub fn move_mount_to(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<
 
 /// Detaches the mount whose root `mnt` refers to (lazily, so a busy mount goes too).
 pub fn umount_fd(mnt: BorrowedFd<'_>) -> io::Result<()> {
-    let p = CString::new(format!("/proc/self/fd/{}", mnt.as_raw_fd())).expect("no NUL");
-    // SAFETY: NUL-terminated path.
-    check(unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) } as libc::c_long)?;
-    Ok(())
+    let p = format!("/proc/self/fd/{}", mnt.as_raw_fd());
+    nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH).map_err(nix_err)
 }
 
 /// Joins the mount namespace `ns` refers to. The caller must be single-threaded.
 pub fn setns_mnt(ns: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid fd.
-    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } as libc::c_long)?;
-    Ok(())
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err)
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: valid fd and NUL-terminated name.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) } as libc::c_long)?;
-    Ok(())
+    nix::sys::stat::mkdirat(dir, name, nix::sys::stat::Mode::from_bits_retain(mode))
+        .map_err(nix_err)
 }
 
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid fd and NUL-terminated strings.
-    check(
-        unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) } as libc::c_long,
-    )?;
-    Ok(())
+    nix::unistd::symlinkat(target, dir, name).map_err(nix_err)
 }
 
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<()> {
-    let flags = if dirflag { libc::AT_REMOVEDIR } else { 0 };
-    // SAFETY: valid fd and NUL-terminated name.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) } as libc::c_long)?;
-    Ok(())
+    let flags = if dirflag {
+        nix::unistd::UnlinkatFlags::RemoveDir
+    } else {
+        nix::unistd::UnlinkatFlags::NoRemoveDir
+    };
+    nix::unistd::unlinkat(dir, name, flags).map_err(nix_err)
 }
 
 /// `renameat(2)`: atomically replaces `to` (a file or link, never written through).
@@ -240,82 +201,45 @@ pub fn renameat(
     to_dir: BorrowedFd<'_>,
     to: &CStr,
 ) -> io::Result<()> {
-    // SAFETY: valid fds and NUL-terminated names.
-    check(unsafe {
-        libc::renameat(
-            from_dir.as_raw_fd(),
-            from.as_ptr(),
-            to_dir.as_raw_fd(),
-            to.as_ptr(),
-        )
-    } as libc::c_long)
-    .map(drop)
+    nix::fcntl::renameat(from_dir, from, to_dir, to).map_err(nix_err)
 }
 
 /// The target of symlink `name` in `dir`.
 pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid fd, NUL-terminated name, and a buffer of the length given.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    use std::os::unix::ffi::OsStringExt;
+    nix::fcntl::readlinkat(dir, name)
+        .map(OsStringExt::into_vec)
+        .map_err(nix_err)
 }
 
 /// The names in directory `dir` (an fd opened with `O_RDONLY | O_DIRECTORY`), without
 /// `.` and `..`, with each one's `d_type`.
 pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8)>> {
-    // fdopendir takes the descriptor over: give it a duplicate.
-    // SAFETY: valid fd.
-    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is ours; on success the DIR owns it.
-    let d = unsafe { libc::fdopendir(fd) };
-    if d.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: still ours on failure.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    // SAFETY: rewinding a fresh DIR (a duplicate shares the offset of `dir`).
-    unsafe { libc::rewinddir(d) };
+    // The listing owns its descriptor: a duplicate, read from its start.
+    let dup = dir.try_clone_to_owned()?;
+    let mut d = nix::dir::Dir::from_fd(dup).map_err(nix_err)?;
     let mut out = Vec::new();
-    loop {
-        // SAFETY: d is a valid DIR until closedir.
-        let e = unsafe { libc::readdir64(d) };
-        if e.is_null() {
-            break;
-        }
-        // SAFETY: readdir returns a valid entry with a NUL-terminated name.
-        let (name, t) = unsafe { (CStr::from_ptr((*e).d_name.as_ptr()), (*e).d_type) };
-        let name = name.to_bytes();
+    for e in d.iter() {
+        let e = e.map_err(nix_err)?;
+        let name = e.file_name().to_bytes();
         if name != b"." && name != b".." {
+            let t = match e.file_type() {
+                Some(nix::dir::Type::Directory) => libc::DT_DIR,
+                Some(nix::dir::Type::Symlink) => libc::DT_LNK,
+                Some(nix::dir::Type::File) => libc::DT_REG,
+                Some(_) => libc::DT_UNKNOWN + 1,
+                None => libc::DT_UNKNOWN,
+            };
             out.push((name.to_vec(), t));
         }
     }
-    // SAFETY: closes the DIR and its fd.
-    unsafe { libc::closedir(d) };
     Ok(out)
 }
 
 /// An anonymous, sealable in-memory file.
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: NUL-terminated name.
-    owned(
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) }
-            as libc::c_long,
-    )
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(nix_err)
 }
 
 /// The path the kernel knows for `fd` (`/proc/self/fd/N` read back).
@@ -325,7 +249,10 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
 
 /// Major and minor numbers of a device number.
 pub fn dev_split(rdev: u64) -> (u32, u32) {
-    (libc::major(rdev), libc::minor(rdev))
+    (
+        nix::sys::stat::major(rdev) as u32,
+        nix::sys::stat::minor(rdev) as u32,
+    )
 }
 
 /// A new, detached, empty read-only tmpfs mount (`nosuid,nodev,noexec`).
