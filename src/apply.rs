@@ -411,6 +411,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                         libs: &ld_libs,
                         links: &links,
                         rescan: &l.rescan,
+                        driver_named: &l.driver_named,
                     },
                 )?;
             }

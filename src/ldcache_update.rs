@@ -13,7 +13,9 @@
 //!   that name;
 //! - a directory whose set of files nvhook's configuration brings in whole (the CUDA
 //!   forward-compatibility dir, newly listed in `/etc/ld.so.conf.d`): scanned like
-//!   ldconfig scans one, replacing the cache's entries for it.
+//!   ldconfig scans one, replacing the cache's entries for it;
+//! - a directory where an engine mounted the driver from a CDI spec (the spec's hook
+//!   names it): scanned the same way for the driver's library names only.
 
 use crate::elf;
 use crate::ldcache_write::{self, Cache, RawEntry};
@@ -66,6 +68,9 @@ pub struct Update<'a> {
     pub links: &'a [(String, String)],
     /// Directories to scan whole.
     pub rescan: &'a [String],
+    /// Directories to scan for the driver's library names only (where an engine
+    /// mounted the driver's files from a CDI spec): their other entries stay.
+    pub driver_named: &'a [String],
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -112,7 +117,7 @@ fn plain_name(s: &str) -> bool {
 /// Scans `dir` in the container the way ldconfig does: every file with a library
 /// name, its SONAME from its ELF, one winner per SONAME and kind (a file beats a link,
 /// then the greater name), each winner's link made. Returns the entries.
-fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
+fn scan(root: &mut Root, dir: &str, only: Option<&dyn Fn(&str) -> bool>) -> Result<Vec<RawEntry>> {
     let Some(fd) = root.open_dir(dir)? else {
         // a directory that is not there has nothing in it, as ldconfig sees it
         return Ok(Vec::new());
@@ -125,11 +130,14 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
     let mut chosen: Vec<Candidate> = Vec::new();
     let mut index: HashMap<(String, i32), usize> = HashMap::new();
     let mut considered = 0;
+    // Links that lead nowhere yet: a SONAME link made below may be their target
+    // (`libcuda.so -> libcuda.so.1`), so they are looked at once more after.
+    let mut dangling: Vec<String> = Vec::new();
     for (raw, _) in names {
         let Ok(name) = String::from_utf8(raw) else {
             continue;
         };
-        if !is_dso(&name) {
+        if !is_dso(&name) || only.is_some_and(|f| !f(&name)) {
             continue;
         }
         considered += 1;
@@ -139,59 +147,93 @@ fn scan(root: &mut Root, dir: &str) -> Result<Vec<RawEntry>> {
                 max: MAX_SCANNED,
             });
         }
-        let path = join(dir, &name);
-        let Some((lfd, lst)) = root.stat_nofollow(&path)? else {
-            continue;
-        };
-        drop(lfd);
-        let is_link = lst.st_mode & libc::S_IFMT == libc::S_IFLNK;
-        // Followed inside the root; only a regular file is opened at all.
-        let Ok(Some((file, _))) = root.open_regular(&path, libc::O_RDONLY) else {
-            continue;
-        };
-        let Some(info) = elf::info(&std::fs::File::from(file)) else {
-            continue;
-        };
-        let mut soname = info.soname.unwrap_or_else(|| name.clone());
-        if !plain_name(&soname) {
-            continue;
-        }
-        let keeps = is_link && link_keeps_own_name(&name, &soname);
-        if keeps {
-            soname = name.clone();
-        }
-        let c = Candidate {
-            name,
-            soname,
-            flags: info.flags,
-            is_link: keeps,
-        };
-        match index.get(&(c.soname.clone(), c.flags)) {
-            Some(&i) => {
-                let old = &chosen[i];
-                let better = if old.is_link == c.is_link {
-                    ldcache_write::libcmp(old.name.as_bytes(), c.name.as_bytes()).is_lt()
-                } else {
-                    old.is_link
-                };
-                if better {
-                    chosen[i] = c;
-                }
-            }
-            None => {
-                index.insert((c.soname.clone(), c.flags), chosen.len());
-                chosen.push(c);
-            }
+        if let Some(c) = candidate(root, dir, &name, &mut dangling)? {
+            choose(&mut chosen, &mut index, c);
         }
     }
-    let mut out = Vec::new();
+    let mut made_links = false;
     for c in &chosen {
         if !c.is_link && c.name != c.soname {
-            root.set_link(&join(dir, &c.soname), &c.name)?;
+            made_links |= root.set_link(&join(dir, &c.soname), &c.name)?;
         }
-        out.push(RawEntry::new(c.flags, &c.soname, &join(dir, &c.soname)));
     }
-    Ok(out)
+    if made_links {
+        for name in std::mem::take(&mut dangling) {
+            if let Some(c) = candidate(root, dir, &name, &mut Vec::new())? {
+                choose(&mut chosen, &mut index, c);
+            }
+        }
+    }
+    Ok(chosen
+        .iter()
+        .map(|c| RawEntry::new(c.flags, &c.soname, &join(dir, &c.soname)))
+        .collect())
+}
+
+/// What ldconfig makes of `dir/name`: its SONAME (or, for a link that keeps its own
+/// name, that name) and kind; `None` for what it skips. A link that leads nowhere is
+/// noted in `dangling`.
+fn candidate(
+    root: &mut Root,
+    dir: &str,
+    name: &str,
+    dangling: &mut Vec<String>,
+) -> Result<Option<Candidate>> {
+    let path = join(dir, name);
+    let Some((lfd, lst)) = root.stat_nofollow(&path)? else {
+        return Ok(None);
+    };
+    drop(lfd);
+    let is_link = lst.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    // Followed inside the root; only a regular file is opened at all.
+    let file = match root.open_regular(&path, libc::O_RDONLY) {
+        Ok(Some((file, _))) => file,
+        Ok(None) | Err(_) => {
+            if is_link {
+                dangling.push(name.to_string());
+            }
+            return Ok(None);
+        }
+    };
+    let Some(info) = elf::info(&std::fs::File::from(file)) else {
+        return Ok(None);
+    };
+    let mut soname = info.soname.unwrap_or_else(|| name.to_string());
+    if !plain_name(&soname) {
+        return Ok(None);
+    }
+    let keeps = is_link && link_keeps_own_name(name, &soname);
+    if keeps {
+        soname = name.to_string();
+    }
+    Ok(Some(Candidate {
+        name: name.to_string(),
+        soname,
+        flags: info.flags,
+        is_link: keeps,
+    }))
+}
+
+/// ldconfig's choice among the files of one SONAME and kind in a directory: a file
+/// beats a link, then the greater name.
+fn choose(chosen: &mut Vec<Candidate>, index: &mut HashMap<(String, i32), usize>, c: Candidate) {
+    match index.get(&(c.soname.clone(), c.flags)) {
+        Some(&i) => {
+            let old = &chosen[i];
+            let better = if old.is_link == c.is_link {
+                ldcache_write::libcmp(old.name.as_bytes(), c.name.as_bytes()).is_lt()
+            } else {
+                old.is_link
+            };
+            if better {
+                chosen[i] = c;
+            }
+        }
+        None => {
+            index.insert((c.soname.clone(), c.flags), chosen.len());
+            chosen.push(c);
+        }
+    }
 }
 
 /// Makes the links and writes the cache.
@@ -220,7 +262,10 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
         }
     }
     for d in u.rescan {
-        new.extend(scan(root, d)?);
+        new.extend(scan(root, d, None)?);
+    }
+    for d in u.driver_named {
+        new.extend(scan(root, d, Some(&crate::driver::may_be_driver_library))?);
     }
     let cache_err = |source| Error::Cache {
         path: CACHE.into(),

@@ -312,8 +312,9 @@ pub fn check_driver_version(cfg: &Config, want: &str) -> Result<()> {
     Ok(())
 }
 
-/// The CDI hook: only the sandboxed ldconfig over `folders` (the engine has applied the
-/// spec's mounts and device nodes already).
+/// The CDI hook: only the loader cache over `folders` (the engine has applied the
+/// spec's mounts and device nodes already): nvhook's own update over the driver's
+/// library names there, or the sandboxed ldconfig (`ld-cache = "ldconfig"`).
 pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Result<()> {
     let spec = Spec::load(&state.bundle)?;
     let pid = state.pid().ok_or(Error::NoPid)?;
@@ -332,11 +333,14 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
             apply::check_rootless_device(d)?;
         }
     }
+    let mut l = plan::Ldconfig::new(cfg.ldconfig_checked()?, folders.to_vec());
+    if cfg.ld_cache == crate::config::LdCache::Nvhook {
+        // the engine mounted the files: nvhook reads their names where it put them
+        l.by_nvhook = true;
+        l.driver_named = folders.to_vec();
+    }
     let plan = Plan {
-        ldconfig: Some(plan::Ldconfig::new(
-            cfg.ldconfig_checked()?,
-            folders.to_vec(),
-        )),
+        ldconfig: Some(l),
         ..Plan::default()
     };
     apply::apply(

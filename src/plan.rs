@@ -180,6 +180,9 @@ pub struct Ldconfig {
     pub by_nvhook: bool,
     /// Directories nvhook's configuration brings in whole (the CUDA compat dir): scanned.
     pub rescan: Vec<String>,
+    /// Directories where the engine mounted the driver (a CDI spec's): scanned for the
+    /// driver's library names only.
+    pub driver_named: Vec<String>,
 }
 
 impl Ldconfig {
@@ -198,6 +201,7 @@ impl Ldconfig {
             dirs,
             by_nvhook: false,
             rescan: Vec::new(),
+            driver_named: Vec::new(),
         }
     }
 }

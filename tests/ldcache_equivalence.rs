@@ -293,7 +293,8 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
 
         let a = tmp.path().join(format!("a{round}"));
         let b = tmp.path().join(format!("b{round}"));
-        for copy in [&a, &b] {
+        let c = tmp.path().join(format!("c{round}"));
+        for copy in [&a, &b, &c] {
             let o = Command::new("cp")
                 .arg("-a")
                 .arg(&tree)
@@ -307,6 +308,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             libs: &libs,
             links: &links,
             rescan: &rescan,
+            driver_named: &[],
         };
         let mut root = Root::open(&a).unwrap();
         ldcache_update::update(&mut root, &update).unwrap();
@@ -353,6 +355,30 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             layout.name
         );
         assert_eq!(links_of(&a), links_of(&b), "round {round}: links");
+        // The CDI hook's way: the engine mounted the files, nvhook scans the driver's
+        // library names in the spec's folders (the same result)
+        let driver_dirs: Vec<String> = dirs.iter().filter(|d| *d != COMPAT).cloned().collect();
+        ldcache_update::update(
+            &mut Root::open(&c).unwrap(),
+            &Update {
+                dirs: &dirs,
+                libs: &[],
+                links: &[],
+                rescan: &rescan,
+                driver_named: &driver_dirs,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            show(&cache_of(&c)),
+            show(&cb),
+            "round {round}: the CDI hook's way"
+        );
+        assert_eq!(
+            links_of(&c),
+            links_of(&b),
+            "round {round}: the CDI hook's links"
+        );
         // the discovery reader reads the written cache too (it lists glibc's kinds)
         assert_eq!(
             nvhook::ldcache::parse(&std::fs::read(a.join("etc/ld.so.cache")).unwrap())
