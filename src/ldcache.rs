@@ -17,12 +17,43 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
-const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
-const OLD_HEADER: usize = 16; // magic[11] + pad + u32 nlibs
-const OLD_ENTRY: usize = 12;
-const NEW_HEADER: usize = 48;
-const NEW_ENTRY: usize = 24;
+pub(crate) const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
+pub(crate) const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+pub(crate) const OLD_HEADER: usize = 16; // magic[11] + pad + u32 nlibs
+pub(crate) const OLD_ENTRY: usize = 12;
+pub(crate) const NEW_HEADER: usize = 48;
+pub(crate) const NEW_ENTRY: usize = 24;
+
+/// Where a cache's table is: the new format (alone, or after the old table, at
+/// `start`), or the old format alone (`nlibs` entries, strings from `strings`).
+pub(crate) enum Layout {
+    New { start: usize },
+    Old { nlibs: usize, strings: usize },
+}
+
+/// Finds the table to read in a cache of any format.
+pub(crate) fn layout(b: &[u8]) -> Result<Layout> {
+    if b.starts_with(NEW_MAGIC) {
+        return Ok(Layout::New { start: 0 });
+    }
+    if !b.starts_with(OLD_MAGIC) {
+        return Err(Error::Magic);
+    }
+    let nlibs = u32_at(b, 12, "old header")? as usize;
+    let old_end = nlibs
+        .checked_mul(OLD_ENTRY)
+        .and_then(|n| n.checked_add(OLD_HEADER))
+        .filter(|e| *e <= b.len())
+        .ok_or(Error::Truncated("old entries"))?;
+    let new_start = (old_end + 7) & !7;
+    if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
+        return Ok(Layout::New { start: new_start });
+    }
+    Ok(Layout::Old {
+        nlibs,
+        strings: old_end,
+    })
+}
 
 const FLAG_TYPE_MASK: i32 = 0x00ff;
 const FLAG_ELF_LIBC6: i32 = 0x0003;
@@ -88,22 +119,10 @@ pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
 /// As [`parse`], keeping only entries whose name `keep` accepts, decided before any
 /// string is copied (a host cache lists thousands of libraries; nvhook wants a few).
 pub fn parse_matching(b: &[u8], keep: &dyn Fn(&str) -> bool) -> Result<Vec<Entry>> {
-    if b.starts_with(NEW_MAGIC) {
-        return parse_new(b, 0, keep);
-    }
-    if !b.starts_with(OLD_MAGIC) {
-        return Err(Error::Magic);
-    }
-    let nlibs = u32_at(b, 12, "old header")? as usize;
-    let old_end = nlibs
-        .checked_mul(OLD_ENTRY)
-        .and_then(|n| n.checked_add(OLD_HEADER))
-        .filter(|e| *e <= b.len())
-        .ok_or(Error::Truncated("old entries"))?;
-    let new_start = (old_end + 7) & !7;
-    if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
-        return parse_new(b, new_start, keep);
-    }
+    let (nlibs, old_end) = match layout(b)? {
+        Layout::New { start } => return parse_new(b, start, keep),
+        Layout::Old { nlibs, strings } => (nlibs, strings),
+    };
     // Old format alone: strings follow the entries.
     let mut out = Vec::new();
     for i in 0..nlibs {

@@ -15,8 +15,8 @@ use std::cmp::Ordering;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("ld.so.cache: unknown format (bad magic)")]
-    Magic,
+    #[error(transparent)]
+    Layout(#[from] crate::ldcache::Error),
     #[error("ld.so.cache: truncated ({0})")]
     Truncated(&'static str),
     #[error("ld.so.cache: string offset {0} out of bounds")]
@@ -37,12 +37,7 @@ pub const MAX_EXPANDED: usize = 64 << 20;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
-const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
-const OLD_HEADER: usize = 16;
-const OLD_ENTRY: usize = 12;
-const NEW_HEADER: usize = 48;
-const NEW_ENTRY: usize = 24;
+use crate::ldcache::{Layout, NEW_ENTRY, NEW_HEADER, NEW_MAGIC, OLD_ENTRY, OLD_HEADER};
 const EXTENSION_MAGIC: u32 = 0xeaa4_2174;
 const TAG_GENERATOR: u32 = 0;
 const TAG_GLIBC_HWCAPS: u32 = 1;
@@ -128,22 +123,10 @@ fn str_at(b: &[u8], base: usize, off: u32, budget: &mut usize) -> Result<Vec<u8>
 
 /// Reads every entry of a cache in any of its formats (new, old followed by new, old).
 pub fn read(b: &[u8]) -> Result<Cache> {
-    if b.starts_with(NEW_MAGIC) {
-        return read_new(b, 0);
-    }
-    if !b.starts_with(OLD_MAGIC) {
-        return Err(Error::Magic);
-    }
-    let nlibs = u32_at(b, 12, "old header")? as usize;
-    let old_end = nlibs
-        .checked_mul(OLD_ENTRY)
-        .and_then(|n| n.checked_add(OLD_HEADER))
-        .filter(|e| *e <= b.len())
-        .ok_or(Error::Truncated("old entries"))?;
-    let new_start = (old_end + 7) & !7;
-    if b.get(new_start..).is_some_and(|r| r.starts_with(NEW_MAGIC)) {
-        return read_new(b, new_start);
-    }
+    let (nlibs, old_end) = match crate::ldcache::layout(b)? {
+        Layout::New { start } => return read_new(b, start),
+        Layout::Old { nlibs, strings } => (nlibs, strings),
+    };
     let mut c = Cache::default();
     let budget = &mut MAX_EXPANDED.clone();
     for i in 0..nlibs {
@@ -532,7 +515,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_error_not_panic() {
-        assert_eq!(read(b"junk"), Err(Error::Magic));
+        assert_eq!(
+            read(b"junk"),
+            Err(Error::Layout(crate::ldcache::Error::Magic))
+        );
         let mut c = Cache::default();
         c.merge(vec![RawEntry::new(FLAGS_X8664, "a", "/b/a")], &[], &|_| 0);
         let b = c.to_bytes("g").unwrap();

@@ -148,38 +148,20 @@ impl Root {
 
     /// Opens `path` (inside the root) as `O_PATH` and returns its stat; `None` when absent.
     pub fn stat(&self, path: &str) -> Result<Option<(OwnedFd, libc::stat)>> {
-        let parts = components(path)?;
-        match sys::openat2(
-            self.fd.as_fd(),
-            Path::new(&parts.join("/")),
-            libc::O_PATH,
-            0,
-            RESOLVE,
-        ) {
-            Ok(fd) => {
-                let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
-                    path: path.into(),
-                    what: "stat",
-                    source,
-                })?;
-                Ok(Some((fd, st)))
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-            Err(source) => Err(Error::Io {
-                path: path.into(),
-                what: "resolve",
-                source,
-            }),
-        }
+        self.stat_with(path, libc::O_PATH)
     }
 
     /// As [`Root::stat`], of the entry itself when it is a symlink.
     pub fn stat_nofollow(&self, path: &str) -> Result<Option<(OwnedFd, libc::stat)>> {
+        self.stat_with(path, libc::O_PATH | libc::O_NOFOLLOW)
+    }
+
+    fn stat_with(&self, path: &str, flags: i32) -> Result<Option<(OwnedFd, libc::stat)>> {
         let parts = components(path)?;
         match sys::openat2(
             self.fd.as_fd(),
             Path::new(&parts.join("/")),
-            libc::O_PATH | libc::O_NOFOLLOW,
+            flags,
             0,
             RESOLVE,
         ) {
