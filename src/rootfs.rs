@@ -388,15 +388,7 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // Checked through O_PATH first: an existing device node or FIFO is
                 // never opened for writing.
-                let p = sys::openat2(
-                    parent.as_fd(),
-                    Path::new(name),
-                    libc::O_PATH | libc::O_NOFOLLOW,
-                    0,
-                    BENEATH_NOFOLLOW,
-                )
-                .map_err(io("open"))?;
-                let st = sys::fstat(p.as_fd()).map_err(io("stat"))?;
+                let (p, st) = entry(&parent, name, path)?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(Error::WrongType {
                         path: path.into(),
@@ -528,15 +520,7 @@ impl Root {
                 source,
             }
         };
-        let fd = sys::openat2(
-            parent.as_fd(),
-            Path::new(name),
-            libc::O_PATH | libc::O_NOFOLLOW,
-            0,
-            BENEATH_NOFOLLOW,
-        )
-        .map_err(io("open"))?;
-        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+        let (_, st) = entry(&parent, name, path)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             return Ok(false);
         }
@@ -570,6 +554,28 @@ impl Root {
             .map(|p| String::from_utf8_lossy(p.as_os_str().as_bytes()).into_owned())
             .unwrap_or_default()
     }
+}
+
+/// The entry `name` in directory `parent` itself (a link not followed), as `O_PATH`,
+/// with its stat; `path` names it in errors.
+fn entry(parent: &OwnedFd, name: &str, path: &str) -> Result<(OwnedFd, libc::stat)> {
+    let io = |what| {
+        move |source| Error::Io {
+            path: path.into(),
+            what,
+            source,
+        }
+    };
+    let fd = sys::openat2(
+        parent.as_fd(),
+        Path::new(name),
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+        BENEATH_NOFOLLOW,
+    )
+    .map_err(io("open"))?;
+    let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+    Ok((fd, st))
 }
 
 fn dup(fd: &OwnedFd, path: &str) -> Result<OwnedFd> {
