@@ -43,6 +43,48 @@ impl<F: FileExt> Reader<'_, F> {
 /// A program header: (type, file offset, virtual address, file size).
 type Phdr = (u32, u64, u64, u64);
 
+/// The first bytes of a file read once, the rest read through.
+struct Prefixed<'a, F: FileExt> {
+    f: &'a F,
+    head: Vec<u8>,
+}
+
+impl<'a, F: FileExt> Prefixed<'a, F> {
+    const LEN: usize = 32 << 10;
+
+    fn new(f: &'a F) -> Prefixed<'a, F> {
+        let mut head = vec![0u8; Self::LEN];
+        let mut n = 0;
+        while n < head.len() {
+            match f.read_at(&mut head[n..], n as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        head.truncate(n);
+        Prefixed { f, head }
+    }
+}
+
+impl<F: FileExt> FileExt for Prefixed<'_, F> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match usize::try_from(offset) {
+            Ok(o) if o < self.head.len() => {
+                let n = buf.len().min(self.head.len() - o);
+                buf[..n].copy_from_slice(&self.head[o..o + n]);
+                Ok(n)
+            }
+            // past a short file's end: its end
+            Ok(_) if self.head.len() < Self::LEN => Ok(0),
+            _ => self.f.read_at(buf, offset),
+        }
+    }
+
+    fn write_at(&self, _: &[u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::Error::from_raw_os_error(libc::EBADF))
+    }
+}
+
 /// What a loader cache records of a library.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
@@ -54,6 +96,9 @@ pub struct Info {
 /// The kind and `DT_SONAME` of ELF file `f`; `None` when it is not an ELF file of a
 /// kind an x86 loader cache lists.
 pub fn info<F: FileExt>(f: &F) -> Option<Info> {
+    // One read of the file's start serves the headers, the dynamic segment and its
+    // strings of a small library; what lies beyond is read where it is.
+    let f = &Prefixed::new(f);
     let mut head = [0u8; 20];
     f.read_exact_at(&mut head, 0).ok()?;
     if &head[..4] != b"\x7fELF" || head[5] != 1 {
