@@ -403,6 +403,16 @@ impl Config {
 
     /// The `ldconfig` setting, refused when it names a binary in the container and
     /// `allow-ldconfig-from-container` is off (NVIDIA refuses the same).
+    /// The ldconfig setting the plan carries: checked where it will run
+    /// (`ld-cache = "ldconfig"`); with nvhook's own cache update it never runs, and a
+    /// setting that would be refused stops nothing.
+    pub fn ldconfig_for_plan(&self) -> Result<&str> {
+        match self.ld_cache {
+            LdCache::Nvhook => Ok(&self.ldconfig),
+            LdCache::Ldconfig => self.ldconfig_checked(),
+        }
+    }
+
     pub fn ldconfig_checked(&self) -> Result<&str> {
         match split_ldconfig(&self.ldconfig) {
             (false, _) if !self.allow_ldconfig_from_container => {

@@ -1,7 +1,8 @@
 //! The little of ELF that writing a loader cache needs: a shared library's `DT_SONAME`,
 //! read the way ldconfig reads it (program headers, the dynamic segment, the string
 //! table it points at), from 64- and 32-bit little-endian files. Files are the host
-//! driver's, but every offset is still checked: a bad file gives `None`, never a panic.
+//! driver's and, in the directories nvhook scans, the image's: every offset and count
+//! is checked, and a bad file gives `None`, never a panic.
 
 use std::os::unix::fs::FileExt;
 
@@ -47,6 +48,8 @@ type Phdr = (u32, u64, u64, u64);
 struct Prefixed<'a, F: FileExt> {
     f: &'a F,
     head: Vec<u8>,
+    /// The whole file is in `head`.
+    eof: bool,
 }
 
 impl<'a, F: FileExt> Prefixed<'a, F> {
@@ -55,14 +58,21 @@ impl<'a, F: FileExt> Prefixed<'a, F> {
     fn new(f: &'a F) -> Prefixed<'a, F> {
         let mut head = vec![0u8; Self::LEN];
         let mut n = 0;
+        let mut eof = false;
         while n < head.len() {
             match f.read_at(&mut head[n..], n as u64) {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // the rest is read from the file (which reports its error there)
+                Err(_) => break,
             }
         }
         head.truncate(n);
-        Prefixed { f, head }
+        Prefixed { f, head, eof }
     }
 }
 
@@ -75,7 +85,7 @@ impl<F: FileExt> FileExt for Prefixed<'_, F> {
                 Ok(n)
             }
             // past a short file's end: its end
-            Ok(_) if self.head.len() < Self::LEN => Ok(0),
+            Ok(_) if self.eof => Ok(0),
             _ => self.f.read_at(buf, offset),
         }
     }

@@ -1,7 +1,8 @@
 //! Updates a container's `ld.so.cache` with what nvhook mounted, in place of an
 //! ldconfig run: the SONAME links ldconfig would make, the entries it would add, and
 //! every entry the image's cache had, kept. No program runs on the container's files;
-//! its cost does not grow with the libraries the image has.
+//! its cost grows with the image only as far as reading its cache and listing the
+//! directories it scans (bounded: `MAX_ENTRIES`, `MAX_SCANNED`).
 //!
 //! What ldconfig would have done, given the mounted libraries' directories on its
 //! command line (so scanned first, in that order):
@@ -35,7 +36,7 @@ pub enum Error {
     },
     #[error("{source} (ld-cache = \"ldconfig\" lets ldconfig rebuild the cache instead)")]
     Unreadable { source: rootfs::Error },
-    #[error("{dir} in the container holds more than {max} libraries: too many to scan at a container start (ld-cache = \"ldconfig\" runs ldconfig instead)")]
+    #[error("{dir} in the container holds more than {max} libraries or entries: too many to scan at a container start (ld-cache = \"ldconfig\" runs ldconfig instead)")]
     TooMany { dir: String, max: usize },
 }
 
@@ -101,6 +102,9 @@ struct Candidate {
 /// The most library names nvhook considers in a directory it scans (the CUDA compat
 /// dir holds a handful): a start never costs more than this whatever the image holds.
 const MAX_SCANNED: usize = 4096;
+/// The most entries of any kind nvhook lists in such a directory (a distribution's
+/// library dir holds a few thousand).
+const MAX_ENTRIES: usize = 65536;
 
 /// A SONAME nvhook makes a link and an entry for: a plain file name (an ELF can say
 /// anything, `../x` or `a/b` included), printable, of a library's shape.
@@ -122,24 +126,35 @@ fn scan(root: &mut Root, dir: &str, only: Option<&dyn Fn(&str) -> bool>) -> Resu
         // a directory that is not there has nothing in it, as ldconfig sees it
         return Ok(Vec::new());
     };
-    let names = sys::read_dir(fd.as_fd()).map_err(|source| rootfs::Error::Io {
-        path: dir.into(),
-        what: "read directory",
-        source,
-    })?;
+    let wanted =
+        |n: &[u8]| std::str::from_utf8(n).is_ok_and(|n| is_dso(n) && only.is_none_or(|f| f(n)));
+    let names = match sys::read_dir(fd.as_fd(), MAX_ENTRIES, &wanted) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+            return Err(Error::TooMany {
+                dir: dir.into(),
+                max: MAX_ENTRIES,
+            })
+        }
+        Err(source) => {
+            return Err(rootfs::Error::Io {
+                path: dir.into(),
+                what: "read directory",
+                source,
+            }
+            .into())
+        }
+    };
     let mut chosen: Vec<Candidate> = Vec::new();
     let mut index: HashMap<(String, i32), usize> = HashMap::new();
     let mut considered = 0;
     // Links that lead nowhere yet: a SONAME link made below may be their target
     // (`libcuda.so -> libcuda.so.1`), so they are looked at once more after.
     let mut dangling: Vec<String> = Vec::new();
-    for (raw, _) in names {
+    for raw in names {
         let Ok(name) = String::from_utf8(raw) else {
             continue;
         };
-        if !is_dso(&name) || only.is_some_and(|f| !f(&name)) {
-            continue;
-        }
         considered += 1;
         if considered > MAX_SCANNED {
             return Err(Error::TooMany {

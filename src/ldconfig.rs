@@ -648,7 +648,9 @@ pub fn run(
         Some(WaitStatus::Exited(_, 0)) => return Ok(()),
         Some(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
         Some(WaitStatus::Signaled(_, sig, _)) => format!("killed by signal {}", sig as i32),
-        other => format!("{other:?}"),
+        Some(other) => format!("{other:?}"),
+        // reaped, but with a signal nix's list does not name (a real-time one)
+        None => "ended with a status nvhook cannot name".into(),
     };
     let text = String::from_utf8_lossy(&out);
     let stderr: String = text

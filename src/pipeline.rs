@@ -150,7 +150,7 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         &driver,
         &facts,
         &plan::Options {
-            ldconfig: cfg.ldconfig_checked()?.to_owned(),
+            ldconfig: cfg.ldconfig_for_plan()?.to_owned(),
             no_cgroups: cfg.no_cgroups || rootless_without_device_cgroup(),
             ld_cache_by_nvhook: cfg.ld_cache == crate::config::LdCache::Nvhook,
         },
@@ -333,7 +333,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
             apply::check_rootless_device(d)?;
         }
     }
-    let mut l = plan::Ldconfig::new(cfg.ldconfig_checked()?, folders.to_vec());
+    let mut l = plan::Ldconfig::new(cfg.ldconfig_for_plan()?, folders.to_vec());
     if cfg.ld_cache == crate::config::LdCache::Nvhook {
         // the engine mounted the files: nvhook reads their names where it put them
         l.by_nvhook = true;

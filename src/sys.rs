@@ -212,25 +212,27 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
         .map_err(nix_err)
 }
 
-/// The names in directory `dir` (an fd opened with `O_RDONLY | O_DIRECTORY`), without
-/// `.` and `..`, with each one's `d_type`.
-pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, u8)>> {
-    // The listing owns its descriptor: a duplicate, read from its start.
+/// The names in directory `dir` (an fd opened with `O_RDONLY | O_DIRECTORY`) that
+/// `keep` accepts, without `.` and `..`, read as they come. More than `max` entries in
+/// all (kept or not) is `E2BIG`: a directory of an image may hold millions.
+pub fn read_dir(
+    dir: BorrowedFd<'_>,
+    max: usize,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> io::Result<Vec<Vec<u8>>> {
+    // The listing owns its descriptor: a duplicate, from the directory's start.
     let dup = dir.try_clone_to_owned()?;
+    nix::unistd::lseek(&dup, 0, nix::unistd::Whence::SeekSet).map_err(nix_err)?;
     let mut d = nix::dir::Dir::from_fd(dup).map_err(nix_err)?;
     let mut out = Vec::new();
-    for e in d.iter() {
+    for (n, e) in d.iter().enumerate() {
+        if n >= max {
+            return Err(io::Error::from_raw_os_error(libc::E2BIG));
+        }
         let e = e.map_err(nix_err)?;
         let name = e.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            let t = match e.file_type() {
-                Some(nix::dir::Type::Directory) => libc::DT_DIR,
-                Some(nix::dir::Type::Symlink) => libc::DT_LNK,
-                Some(nix::dir::Type::File) => libc::DT_REG,
-                Some(_) => libc::DT_UNKNOWN + 1,
-                None => libc::DT_UNKNOWN,
-            };
-            out.push((name.to_vec(), t));
+        if name != b"." && name != b".." && keep(name) {
+            out.push(name.to_vec());
         }
     }
     Ok(out)

@@ -302,6 +302,19 @@ fn rootless_podman_hooks_dir() {
 }
 
 #[test]
+fn rootless_podman_with_the_ldconfig_sandbox() {
+    // ld-cache = "ldconfig": the sandbox's user namespace nests in the user's
+    let r = Rootless::new(Flavor::Debian);
+    r.write_config_with("ld-cache = \"ldconfig\"");
+    let out = ok(
+        &r.podman(&["-e", "NVIDIA_VISIBLE_DEVICES=0"], SCRIPT, None),
+        "rootless podman run, ldconfig",
+    );
+    assert_eq!(uuids(&out), vec![gpu_uuid(0)], "{out}");
+    assert!(out.contains("libcuda.so.1 (libc6,x86-64)"), "{out}");
+}
+
+#[test]
 fn rootless_podman_cdi() {
     let dir = Path::new("/var/run/cdi");
     std::fs::create_dir_all(dir).unwrap();

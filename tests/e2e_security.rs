@@ -168,6 +168,13 @@ fn ldconfig_links_in_a_dir_owned_by_a_user() {
 /// the container's root, and ldconfig runs as that root.
 #[test]
 fn user_namespaced_container_gets_its_gpu() {
+    // both ways of updating the loader cache: nvhook's own and the sandboxed ldconfig
+    for ld_cache in ["nvhook", "ldconfig"] {
+        user_namespaced_container_with(ld_cache);
+    }
+}
+
+fn user_namespaced_container_with(ld_cache: &str) {
     let c = Container::new(
         Flavor::Debian,
         &["NVIDIA_VISIBLE_DEVICES=0"],
@@ -187,8 +194,9 @@ fn user_namespaced_container_gets_its_gpu() {
     spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     c.set_spec(&spec);
+    c.write_config(&format!("ld-cache = \"{ld_cache}\""));
     let out = c.run_ok(Cgroup::V1);
-    assert!(out.contains(&gpu_uuid(0)), "{out}");
+    assert!(out.contains(&gpu_uuid(0)), "{ld_cache}: {out}");
     assert!(out.lines().any(|l| l.trim() == "1"), "ld cache: {out}");
     let owner = |p: &Path| {
         let m = std::fs::symlink_metadata(p).unwrap();
@@ -198,12 +206,12 @@ fn user_namespaced_container_gets_its_gpu() {
     assert_eq!(
         owner(&lib.join("libcuda.so")),
         (100000, 100000),
-        "link made by nvhook"
+        "{ld_cache}: link made by nvhook"
     );
     assert_eq!(
         owner(&c.rootfs.join("etc/ld.so.cache")),
         (100000, 100000),
-        "the cache ldconfig wrote"
+        "{ld_cache}: the cache written"
     );
 }
 
@@ -302,7 +310,7 @@ fn probe_image(c: &Container) {
 fn image_ldconfig_is_refused_without_opt_in() {
     let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
     probe_image(&c);
-    c.write_config("ldconfig = \"/sbin/ldconfig\"");
+    c.write_config("ld-cache = \"ldconfig\"\nldconfig = \"/sbin/ldconfig\"");
     let o = c.run(Cgroup::V1);
     let (_, err) = text(&o);
     assert!(!o.status.success(), "started with the image's ldconfig");

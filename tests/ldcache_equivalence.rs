@@ -393,3 +393,34 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
     }
     assert_eq!(cases, 24);
 }
+
+#[test]
+fn a_directory_too_big_to_scan_is_refused() {
+    // An image can put millions of names in a directory nvhook scans: it stops
+    // listing at its bound and says so, naming the way out.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("usr/local/cuda/compat");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..65537 {
+        std::fs::File::create(dir.join(format!("x{i}"))).unwrap();
+    }
+    let rescan = vec![COMPAT.to_string()];
+    let e = ldcache_update::update(
+        &mut Root::open(tmp.path()).unwrap(),
+        &Update {
+            dirs: &rescan,
+            libs: &[],
+            links: &[],
+            rescan: &rescan,
+            driver_named: &[],
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("more than 65536") && e.contains("ld-cache"),
+        "{e}"
+    );
+    // nothing written
+    assert!(!tmp.path().join("etc/ld.so.cache").exists());
+}
