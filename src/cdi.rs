@@ -111,10 +111,16 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
     let ro = json!(["ro", "nosuid", "nodev", "bind"]);
     let mut mounts = Vec::new();
     let mut folders = BTreeSet::new();
+    // The development link CUDA programs may load by (`libcuda.so`), as the hook makes
+    // it and NVIDIA's spec has a hook for.
+    let mut links = Vec::new();
     for l in driver.libraries.iter().filter(|l| l.arch == Arch::X8664) {
         let c = container_path(&opts.driver_root, &l.host_path);
         if let Some(dir) = Path::new(&c).parent() {
             folders.insert(dir.display().to_string());
+            if l.file_name.starts_with("libcuda.so.") {
+                links.push(format!("{}/libcuda.so=libcuda.so.1", dir.display()));
+            }
         }
         mounts.push(json!({"hostPath": l.host_path.display().to_string(), "containerPath": c, "options": ro}));
     }
@@ -159,6 +165,9 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
     ]);
     for f in &folders {
         args.extend(["--folder".to_string(), f.clone()]);
+    }
+    for l in &links {
+        args.extend(["--link".to_string(), l.clone()]);
     }
     json!({
         "cdiVersion": CDI_VERSION,

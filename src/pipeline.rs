@@ -312,10 +312,31 @@ pub fn check_driver_version(cfg: &Config, want: &str) -> Result<()> {
     Ok(())
 }
 
+/// A CDI hook's `--link PATH=NAME`: an absolute path and a plain file name beside it
+/// (the spec is the operator's, but a link may only point within its directory).
+pub fn parse_link(arg: &str) -> std::result::Result<plan::Symlink, String> {
+    let bad = || format!("--link {arg:?}: want an absolute path, '=', and a file name");
+    let (path, target) = arg.split_once('=').ok_or_else(bad)?;
+    let plain = |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains('/');
+    let name = path.rsplit('/').next().unwrap_or("");
+    if !path.starts_with('/') || !plain(name) || !plain(target) || path.contains("/../") {
+        return Err(bad());
+    }
+    Ok(plan::Symlink {
+        path: path.to_string(),
+        target: target.to_string(),
+    })
+}
+
 /// The CDI hook: only the loader cache over `folders` (the engine has applied the
 /// spec's mounts and device nodes already): nvhook's own update over the driver's
 /// library names there, or the sandboxed ldconfig (`ld-cache = "ldconfig"`).
-pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Result<()> {
+pub fn run_ldconfig_only(
+    cfg: &Config,
+    state: &State,
+    folders: &[String],
+    links: &[plan::Symlink],
+) -> Result<()> {
     let spec = Spec::load(&state.bundle)?;
     let pid = state.pid().ok_or(Error::NoPid)?;
     // Rootless, the engine bound the spec's device nodes from the host's /dev whatever
@@ -340,6 +361,7 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
         l.driver_named = folders.to_vec();
     }
     let plan = Plan {
+        symlinks: links.to_vec(),
         ldconfig: Some(l),
         ..Plan::default()
     };
@@ -354,4 +376,29 @@ pub fn run_ldconfig_only(cfg: &Config, state: &State, folders: &[String]) -> Res
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdi_link_arguments() {
+        let l = parse_link("/usr/lib/x86_64-linux-gnu/libcuda.so=libcuda.so.1").unwrap();
+        assert_eq!(
+            (l.path.as_str(), l.target.as_str()),
+            ("/usr/lib/x86_64-linux-gnu/libcuda.so", "libcuda.so.1")
+        );
+        for bad in [
+            "rel/libcuda.so=libcuda.so.1",
+            "/usr/lib/libcuda.so=../x",
+            "/usr/lib/libcuda.so=/etc/passwd",
+            "/usr/lib/=x",
+            "/usr/../etc/x=y",
+            "/usr/lib/libcuda.so",
+            "/usr/lib/libcuda.so=",
+        ] {
+            assert!(parse_link(bad).is_err(), "{bad}");
+        }
+    }
 }

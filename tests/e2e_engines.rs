@@ -226,14 +226,22 @@ fn podman_cdi() {
                 &[],
                 &["--device", &device],
                 &c.rootfs,
-                &format!("{SCRIPT}; ldconfig -p | grep libcuda.so.1"),
+                &format!(
+                    "{SCRIPT}; ldconfig -p | grep libcuda.so; echo \"link: $(readlink /usr/lib/x86_64-linux-gnu/libcuda.so)\""
+                ),
             ),
             "podman run --device",
         );
         assert_eq!(uuids(&out), expected, "{device}: {out}");
         assert!(
             out.contains("libcuda.so.1 (libc6,x86-64)"),
-            "the CDI hook ran ldconfig: {out}"
+            "the CDI hook updated the loader cache: {out}"
+        );
+        // the development link, made by the spec's hook (`--link`) and in the cache
+        assert!(
+            out.lines().any(|l| l == "link: libcuda.so.1")
+                && out.contains("libcuda.so (libc6,x86-64)"),
+            "{device}: {out}"
         );
     }
     // a MIG device by its CDI name (the UUID: Podman 4.3 cannot parse a request for

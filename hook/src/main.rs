@@ -110,6 +110,10 @@ enum CdiHookCommand {
         /// Library folders inside the container to add to its cache.
         #[arg(long = "folder", value_name = "DIR")]
         folders: Vec<String>,
+        /// A link to make in the container first: an absolute path, `=`, and a file
+        /// name beside it (`/usr/lib/x86_64-linux-gnu/libcuda.so=libcuda.so.1`).
+        #[arg(long = "link", value_name = "PATH=NAME")]
+        links: Vec<String>,
         /// The driver version the spec was generated for: a start on another one fails
         /// with a message saying to regenerate the spec.
         #[arg(long, value_name = "VERSION")]
@@ -271,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             command:
                 CdiHookCommand::UpdateLdcache {
                     folders,
+                    links,
                     driver_version,
                     state,
                 },
@@ -281,7 +286,12 @@ fn run(cli: Cli) -> Result<()> {
                 pipeline::check_driver_version(&cfg, v)
                     .with_context(|| format!("container {}", state.id))?;
             }
-            pipeline::run_ldconfig_only(&cfg, &state, &folders)
+            let links = links
+                .iter()
+                .map(|l| pipeline::parse_link(l))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            pipeline::run_ldconfig_only(&cfg, &state, &folders, &links)
                 .with_context(|| format!("container {}", state.id))
         }
         Command::Config => {
