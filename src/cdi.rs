@@ -396,7 +396,9 @@ mod tests {
                 "--driver-version",
                 "550.54.14",
                 "--folder",
-                "/usr/lib64"
+                "/usr/lib64",
+                "--link",
+                "/usr/lib64/libcuda.so=libcuda.so.1"
             ]
         );
         assert_eq!(
