@@ -52,8 +52,9 @@ pub struct Root {
     created: Vec<Created>,
     /// The host's `/proc`: an entry checked through an `O_PATH` descriptor is opened
     /// for reading or writing through `self/fd/N`, the very inode checked, so a device
-    /// node or FIFO the image put there is never opened.
-    proc: OwnedFd,
+    /// node or FIFO the image put there is never opened. Set by [`Root::set_proc`];
+    /// else `/proc` is opened when first needed (a root used from the host's view).
+    proc: Option<OwnedFd>,
 }
 
 const RESOLVE: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
@@ -97,7 +98,7 @@ impl Root {
         Ok(Root {
             fd: sys::open(path, libc::O_PATH | libc::O_DIRECTORY)?,
             created: Vec::new(),
-            proc: sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)?,
+            proc: None,
         })
     }
 
@@ -108,25 +109,35 @@ impl Root {
     /// Uses `proc` (the host's `/proc`, opened before joining the container's mount
     /// namespace) to reopen checked entries.
     pub fn set_proc(&mut self, proc: OwnedFd) {
-        self.proc = proc;
+        self.proc = Some(proc);
     }
 
     /// Opens the inode behind `O_PATH` descriptor `fd` with `flags`, once its type is
     /// known to be a regular file.
     fn reopen(&self, fd: BorrowedFd<'_>, flags: i32, path: &str) -> Result<OwnedFd> {
         use std::os::fd::AsRawFd;
+        let err = |source| Error::Io {
+            path: path.into(),
+            what: "reopen",
+            source,
+        };
+        let opened;
+        let proc = match &self.proc {
+            Some(p) => p.as_fd(),
+            None => {
+                opened =
+                    sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY).map_err(err)?;
+                opened.as_fd()
+            }
+        };
         sys::openat2(
-            self.proc.as_fd(),
+            proc,
             Path::new(&format!("self/fd/{}", fd.as_raw_fd())),
             flags | libc::O_NOCTTY,
             0,
             0,
         )
-        .map_err(|source| Error::Io {
-            path: path.into(),
-            what: "reopen",
-            source,
-        })
+        .map_err(err)
     }
 
     /// Opens regular file `path` (links followed inside the root) with `flags`; `None`
@@ -304,23 +315,12 @@ impl Root {
                 })
             }
         }
-        let fd = sys::openat2(
-            parent.as_fd(),
-            Path::new(name),
-            libc::O_PATH | libc::O_NOFOLLOW,
-            0,
-            BENEATH_NOFOLLOW,
-        )
-        .map_err(|source| Error::Io {
-            path: path.into(),
-            what: "open mount target",
-            source,
-        })?;
-        let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
-            path: path.into(),
-            what: "stat mount target",
-            source,
-        })?;
+        let (fd, st) = entry(
+            &parent,
+            name,
+            path,
+            ("open mount target", "stat mount target"),
+        )?;
         let (want, expected) = match kind {
             TargetKind::File => (libc::S_IFREG, "a regular file"),
             TargetKind::Dir => (libc::S_IFDIR, "a directory"),
@@ -388,7 +388,7 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 // Checked through O_PATH first: an existing device node or FIFO is
                 // never opened for writing.
-                let (p, st) = entry(&parent, name, path)?;
+                let (p, st) = entry(&parent, name, path, ("open", "stat"))?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                     return Err(Error::WrongType {
                         path: path.into(),
@@ -520,7 +520,7 @@ impl Root {
                 source,
             }
         };
-        let (_, st) = entry(&parent, name, path)?;
+        let (_, st) = entry(&parent, name, path, ("open", "stat"))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             return Ok(false);
         }
@@ -557,8 +557,13 @@ impl Root {
 }
 
 /// The entry `name` in directory `parent` itself (a link not followed), as `O_PATH`,
-/// with its stat; `path` names it in errors.
-fn entry(parent: &OwnedFd, name: &str, path: &str) -> Result<(OwnedFd, libc::stat)> {
+/// with its stat; `path` and `what` (the open's, the stat's) name it in errors.
+fn entry(
+    parent: &OwnedFd,
+    name: &str,
+    path: &str,
+    what: (&'static str, &'static str),
+) -> Result<(OwnedFd, libc::stat)> {
     let io = |what| {
         move |source| Error::Io {
             path: path.into(),
@@ -573,8 +578,8 @@ fn entry(parent: &OwnedFd, name: &str, path: &str) -> Result<(OwnedFd, libc::sta
         0,
         BENEATH_NOFOLLOW,
     )
-    .map_err(io("open"))?;
-    let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
+    .map_err(io(what.0))?;
+    let st = sys::fstat(fd.as_fd()).map_err(io(what.1))?;
     Ok((fd, st))
 }
 

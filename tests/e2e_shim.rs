@@ -84,14 +84,9 @@ fn bad_config_is_named() {
     let f = fixtures();
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.toml");
-    std::fs::write(&cfg, "driver-rot = \"/\"\n").unwrap();
     // the shim still runs runc for everything but a GPU container's start, and says
     // what is wrong with the file
-    let o = Command::new(f.bin.join("nvhook-runtime"))
-        .arg("--version")
-        .env("NVHOOK_CONFIG", &cfg)
-        .output()
-        .unwrap();
+    let o = shim_version_with(&cfg, "driver-rot = \"/\"\n");
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("runc version"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: invalid config"));
@@ -110,15 +105,11 @@ fn bad_config_is_named() {
 /// `commit:`) still reads as runc's.
 #[test]
 fn version_names_nvhook_then_the_runtime() {
-    let f = fixtures();
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("c.toml");
-    std::fs::write(&cfg, "[runtime]\nruntimes = [\"runc\"]\n").unwrap();
-    let o = Command::new(f.bin.join("nvhook-runtime"))
-        .arg("--version")
-        .env("NVHOOK_CONFIG", &cfg)
-        .output()
-        .unwrap();
+    let o = shim_version_with(
+        &d.path().join("c.toml"),
+        "[runtime]\nruntimes = [\"runc\"]\n",
+    );
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let first = out.lines().next().unwrap_or("");
@@ -155,6 +146,16 @@ fn version_names_nvhook_then_the_runtime() {
         commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
         "{line}"
     );
+}
+
+/// `nvhook-runtime --version` with `config` written to `cfg` as its configuration.
+fn shim_version_with(cfg: &std::path::Path, config: &str) -> std::process::Output {
+    std::fs::write(cfg, config).unwrap();
+    Command::new(fixtures().bin.join("nvhook-runtime"))
+        .arg("--version")
+        .env("NVHOOK_CONFIG", cfg)
+        .output()
+        .unwrap()
 }
 
 /// The line the built shim must print first: the built nvhook's own, renamed (both are
