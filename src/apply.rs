@@ -379,7 +379,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     // In a container with its own user namespace, what nvhook creates belongs to the
     // container's root (its /dev is a tmpfs of that namespace, where host root's ids do
     // not exist at all).
-    let as_container_root = id_maps.root_owner().map(|(u, g)| FsIds::become_owner(u, g));
+    let as_container_root = FsIds::container_root(&id_maps);
     let mut result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
     if let (Ok(()), Some(view)) = (&result, proc_view) {
         result = attach_proc_view(&root, view, &mut mounted);
@@ -390,26 +390,22 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         for f in &plan.files {
             root.write_file(&f.path, f.content.as_bytes())?;
         }
+        // The loader cache's update fails here when a test asks, whichever way it is made.
+        if t.faults.ldconfig && plan.ldconfig.is_some() {
+            return Err(ldconfig::Error::Failed {
+                status: "not started".into(),
+                stderr: "injected fault".into(),
+            }
+            .into());
+        }
         match &plan.ldconfig {
             Some(l) if l.by_nvhook => {
-                if t.faults.ldconfig {
-                    return Err(ldconfig::Error::Failed {
-                        status: "not started".into(),
-                        stderr: "injected fault".into(),
-                    }
-                    .into());
-                }
-                let links: Vec<(String, String)> = plan
-                    .symlinks
-                    .iter()
-                    .map(|s| (s.path.clone(), s.target.clone()))
-                    .collect();
                 crate::ldcache_update::update(
                     &mut root,
                     &crate::ldcache_update::Update {
                         dirs: &l.dirs,
                         libs: &ld_libs,
-                        links: &links,
+                        links: &plan.symlinks,
                         rescan: &l.rescan,
                         driver_named: &l.driver_named,
                     },
@@ -425,13 +421,6 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     drop(as_container_root);
     let result = result.and_then(|()| {
         if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
-            if t.faults.ldconfig {
-                return Err(ldconfig::Error::Failed {
-                    status: "not started".into(),
-                    stderr: "injected fault".into(),
-                }
-                .into());
-            }
             ldconfig::run(
                 exe,
                 root.fd(),
@@ -443,7 +432,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             // ldconfig deletes a link whose target it only makes in the same run
             // (`libGLX_indirect.so.0 -> libGLX_nvidia.so.0`, before the SONAME link
             // exists): made again, as the container's root.
-            let _as_root = id_maps.root_owner().map(|(u, g)| FsIds::become_owner(u, g));
+            let _as_root = FsIds::container_root(&id_maps);
             for s in &plan.symlinks {
                 root.symlink(&s.path, &s.target)?;
             }
@@ -472,10 +461,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
 struct FsIds;
 
 impl FsIds {
-    fn become_owner(uid: u32, gid: u32) -> FsIds {
+    /// The container's mapped root, where it has a user namespace of its own; nothing
+    /// (host root stays) where it has not.
+    fn container_root(maps: &ldconfig::IdMaps) -> Option<FsIds> {
+        let (uid, gid) = maps.root_owner()?;
         nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
         nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-        FsIds
+        Some(FsIds)
     }
 }
 

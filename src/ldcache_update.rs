@@ -65,8 +65,8 @@ pub struct Update<'a> {
     /// The library directories in ldconfig's command-line order (earlier wins a tie).
     pub dirs: &'a [String],
     pub libs: &'a [Mounted],
-    /// Links nvhook made: (path, target name in the same directory).
-    pub links: &'a [(String, String)],
+    /// Links nvhook made (the target a name in the same directory).
+    pub links: &'a [crate::plan::Symlink],
     /// Directories to scan whole.
     pub rescan: &'a [String],
     /// Directories to scan for the driver's library names only (where an engine
@@ -261,7 +261,7 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
         }
         new.push(RawEntry::new(l.elf.flags, soname, &join(&l.dir, soname)));
     }
-    for (path, target) in u.links {
+    for crate::plan::Symlink { path, target } in u.links {
         let Some((dir, name)) = path.rsplit_once('/') else {
             continue;
         };

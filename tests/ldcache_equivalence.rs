@@ -10,6 +10,7 @@
 use nvhook::elf;
 use nvhook::ldcache_update::{self, Mounted, Update};
 use nvhook::ldcache_write;
+use nvhook::plan::Symlink;
 use nvhook::rootfs::Root;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -264,16 +265,16 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             });
         }
         let links = vec![
-            (
-                format!("{}/libcuda.so", layout.lib_dir),
-                "libcuda.so.1".to_string(),
-            ),
-            (
-                format!("{}/libGLX_indirect.so.0", layout.lib_dir),
-                "libGLX_nvidia.so.0".to_string(),
-            ),
+            Symlink {
+                path: format!("{}/libcuda.so", layout.lib_dir),
+                target: "libcuda.so.1".to_string(),
+            },
+            Symlink {
+                path: format!("{}/libGLX_indirect.so.0", layout.lib_dir),
+                target: "libGLX_nvidia.so.0".to_string(),
+            },
         ];
-        for (p, target) in &links {
+        for Symlink { path: p, target } in &links {
             link(&tree, p, target);
         }
         let mut dirs: Vec<String> = Vec::new();
@@ -324,11 +325,11 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         // (`libcuda.so -> libcuda.so.1`) until its next run. nvhook keeps the first
         // and lists the second at once: compared with ldconfig's settled result with
         // the links made after its first run.
-        for (p, _) in &links {
+        for Symlink { path: p, .. } in &links {
             std::fs::remove_file(b.join(p.trim_start_matches('/'))).unwrap();
         }
         run_ldconfig(&b, "new", &dirs);
-        for (p, target) in &links {
+        for Symlink { path: p, target } in &links {
             link(&b, p, target);
         }
         run_ldconfig(&b, "new", &dirs);
