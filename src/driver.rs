@@ -232,14 +232,8 @@ fn find_mps_dir(
             warn(format!("{c} is not a directory"));
             return None;
         }
-        if let Err(e) = crate::trust::check_entry(
-            "directory",
-            Path::new(c),
-            fd.as_fd(),
-            st.st_uid,
-            st.st_mode,
-            !last,
-        ) {
+        if let Err(e) = crate::trust::check_entry("directory", Path::new(c), fd.as_fd(), &st, !last)
+        {
             warn(e.to_string());
             return None;
         }

@@ -27,7 +27,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// The rule for one entry: root-owned, not writable by group or others, except a
 /// root-owned sticky directory above the entry checked (`ancestor`). `fd` is the entry
-/// opened, for the rootless rules.
+/// opened (for the rootless rules), `st` its stat.
 ///
 /// In a rootless user namespace host root's files show as the overflow uid, like every
 /// other unmapped owner's, so two more rules hold there: no sticky exception (another
@@ -38,10 +38,10 @@ pub fn check_entry(
     what: &'static str,
     p: &Path,
     fd: BorrowedFd<'_>,
-    uid: u32,
-    mode: u32,
+    st: &libc::stat,
     ancestor: bool,
 ) -> Result<()> {
+    let (uid, mode) = (st.st_uid, st.st_mode);
     let untrusted = |reason: String| Error::Untrusted {
         what,
         path: p.into(),
@@ -88,7 +88,7 @@ pub fn check_root_owned(what: &'static str, path: &Path) -> Result<()> {
         };
         let fd = crate::sys::open(p, libc::O_PATH).map_err(stat_err)?;
         let st = crate::sys::fstat(fd.as_fd()).map_err(stat_err)?;
-        check_entry(what, p, fd.as_fd(), st.st_uid, st.st_mode, p != real)?;
+        check_entry(what, p, fd.as_fd(), &st, p != real)?;
         cur = p.parent();
     }
     Ok(())
@@ -101,7 +101,7 @@ pub fn check_stat(
     fd: BorrowedFd<'_>,
     st: &libc::stat,
 ) -> Result<()> {
-    check_entry(what, path, fd, st.st_uid, st.st_mode, false)
+    check_entry(what, path, fd, st, false)
 }
 
 #[cfg(test)]
@@ -121,9 +121,14 @@ mod tests {
         std::fs::write(&f, "x").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o757)).unwrap();
         let fd = std::fs::File::open(&f).unwrap();
-        let e = check_entry("hook", &f, fd.as_fd(), 0, 0o100757, false).unwrap_err();
+        let as_if = |uid: u32, mode: u32| {
+            let mut st = crate::sys::fstat(fd.as_fd()).unwrap();
+            (st.st_uid, st.st_mode) = (uid, mode);
+            st
+        };
+        let e = check_entry("hook", &f, fd.as_fd(), &as_if(0, 0o100757), false).unwrap_err();
         assert!(e.to_string().contains("writable by group or others"), "{e}");
-        let e = check_entry("hook", &f, fd.as_fd(), 1000, 0o100755, false).unwrap_err();
+        let e = check_entry("hook", &f, fd.as_fd(), &as_if(1000, 0o100755), false).unwrap_err();
         assert!(e.to_string().contains("uid 1000"), "{e}");
         // a world-writable ancestor is refused, a root-owned sticky one (/tmp) is not
         let open = d.path().join("open");
