@@ -217,14 +217,11 @@ impl IdMaps {
     /// The host ids of the container's root (uid, gid), where the container has a user
     /// namespace that maps its root elsewhere than host root.
     pub fn root_owner(&self) -> Option<(u32, u32)> {
-        let host_of_zero = |map: &str| -> Option<u32> {
-            map.lines().find_map(|l| {
-                let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
-                match (f.next()??, f.next()??, f.next()??) {
-                    (0, host, n) if n > 0 => u32::try_from(host).ok(),
-                    _ => None,
-                }
-            })
+        let host_of_zero = |map: &str| {
+            crate::userns::parse_map(map)
+                .into_iter()
+                .find(|e| e.inside == 0 && e.count > 0)
+                .map(|e| e.outside)
         };
         match (host_of_zero(&self.uid), host_of_zero(&self.gid)) {
             (Some(0), Some(0)) | (None, _) | (_, None) => None,
@@ -299,7 +296,7 @@ fn write_maps(
             Err(e) => {
                 return Err(Error::UserNs {
                     what,
-                    source: io::Error::from_raw_os_error(e as i32),
+                    source: e.into(),
                 })
             }
         }
@@ -390,8 +387,7 @@ pub fn seal_host(path: &str) -> Result<Exe> {
         | SealFlag::F_SEAL_SHRINK
         | SealFlag::F_SEAL_GROW
         | SealFlag::F_SEAL_WRITE;
-    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))
-        .map_err(|e| io_err(path, "seal")(io::Error::from_raw_os_error(e as i32)))?;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| io_err(path, "seal")(e.into()))?;
     // The ELF and program headers sit at the start of the file.
     let mut head = vec![0u8; 64 * 1024];
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).map_err(io_err(path, "read"))?;
@@ -433,7 +429,7 @@ pub fn run(
 
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err(&label, "pipe")(io::Error::from_raw_os_error(e as i32)))
+            .map_err(|e| io_err(&label, "pipe")(e.into()))
     };
     let (rd, wr) = pipe()?;
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR)
@@ -446,9 +442,7 @@ pub fn run(
     // would still point into the old one.
     let saved_cwd = sys::open(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
         .map_err(io_err(&label, "open working directory"))?;
-    nix::unistd::fchdir(root).map_err(|e| {
-        io_err(&label, "enter container root")(io::Error::from_raw_os_error(e as i32))
-    })?;
+    nix::unistd::fchdir(root).map_err(|e| io_err(&label, "enter container root")(e.into()))?;
 
     // New user, PID, IPC, mount, network and UTS namespaces: ldconfig is pid 1 of an
     // empty PID namespace, its capabilities hold only in its own user namespace (over

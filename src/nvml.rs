@@ -181,11 +181,11 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
     let lib_fd =
         crate::sys::open(lib, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(io_err("open"))?;
     let clib = CString::new(format!("/proc/self/fd/{}", lib_fd.as_raw_fd())).expect("no NUL");
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io_err("pipe")(io::Error::from_raw_os_error(e as i32)))?;
+    let (rd, wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
     // SAFETY: nvhook is single-threaded; the child runs plain code and leaves by _exit.
     let child = match unsafe { nix::unistd::fork() } {
-        Err(e) => return Err(io_err("fork")(io::Error::from_raw_os_error(e as i32))),
+        Err(e) => return Err(io_err("fork")(e.into())),
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Ok(nix::unistd::ForkResult::Child) => {
             drop(rd);

@@ -47,10 +47,6 @@ fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn nix_err(e: nix::Error) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
-}
-
 /// `openat2(2)`; retried on `EAGAIN`, which the kernel returns when a rename raced
 /// the scoped lookup.
 pub fn openat2(
@@ -70,7 +66,7 @@ pub fn openat2(
     for _ in 0..16 {
         match nix::fcntl::openat2(dir, path, how()) {
             Err(nix::Error::EAGAIN) => continue,
-            other => return other.map_err(nix_err),
+            other => return other.map_err(io::Error::from),
         }
     }
     Err(io::Error::from_raw_os_error(libc::EAGAIN))
@@ -83,16 +79,16 @@ pub fn open(path: &Path, flags: i32) -> io::Result<OwnedFd> {
         nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC),
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(nix_err)
+    .map_err(io::Error::from)
 }
 
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    nix::sys::stat::fstat(fd).map_err(nix_err)
+    nix::sys::stat::fstat(fd).map_err(io::Error::from)
 }
 
 /// `fstatat(2)` of `path` under `dir`, following a final link (an nsfs link, here).
 pub fn fstatat(dir: BorrowedFd<'_>, path: &Path) -> io::Result<libc::stat> {
-    nix::sys::stat::fstatat(dir, path, nix::fcntl::AtFlags::empty()).map_err(nix_err)
+    nix::sys::stat::fstatat(dir, path, nix::fcntl::AtFlags::empty()).map_err(io::Error::from)
 }
 
 /// Whether this process may access the file `fd` refers to with `mode` (`R_OK`,
@@ -168,21 +164,21 @@ pub fn move_mount_to(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<
 /// Detaches the mount whose root `mnt` refers to (lazily, so a busy mount goes too).
 pub fn umount_fd(mnt: BorrowedFd<'_>) -> io::Result<()> {
     let p = format!("/proc/self/fd/{}", mnt.as_raw_fd());
-    nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH).map_err(nix_err)
+    nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
 /// Joins the mount namespace `ns` refers to. The caller must be single-threaded.
 pub fn setns_mnt(ns: BorrowedFd<'_>) -> io::Result<()> {
-    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(nix_err)
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(io::Error::from)
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     nix::sys::stat::mkdirat(dir, name, nix::sys::stat::Mode::from_bits_retain(mode))
-        .map_err(nix_err)
+        .map_err(io::Error::from)
 }
 
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    nix::unistd::symlinkat(target, dir, name).map_err(nix_err)
+    nix::unistd::symlinkat(target, dir, name).map_err(io::Error::from)
 }
 
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<()> {
@@ -191,7 +187,7 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, dirflag: bool) -> io::Result<(
     } else {
         nix::unistd::UnlinkatFlags::NoRemoveDir
     };
-    nix::unistd::unlinkat(dir, name, flags).map_err(nix_err)
+    nix::unistd::unlinkat(dir, name, flags).map_err(io::Error::from)
 }
 
 /// `renameat(2)`: atomically replaces `to` (a file or link, never written through).
@@ -201,7 +197,7 @@ pub fn renameat(
     to_dir: BorrowedFd<'_>,
     to: &CStr,
 ) -> io::Result<()> {
-    nix::fcntl::renameat(from_dir, from, to_dir, to).map_err(nix_err)
+    nix::fcntl::renameat(from_dir, from, to_dir, to).map_err(io::Error::from)
 }
 
 /// The target of symlink `name` in `dir`.
@@ -209,7 +205,7 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     use std::os::unix::ffi::OsStringExt;
     nix::fcntl::readlinkat(dir, name)
         .map(OsStringExt::into_vec)
-        .map_err(nix_err)
+        .map_err(io::Error::from)
 }
 
 /// The names in directory `dir` (an fd opened with `O_RDONLY | O_DIRECTORY`) that
@@ -222,14 +218,14 @@ pub fn read_dir(
 ) -> io::Result<Vec<Vec<u8>>> {
     // The listing owns its descriptor: a duplicate, from the directory's start.
     let dup = dir.try_clone_to_owned()?;
-    nix::unistd::lseek(&dup, 0, nix::unistd::Whence::SeekSet).map_err(nix_err)?;
-    let mut d = nix::dir::Dir::from_fd(dup).map_err(nix_err)?;
+    nix::unistd::lseek(&dup, 0, nix::unistd::Whence::SeekSet).map_err(io::Error::from)?;
+    let mut d = nix::dir::Dir::from_fd(dup).map_err(io::Error::from)?;
     let mut out = Vec::new();
     for (n, e) in d.iter().enumerate() {
         if n >= max {
             return Err(io::Error::from_raw_os_error(libc::E2BIG));
         }
-        let e = e.map_err(nix_err)?;
+        let e = e.map_err(io::Error::from)?;
         let name = e.file_name().to_bytes();
         if name != b"." && name != b".." && keep(name) {
             out.push(name.to_vec());
@@ -241,7 +237,7 @@ pub fn read_dir(
 /// An anonymous, sealable in-memory file.
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(nix_err)
+    memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(io::Error::from)
 }
 
 /// The path the kernel knows for `fd` (`/proc/self/fd/N` read back).
