@@ -152,12 +152,6 @@ struct Dynamic {
     needed: Vec<String>,
 }
 
-/// The `DT_SONAME` of the ELF file `f`, if it is a little-endian shared object that
-/// names one.
-pub fn soname<F: FileExt>(f: &F) -> Option<String> {
-    dynamic_names(f)?.soname
-}
-
 fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
     let head = {
         let mut b = [0u8; 64];
@@ -279,6 +273,10 @@ fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn soname(f: &std::fs::File) -> Option<String> {
+        info(f)?.soname
+    }
 
     fn build(dir: &std::path::Path, name: &str, soname: Option<&str>, m32: bool) -> std::fs::File {
         build_with(dir, name, soname, m32, &[])
