@@ -205,6 +205,8 @@ pub struct Target<'a> {
     pub ldconfig_timeout: Duration,
     /// Run ldconfig in a user namespace of its own (`ldconfig-user-namespace`).
     pub ldconfig_userns: bool,
+    /// Where loaded cgroup v2 device programs are pinned for reuse (`device-program-cache`).
+    pub device_program_cache: Option<&'a Path>,
     pub faults: Faults,
 }
 
@@ -354,7 +356,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             }
             .into());
         }
-        cgroup::allow(&cg, &plan.cgroup)?;
+        cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?;
     }
     times.cgroup = clock.elapsed();
 

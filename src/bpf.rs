@@ -24,11 +24,13 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 const BPF_PROG_LOAD: i32 = 5;
+const BPF_OBJ_PIN: i32 = 6;
+const BPF_OBJ_GET: i32 = 7;
 const BPF_PROG_ATTACH: i32 = 8;
 const BPF_PROG_GET_FD_BY_ID: i32 = 13;
 const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
 const BPF_PROG_QUERY: i32 = 16;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+pub const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 const BPF_F_REPLACE: u32 = 4;
@@ -146,17 +148,18 @@ impl Attr {
     }
 }
 
-fn bpf(cmd: i32, attr: &mut Attr, what: &'static str) -> Result<i64> {
+fn raw(cmd: i32, attr: &mut Attr) -> io::Result<i64> {
     // SAFETY: attr is a zero-padded buffer at least as large as every command's struct.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
     if r < 0 {
-        Err(Error::Sys {
-            what,
-            source: io::Error::last_os_error(),
-        })
+        Err(io::Error::last_os_error())
     } else {
         Ok(r)
     }
+}
+
+fn bpf(cmd: i32, attr: &mut Attr, what: &'static str) -> Result<i64> {
+    raw(cmd, attr).map_err(|source| Error::Sys { what, source })
 }
 
 fn fd_of(r: i64) -> OwnedFd {
@@ -190,29 +193,60 @@ fn prog_fd(id: u32) -> Result<OwnedFd> {
 /// The program's instructions as the kernel holds them (for device programs, the
 /// same as loaded: no context rewriting or maps).
 fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
-    let mut info = [0u8; 256];
-    let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32)
-        .u32(4, info.len() as u32)
-        .u64(8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "read device program info")?;
-    let len = u32::from_ne_bytes(info[20..24].try_into().expect("4")) as usize;
-    if len == 0 || len % 8 != 0 || len > 1 << 20 {
-        return Err(Error::Sys {
-            what: "read device program (no instructions visible; is the hook root?)",
-            source: io::Error::from_raw_os_error(libc::EPERM),
-        });
+    // runc's programs are a few dozen instructions.
+    program_of(prog, 256)
+        .map(|(_, insns)| insns)
+        .map_err(|source| Error::Sys {
+            what: if source.raw_os_error() == Some(libc::EPERM) {
+                "read device program (no instructions visible; is the hook root?)"
+            } else {
+                "dump device program"
+            },
+            source,
+        })
+}
+
+/// A loaded program's type and instructions, from the kernel: one call when the program
+/// has at most `expect` instructions (the usual case, as the caller knows what it looks
+/// for), two otherwise.
+pub fn program_of(prog: &OwnedFd, expect: usize) -> io::Result<(u32, Vec<Insn>)> {
+    let mut insns = vec![Insn::default(); expect];
+    loop {
+        let mut info = [0u8; 256];
+        info[20..24].copy_from_slice(&((insns.len() * 8) as u32).to_ne_bytes());
+        info[32..40].copy_from_slice(&(insns.as_mut_ptr() as u64).to_ne_bytes());
+        let mut a = Attr::new();
+        a.u32(0, prog.as_raw_fd() as u32)
+            .u32(4, info.len() as u32)
+            .u64(8, info.as_mut_ptr() as u64);
+        raw(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+        let kind = u32::from_ne_bytes(info[0..4].try_into().expect("4"));
+        let len = u32::from_ne_bytes(info[20..24].try_into().expect("4")) as usize;
+        if len == 0 || len % 8 != 0 || len > 1 << 20 {
+            // No instructions shown: the caller lacks CAP_SYS_ADMIN (or the kernel hides them).
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        if len / 8 <= insns.len() {
+            insns.truncate(len / 8);
+            return Ok((kind, insns));
+        }
+        insns = vec![Insn::default(); len / 8];
     }
-    let mut insns = vec![Insn::default(); len / 8];
-    let mut info = [0u8; 256];
-    info[20..24].copy_from_slice(&(len as u32).to_ne_bytes());
-    info[32..40].copy_from_slice(&(insns.as_mut_ptr() as u64).to_ne_bytes());
+}
+
+/// `BPF_OBJ_GET`: the object pinned at `path`.
+pub fn obj_get(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     let mut a = Attr::new();
-    a.u32(0, prog.as_raw_fd() as u32)
-        .u32(4, info.len() as u32)
-        .u64(8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a, "dump device program")?;
-    Ok(insns)
+    a.u64(0, path.as_ptr() as u64);
+    raw(BPF_OBJ_GET, &mut a).map(fd_of)
+}
+
+/// `BPF_OBJ_PIN`: pins `prog` at `path` (on bpffs).
+pub fn obj_pin(prog: &OwnedFd, path: &std::ffi::CStr) -> io::Result<()> {
+    let mut a = Attr::new();
+    a.u64(0, path.as_ptr() as u64)
+        .u32(8, prog.as_raw_fd() as u32);
+    raw(BPF_OBJ_PIN, &mut a).map(drop)
 }
 
 fn load(insns: &[Insn]) -> Result<OwnedFd> {
@@ -250,7 +284,7 @@ fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> Result<OwnedFd> {
     let license = c"Apache";
     let name = b"nvhook_dev\0";
     let mut a = Attr::new();
-    a.u32(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+    a.u32(0, PROG_TYPE_CGROUP_DEVICE)
         .u32(4, insns.len() as u32)
         .u64(8, insns.as_ptr() as u64)
         .u64(16, license.as_ptr() as u64);
@@ -264,8 +298,14 @@ fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> Result<OwnedFd> {
 }
 
 /// Extends every device program attached to cgroup `dir` so the rules' devices are
-/// allowed. With no program attached, the cgroup allows every device already.
-pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
+/// allowed. With no program attached, the cgroup allows every device already. With a
+/// `cache`, a program loaded by an earlier start with the same instructions is attached
+/// instead of loading it again (see `bpf_cache`).
+pub fn allow_devices(
+    dir: &Path,
+    rules: &[CgroupRule],
+    cache: Option<&crate::bpf_cache::Cache>,
+) -> Result<()> {
     let cg =
         crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
             what: "open cgroup",
@@ -276,7 +316,7 @@ pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
         let old = prog_fd(id)?;
         let original = dump(&old)?;
         let insns = extend(rules, &original, id)?;
-        let new = load(&insns)?;
+        let new = load_cached(&insns, cache)?;
         let mut a = Attr::new();
         a.u32(0, cg.as_raw_fd() as u32)
             .u32(4, new.as_raw_fd() as u32)
@@ -293,6 +333,28 @@ pub fn allow_devices(dir: &Path, rules: &[CgroupRule]) -> Result<()> {
         bpf(BPF_PROG_ATTACH, &mut a, "replace device program")?;
     }
     Ok(())
+}
+
+/// The program for `insns`: the cache's when it holds exactly these, else loaded now
+/// (and pinned for the next start; a cache that fails only costs the load).
+fn load_cached(insns: &[Insn], cache: Option<&crate::bpf_cache::Cache>) -> Result<OwnedFd> {
+    use crate::bpf_cache::Lookup;
+    let Some(cache) = cache else {
+        return load(insns);
+    };
+    let stale = match cache.get(insns) {
+        Lookup::Hit(fd) => {
+            crate::log::debug("device program from the cache");
+            return Ok(fd);
+        }
+        Lookup::Miss => false,
+        Lookup::Stale => true,
+    };
+    let fd = load(insns)?;
+    if let Err(e) = cache.put(insns, &fd, stale) {
+        crate::log::warn(&e.to_string());
+    }
+    Ok(fd)
 }
 
 #[cfg(test)]

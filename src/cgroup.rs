@@ -201,8 +201,9 @@ pub fn for_pid(pid: i32) -> Result<DeviceCgroup> {
     locate(&pc, &mi, is_unified())
 }
 
-/// Allows the planned devices in the container's cgroup.
-pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule]) -> Result<()> {
+/// Allows the planned devices in the container's cgroup; on v2 through the device
+/// program cache at `program_cache`, when one is configured and usable.
+pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Path>) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
@@ -230,7 +231,18 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule]) -> Result<()> {
             Ok(())
         }
         DeviceCgroup::V2(dir) => {
-            crate::bpf::allow_devices(dir, rules).map_err(|source| Error::Bpf {
+            let cache = program_cache.and_then(|p| {
+                crate::bpf_cache::Cache::open(p)
+                    .map_err(|e| match e {
+                        // The default where no bpffs is mounted: nothing is wrong.
+                        crate::bpf_cache::Error::NotBpffs { .. } => {
+                            crate::log::info(&e.to_string())
+                        }
+                        e => crate::log::warn(&format!("{e}; loading without it")),
+                    })
+                    .ok()
+            });
+            crate::bpf::allow_devices(dir, rules, cache.as_ref()).map_err(|source| Error::Bpf {
                 path: dir.clone(),
                 source,
             })

@@ -142,6 +142,9 @@ pub struct Config {
     /// Seconds ldconfig may run before it is killed and the start fails.
     pub ldconfig_timeout: u64,
     pub no_cgroups: bool,
+    /// A bpffs directory where cgroup v2 device programs, once loaded, are pinned for
+    /// the next start with the same devices (empty: load every time).
+    pub device_program_cache: String,
     /// Skip all `NVIDIA_REQUIRE_*` checks (as `NVIDIA_DISABLE_REQUIRE` does per container).
     pub disable_require: bool,
     /// NVIDIA's policy keys for where a device list may come from (see `request::Policy`).
@@ -172,6 +175,7 @@ impl Default for Config {
             ldconfig_timeout: 30,
             ldconfig_user_namespace: true,
             no_cgroups: false,
+            device_program_cache: "/sys/fs/bpf/nvhook".into(),
             disable_require: false,
             accept_envvar_when_unprivileged: true,
             accept_volume_mounts: false,
@@ -226,6 +230,15 @@ impl Config {
                 ),
             }
         })?;
+        if !(self.device_program_cache.is_empty() || self.device_program_cache.starts_with('/')) {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "device-program-cache = {:?}: must be an absolute path, or \"\" for none",
+                    self.device_program_cache
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -396,6 +409,11 @@ impl Config {
         })
     }
 
+    /// The device program cache's directory; `None` when turned off.
+    pub fn device_program_cache(&self) -> Option<&Path> {
+        Some(Path::new(&self.device_program_cache)).filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// How long ldconfig may run (at least a second).
     pub fn ldconfig_deadline(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.ldconfig_timeout.max(1))
@@ -463,6 +481,19 @@ pub fn split_ldconfig(spec: &str) -> (bool, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_program_cache_is_absolute_or_off() {
+        let p = Path::new("c.toml");
+        assert_eq!(
+            Config::default().device_program_cache(),
+            Some(Path::new("/sys/fs/bpf/nvhook"))
+        );
+        let off = Config::parse("device-program-cache = \"\"", p).unwrap();
+        assert_eq!(off.device_program_cache(), None);
+        let e = Config::parse("device-program-cache = \"bpf/nvhook\"", p).unwrap_err();
+        assert!(e.to_string().contains("must be an absolute path"), "{e}");
+    }
 
     #[test]
     fn defaults_from_empty_file() {

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod bpf;
+pub mod bpf_cache;
 pub mod caps;
 pub mod cdi;
 pub mod cgroup;

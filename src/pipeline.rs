@@ -292,6 +292,7 @@ pub fn run_hook(
                 rootfs: &d.container.rootfs,
                 ldconfig_timeout: cfg.ldconfig_deadline(),
                 ldconfig_userns: cfg.ldconfig_user_namespace,
+                device_program_cache: cfg.device_program_cache(),
                 faults,
             },
         )?;
@@ -372,6 +373,7 @@ pub fn run_ldconfig_only(
             rootfs: &spec.rootfs,
             ldconfig_timeout: cfg.ldconfig_deadline(),
             ldconfig_userns: cfg.ldconfig_user_namespace,
+            device_program_cache: cfg.device_program_cache(),
             faults: apply::Faults::default(),
         },
     )?;

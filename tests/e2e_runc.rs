@@ -929,3 +929,108 @@ fn json_log_records_have_fields() {
     assert!(o.status.success());
     assert!(c2.log_text().trim().is_empty(), "{}", c2.log_text());
 }
+
+/// Unmounts a test's bpffs when dropped.
+struct BpfFs(tempfile::TempDir);
+
+impl BpfFs {
+    fn new() -> BpfFs {
+        let d = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a bpf filesystem (needs root)");
+        BpfFs(d)
+    }
+    fn pins(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.0.path().join("nvhook"))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// cgroup v2's device program, once loaded, is pinned and reused by the next start with
+/// the same devices; a program planted under its name (here: GPU 1's, renamed) is not
+/// used, it is replaced; a cache directory others can write is not used at all.
+#[test]
+fn v2_device_program_cache() {
+    let fs = BpfFs::new();
+    let cache = fs.0.path().join("nvhook");
+    let conf = format!("device-program-cache = \"{}\"", cache.display());
+    let start = |env: &str| {
+        let c = Container::new(Flavor::Debian, &[env], PROBE);
+        c.write_config(&conf);
+        let o = c.run(Cgroup::V2);
+        let (out, err) = text(&o);
+        let s = Seen {
+            out,
+            err,
+            ok: o.status.success(),
+        };
+        (c, s)
+    };
+    let hits = |c: &Container| {
+        c.log_text()
+            .matches("device program from the cache")
+            .count()
+    };
+
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert_gpus(&c, &s, &[0]);
+    assert_eq!(hits(&c), 0, "{}", c.log_text());
+    let gpu0 = fs.pins();
+    assert_eq!(gpu0.len(), 1, "one program pinned: {gpu0:?}");
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert_gpus(&c, &s, &[0]);
+    assert_eq!(hits(&c), 1, "the second start reuses it:\n{}", c.log_text());
+    assert_eq!(fs.pins(), gpu0);
+
+    // Another device list, another program.
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=1");
+    assert_gpus(&c, &s, &[1]);
+    assert_eq!(hits(&c), 0);
+    let gpu1: Vec<String> = fs
+        .pins()
+        .into_iter()
+        .filter(|p| !gpu0.contains(p))
+        .collect();
+    assert_eq!(gpu1.len(), 1, "{:?}", fs.pins());
+
+    // GPU 1's program under GPU 0's name: a start for GPU 0 must not attach it.
+    std::fs::rename(cache.join(&gpu1[0]), cache.join(&gpu0[0])).unwrap();
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert_gpus(&c, &s, &[0]);
+    assert_eq!(hits(&c), 0, "a planted program was used:\n{}", c.log_text());
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert_gpus(&c, &s, &[0]);
+    assert_eq!(hits(&c), 1, "the replaced pin is GPU 0's again");
+
+    // A directory others can write: no cache, a warning, the start still works.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let before = fs.pins();
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert_gpus(&c, &s, &[0]);
+    assert_eq!(hits(&c), 0);
+    assert!(
+        c.log_text().contains("writable by group or others"),
+        "{}",
+        c.log_text()
+    );
+    assert_eq!(fs.pins(), before);
+}

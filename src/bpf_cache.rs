@@ -1,0 +1,241 @@
+//! Loaded cgroup v2 device programs kept between container starts, pinned in bpffs.
+//!
+//! Loading the extended program (the verifier and the JIT over runc's instructions and
+//! nvhook's rules) is most of what a v2 start pays for its devices, and containers with
+//! the same device list get the same program. So a program, once loaded, is pinned under
+//! a name derived from its instructions, and the next start with the same instructions
+//! attaches the pinned one instead of loading it again.
+//!
+//! Nothing is trusted from the cache: a pinned program is used only if the kernel's own
+//! copy of its instructions equals, instruction for instruction, what nvhook would load
+//! now (a loaded program is immutable, and the check is made on the descriptor that is
+//! then attached). A name collision, a stale or planted program just misses. The
+//! directory must be on bpffs, owned by root and not writable by others, reached
+//! without a symbolic link; anything else turns the cache off for that start, with a
+//! warning, and the program is loaded as without it. Errors of the cache never fail a
+//! start.
+
+use crate::bpf::{self, Insn};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The most programs kept; past it the directory is emptied and refills with what is
+/// in use (a node runs few distinct device lists).
+pub const MAX_PINS: usize = 256;
+
+const BPF_FS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0xcafe_4a11);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("device program cache {path}: {what}: {source}")]
+    Sys {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("device program cache {path} is not on a bpf filesystem (mount one there, or set device-program-cache = \"\")")]
+    NotBpffs { path: PathBuf },
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An opened cache directory.
+pub struct Cache {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A pinned program with exactly these instructions.
+    Hit(OwnedFd),
+    /// None under the name: load, then `put`.
+    Miss,
+    /// Something else under the name (a collision, a program the kernel rewrote): load,
+    /// then `put` replaces it.
+    Stale,
+}
+
+impl Cache {
+    /// Opens (creating, mode 0700, when its parent is on bpffs) the cache directory.
+    pub fn open(path: &Path) -> Result<Cache> {
+        let err = |what| {
+            let path = path.to_path_buf();
+            move |source| Error::Sys { path, what, source }
+        };
+        let not_bpffs = || Error::NotBpffs { path: path.into() };
+        // Opened whole, without a symbolic link anywhere on the way; created (mode 0700)
+        // only in a parent that is on bpffs.
+        let open = |dir: BorrowedFd<'_>, p: &Path| {
+            crate::sys::openat2(
+                dir,
+                p,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+                crate::sys::RESOLVE_NO_SYMLINKS | crate::sys::RESOLVE_NO_MAGICLINKS,
+            )
+        };
+        let dir = match open(nix::fcntl::AT_FDCWD, path) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let parent = path.parent().unwrap_or(Path::new("/"));
+                let name = path.file_name().ok_or_else(not_bpffs)?;
+                let pfd = match open(nix::fcntl::AT_FDCWD, parent) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(not_bpffs()),
+                    r => r.map_err(err("open parent"))?,
+                };
+                if !on_bpffs(&pfd) {
+                    return Err(not_bpffs());
+                }
+                let cname = CString::new(name.as_encoded_bytes()).map_err(|_| not_bpffs())?;
+                match crate::sys::mkdirat(pfd.as_fd(), &cname, 0o700) {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                        return Err(err("create")(e))
+                    }
+                    _ => open(pfd.as_fd(), Path::new(name)).map_err(err("open"))?,
+                }
+            }
+            r => r.map_err(err("open"))?,
+        };
+        if !on_bpffs(&dir) {
+            return Err(not_bpffs());
+        }
+        let st = crate::sys::fstat(dir.as_fd()).map_err(err("stat"))?;
+        crate::trust::check_entry("device program cache", path, dir.as_fd(), &st, false)?;
+        Ok(Cache {
+            dir,
+            path: path.into(),
+        })
+    }
+
+    /// The pinned program for `insns`, if its instructions are exactly these.
+    pub fn get(&self, insns: &[Insn]) -> Lookup {
+        let Ok(fd) = bpf::obj_get(&self.pin_path(insns)) else {
+            return Lookup::Miss;
+        };
+        match bpf::program_of(&fd, insns.len()) {
+            Ok((bpf::PROG_TYPE_CGROUP_DEVICE, held)) if held == insns => Lookup::Hit(fd),
+            _ => Lookup::Stale,
+        }
+    }
+
+    /// Pins `prog` (loaded from `insns`) for the next start, replacing a stale entry.
+    pub fn put(&self, insns: &[Insn], prog: &OwnedFd, stale: bool) -> Result<()> {
+        let name = name_of(insns);
+        let cname = CString::new(name.as_str()).expect("no NUL in a hex name");
+        if stale {
+            let _ = crate::sys::unlinkat(self.dir.as_fd(), &cname, false);
+        } else {
+            self.make_room()?;
+        }
+        match bpf::obj_pin(prog, &self.pin_path(insns)) {
+            // Another start pinned the same instructions meanwhile: as good.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            r => r.map_err(|source| Error::Sys {
+                path: self.path.join(&name),
+                what: "pin",
+                source,
+            }),
+        }
+    }
+
+    /// Empties the directory when it holds `MAX_PINS` programs.
+    fn make_room(&self) -> Result<()> {
+        let names =
+            crate::sys::read_dir(self.dir.as_fd(), MAX_PINS + 1, &|n| n.starts_with(b"dev-"))
+                .map_err(|source| Error::Sys {
+                    path: self.path.clone(),
+                    what: "list",
+                    source,
+                })?;
+        if names.len() >= MAX_PINS {
+            for n in names {
+                if let Ok(c) = CString::new(n) {
+                    let _ = crate::sys::unlinkat(self.dir.as_fd(), &c, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pin's path through the opened directory, so nothing on the way is looked up
+    /// again by name (the bpf calls take a path, not a directory descriptor, on the
+    /// kernels nvhook supports).
+    fn pin_path(&self, insns: &[Insn]) -> CString {
+        CString::new(format!(
+            "/proc/self/fd/{}/{}",
+            self.dir.as_raw_fd(),
+            name_of(insns)
+        ))
+        .expect("no NUL in a number or a hex name")
+    }
+}
+
+fn on_bpffs(fd: &OwnedFd) -> bool {
+    nix::sys::statfs::fstatfs(fd).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// `dev-<FNV-1a of the instructions>-<count>`: a name to look under, not a proof (the
+/// instructions themselves are compared).
+pub fn name_of(insns: &[Insn]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in insns {
+        let mut b = [0u8; 8];
+        b[0] = i.code;
+        b[1] = i.regs;
+        b[2..4].copy_from_slice(&i.off.to_le_bytes());
+        b[4..8].copy_from_slice(&i.imm.to_le_bytes());
+        for x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("dev-{h:016x}-{}", insns.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_every_field_of_every_instruction() {
+        let base = bpf::allow_rules(&[(195, 0), (195, 255)]);
+        let name = name_of(&base);
+        assert!(name.starts_with("dev-") && name.ends_with(&format!("-{}", base.len())));
+        assert_eq!(name, name_of(&base.clone()));
+        for at in [0, base.len() / 2, base.len() - 1] {
+            for change in 0..4 {
+                let mut v = base.clone();
+                match change {
+                    0 => v[at].code ^= 1,
+                    1 => v[at].regs ^= 0x10,
+                    2 => v[at].off ^= 1,
+                    _ => v[at].imm ^= 1 << 20,
+                }
+                assert_ne!(name_of(&v), name, "change {change} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_directory_not_on_bpffs_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for p in [d.path().to_path_buf(), d.path().join("nvhook")] {
+            assert!(
+                matches!(Cache::open(&p), Err(Error::NotBpffs { .. })),
+                "{}",
+                p.display()
+            );
+        }
+        assert!(
+            !d.path().join("nvhook").exists(),
+            "nothing created off bpffs"
+        );
+        assert!(matches!(
+            Cache::open(Path::new("/nonexistent-nvhook/x")),
+            Err(Error::NotBpffs { .. })
+        ));
+    }
+}
