@@ -1,40 +1,20 @@
 //! nvhook: gives OCI containers their NVIDIA GPUs.
 //!
-//! The pipeline (see `pipeline`): the container's state and config.json become a
-//! [`request::Request`], the host driver is discovered into a [`driver::Driver`], the
-//! two make a [`plan::Plan`] (pure data), and [`apply`] executes the plan inside the
-//! container's mount namespace with kernel-scoped path resolution.
+//! The tree is the pipeline (ARCHITECTURE.md draws it): [`container`] reads what the
+//! container asks for, [`host`] discovers what the host's driver offers, [`plan`] turns
+//! the two into pure data, and [`apply`] carries the plan out inside the container's
+//! mount namespace with kernel-scoped path resolution. [`pipeline`] runs the stages in
+//! that order for the hook; [`engines`] holds what sits around it (the shim's edit,
+//! installers, CDI). [`common`] is the low-level code all of them share. Dependencies
+//! point one way only, down that list (checked by `tests/layout.rs`).
 
 pub mod apply;
-pub mod bpf;
-pub mod bpf_cache;
-pub mod caps;
-pub mod cdi;
-pub mod cgroup;
-pub mod config;
-pub mod containerd_config;
-pub mod driver;
-pub mod elf;
-pub mod image;
-pub mod install;
-pub mod ldcache;
-pub mod ldcache_update;
-pub mod ldcache_write;
-pub mod ldconfig;
-pub mod log;
-pub mod nvml;
+pub mod common;
+pub mod container;
+pub mod engines;
+pub mod host;
 pub mod pipeline;
 pub mod plan;
-pub mod procfs;
-pub mod request;
-pub mod require;
-pub mod rootfs;
-pub mod spec_edit;
-pub mod state;
-pub mod sys;
-pub mod trust;
-pub mod unified_diff;
-pub mod userns;
 
 /// nvhook's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,14 +1,19 @@
-//! The hook's pipeline end to end: state → spec → request → driver → plan → apply.
-//! Binaries call these; each phase's error says which phase failed.
+//! Stage 5, the hook's pipeline end to end: state → spec → request → driver → plan →
+//! apply, and the CDI spec's hook (the loader cache update alone). Binaries call these;
+//! each phase's error says which phase failed.
+//!
+//! Takes: the configuration and the runtime's state. Gives: the decision (what was
+//! asked, the plan) and the phases' timings, for the log. Uses every stage but
+//! `engines`.
 
 use crate::apply::{self, Timings};
-use crate::config::Config;
-use crate::driver::{self, Driver, Roots};
-use crate::image;
+use crate::common::rootfs::{self, Root};
+use crate::container::config::Config;
+use crate::container::image;
+use crate::container::request::{self, Request};
+use crate::container::state::{self, Spec, State};
+use crate::host::driver::{self, Driver, Roots};
 use crate::plan::{self, Plan};
-use crate::request::{self, Request};
-use crate::rootfs::{self, Root};
-use crate::state::{self, Spec, State};
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -38,13 +43,13 @@ pub enum Error {
     #[error(transparent)]
     Apply(#[from] apply::Error),
     #[error(transparent)]
-    Require(#[from] crate::require::Error),
+    Require(#[from] crate::container::require::Error),
     #[error(transparent)]
-    Nvml(#[from] crate::nvml::Error),
+    Nvml(#[from] crate::host::nvml::Error),
     #[error("requirements need NVML, but the driver has no libnvidia-ml.so")]
     NoNvml,
     #[error(transparent)]
-    Config(#[from] crate::config::Error),
+    Config(#[from] crate::container::config::Error),
     #[error("the CDI spec was generated for driver {spec}, but the host runs driver {host}: regenerate it (nvhook cdi generate --output /var/run/cdi/nvidia.json, or enable the nvhook-cdi-refresh units)")]
     StaleSpec { spec: String, host: String },
 }
@@ -84,7 +89,7 @@ pub struct Decision {
     pub container: ContainerInfo,
     pub request: Option<Request>,
     /// The `NVIDIA_REQUIRE_*` constraints checked (all held, or there is no plan).
-    pub requirements: Vec<crate::require::Requirement>,
+    pub requirements: Vec<crate::container::require::Requirement>,
     pub plan: Option<Plan>,
 }
 
@@ -130,13 +135,16 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
     // NVML is asked at most once: for MIG UUIDs here, and its answer reused below for
     // requirements that need its facts.
     let mut nvml = None;
-    if let crate::request::Devices::List(ids) = &req.devices {
-        if ids.iter().any(|i| crate::request::is_mig_uuid(i)) {
+    if let crate::container::request::Devices::List(ids) = &req.devices {
+        if ids
+            .iter()
+            .any(|i| crate::container::request::is_mig_uuid(i))
+        {
             nvml = Some(fill_mig_uuids(&mut driver)?);
         }
     }
     for w in &driver.warnings {
-        crate::log::warn(w);
+        crate::common::log::warn(w);
     }
     times.discover = clock.elapsed();
     let clock = Instant::now();
@@ -152,13 +160,13 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
         &plan::Options {
             ldconfig: cfg.ldconfig_for_plan()?.to_owned(),
             no_cgroups: cfg.no_cgroups || rootless_without_device_cgroup(),
-            ld_cache_by_nvhook: cfg.ld_cache == crate::config::LdCache::Nvhook,
+            ld_cache_by_nvhook: cfg.ld_cache == crate::container::config::LdCache::Nvhook,
         },
     )?;
     let requirements = if cfg.disable_require {
         Vec::new()
     } else {
-        crate::require::from_env(&spec.source.env, req.legacy_cuda)?
+        crate::container::require::from_env(&spec.source.env, req.legacy_cuda)?
     };
     if !requirements.is_empty() {
         check_requirements(&requirements, &driver, &plan, nvml)?;
@@ -177,10 +185,10 @@ pub fn decide(cfg: &Config, state: &State, times: &mut PhaseTimes) -> Result<Dec
 /// capabilities, and the engine set none up. Access is then the host's device node
 /// permissions, which the bind mounts keep.
 fn rootless_without_device_cgroup() -> bool {
-    if crate::userns::is_initial() {
+    if crate::common::userns::is_initial() {
         return false;
     }
-    crate::log::debug(
+    crate::common::log::debug(
         "device cgroup left alone: nvhook runs in a user namespace (rootless), where no device cgroup can be changed",
     );
     true
@@ -192,23 +200,29 @@ const NVML_TIMEOUT: Duration = Duration::from_secs(10);
 /// Asks the driver's own `libnvidia-ml.so` (see `nvml`).
 fn ask_nvml(
     driver: &Driver,
-    bus: &[crate::procfs::BusId],
+    bus: &[crate::host::procfs::BusId],
     migs: bool,
-) -> Result<crate::nvml::Answer> {
+) -> Result<crate::host::nvml::Answer> {
     let lib = driver
         .libraries
         .iter()
         .find(|l| {
-            l.arch == crate::ldcache::Arch::X8664 && l.file_name.starts_with("libnvidia-ml.so.")
+            l.arch == crate::host::ldcache::Arch::X8664
+                && l.file_name.starts_with("libnvidia-ml.so.")
         })
         .ok_or(Error::NoNvml)?;
-    Ok(crate::nvml::query(&lib.host_path, bus, migs, NVML_TIMEOUT)?)
+    Ok(crate::host::nvml::query(
+        &lib.host_path,
+        bus,
+        migs,
+        NVML_TIMEOUT,
+    )?)
 }
 
 /// MIG UUIDs are known only to NVML: ask it (unprivileged child, timeout) about every
 /// GPU and attach them to the MIG devices found in `/proc`. Returns NVML's answer.
-pub fn fill_mig_uuids(driver: &mut Driver) -> Result<crate::nvml::Answer> {
-    let bus: Vec<crate::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
+pub fn fill_mig_uuids(driver: &mut Driver) -> Result<crate::host::nvml::Answer> {
+    let bus: Vec<crate::host::procfs::BusId> = driver.gpus.iter().map(|g| g.bus_id).collect();
     let a = ask_nvml(driver, &bus, true)?;
     for (gpu_i, gi, ci, uuid) in &a.migs {
         let (gpu_i, gi, ci) = (*gpu_i, *gi, *ci);
@@ -230,18 +244,18 @@ pub fn fill_mig_uuids(driver: &mut Driver) -> Result<crate::nvml::Answer> {
 /// when a requirement needs a fact that `/proc` does not give, and only if `nvml` does not
 /// already hold its answer (about every GPU).
 fn check_requirements(
-    reqs: &[crate::require::Requirement],
+    reqs: &[crate::container::require::Requirement],
     driver: &Driver,
     plan: &Plan,
-    nvml: Option<crate::nvml::Answer>,
+    nvml: Option<crate::host::nvml::Answer>,
 ) -> Result<()> {
-    use crate::require::{Facts, GpuFacts};
+    use crate::container::require::{Facts, GpuFacts};
     let mut facts = Facts {
         driver: driver.version.clone(),
         ..Default::default()
     };
-    let bus: Vec<crate::procfs::BusId> = plan.gpus.iter().map(|g| g.bus_id).collect();
-    if crate::require::needs_nvml(reqs) {
+    let bus: Vec<crate::host::procfs::BusId> = plan.gpus.iter().map(|g| g.bus_id).collect();
+    if crate::container::require::needs_nvml(reqs) {
         let a = match nvml {
             Some(a) => a,
             None => ask_nvml(driver, &bus, false)?,
@@ -271,7 +285,7 @@ fn check_requirements(
             })
             .collect();
     }
-    crate::require::check(reqs, &facts)?;
+    crate::container::require::check(reqs, &facts)?;
     Ok(())
 }
 
@@ -356,7 +370,7 @@ pub fn run_ldconfig_only(
         }
     }
     let mut l = plan::Ldconfig::new(cfg.ldconfig_for_plan()?, folders.to_vec());
-    if cfg.ld_cache == crate::config::LdCache::Nvhook {
+    if cfg.ld_cache == crate::container::config::LdCache::Nvhook {
         // the engine mounted the files: nvhook reads their names where it put them
         l.by_nvhook = true;
         l.driver_named = folders.to_vec();

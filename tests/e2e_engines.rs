@@ -148,7 +148,7 @@ fn podman_cdi() {
         "nvhook cdi generate",
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec.0).unwrap()).unwrap();
-    nvhook::cdi::validate(&v).unwrap();
+    nvhook::engines::cdi::validate(&v).unwrap();
     // the CDI project's own JSON schema
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cdi-schema/validate.py");
     let o = Command::new("/usr/bin/python3")
@@ -530,7 +530,7 @@ fn containerd_install_keeps_the_node() {
             if case == "stock" && !set_default {
                 eprintln!(
                     "containerd config dump, stock config, before and after install:\n{}",
-                    nvhook::unified_diff::unified("before", "after", &before, &after)
+                    nvhook::engines::unified_diff::unified("before", "after", &before, &after)
                 );
             }
             let mut a = dump_table(&after);
@@ -860,7 +860,7 @@ fn cdi_refresh_unit_command_works() {
         .unwrap();
     ok(&o, "the unit's ExecStart");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    nvhook::cdi::validate(&v).unwrap();
+    nvhook::engines::cdi::validate(&v).unwrap();
     assert_eq!(
         v["containerEdits"]["hooks"][0]["path"].as_str(),
         bin.to_str()

@@ -218,7 +218,7 @@ fn hostile_image_cache() {
             c.log_text()
         );
         let now = std::fs::read(&cache).unwrap();
-        assert!(nvhook::ldcache::parse(&now).is_ok(), "{what}");
+        assert!(nvhook::host::ldcache::parse(&now).is_ok(), "{what}");
     }
     // Not a file: never opened (a device's open can act, a FIFO's can hang), and the
     // start fails in one line naming it

@@ -7,11 +7,11 @@
 //! command line, as nvhook runs it. The container test in e2e_hosts.rs runs the loader
 //! itself over both.
 
-use nvhook::elf;
-use nvhook::ldcache_update::{self, Mounted, Update};
-use nvhook::ldcache_write;
+use nvhook::apply::ldcache_update::{self, Mounted, Update};
+use nvhook::apply::ldcache_write;
+use nvhook::common::rootfs::Root;
+use nvhook::host::elf;
 use nvhook::plan::Symlink;
-use nvhook::rootfs::Root;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -39,7 +39,7 @@ fn ldconfig() -> &'static str {
         "/usr/sbin/ldconfig",
     ] {
         if Path::new(p).is_file()
-            && std::fs::read(p).is_ok_and(|b| nvhook::ldconfig::is_static_elf(&b))
+            && std::fs::read(p).is_ok_and(|b| nvhook::host::elf::is_static_elf(&b))
         {
             return p;
         }
@@ -382,7 +382,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         );
         // the discovery reader reads the written cache too (it lists glibc's kinds)
         assert_eq!(
-            nvhook::ldcache::parse(&std::fs::read(a.join("etc/ld.so.cache")).unwrap())
+            nvhook::host::ldcache::parse(&std::fs::read(a.join("etc/ld.so.cache")).unwrap())
                 .unwrap()
                 .len(),
             ca.entries

@@ -3,8 +3,11 @@
 //! cases per property) so they run in CI; `scripts/fuzz.sh` runs the coverage-guided
 //! counterparts for longer.
 
-use nvhook::config::{Config, Stage};
-use nvhook::{cgroup, ldcache, ldcache_write, procfs, request, spec_edit, state};
+use nvhook::apply::{cgroup, ldcache_write};
+use nvhook::container::config::{Config, Stage};
+use nvhook::container::{request, state};
+use nvhook::engines::spec_edit;
+use nvhook::host::{ldcache, procfs};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -53,7 +56,7 @@ proptest! {
     fn elf_any_bytes(b in proptest::collection::vec(any::<u8>(), 0..256)) {
         let mut v = b"\x7fELF\x02\x01\x01".to_vec();
         v.extend(b);
-        let _ = nvhook::elf::info(&Bytes(v));
+        let _ = nvhook::host::elf::info(&Bytes(v));
     }
 
     #[test]
@@ -65,7 +68,7 @@ proptest! {
             let n = v.len();
             v[i % n] = x;
         }
-        let _ = nvhook::elf::info(&Bytes(v));
+        let _ = nvhook::host::elf::info(&Bytes(v));
     }
 
     #[test]
@@ -172,13 +175,13 @@ proptest! {
 
     #[test]
     fn requirements_any(s in "[a-zA-Z0-9.,=<>! ]{0,60}", cuda in "[0-9]{1,2}\\.[0-9]", arch in "[0-9]\\.[0-9]") {
-        if let Ok(r) = nvhook::require::Requirement::parse("NVIDIA_REQUIRE_X", &s) {
-            let facts = nvhook::require::Facts {
+        if let Ok(r) = nvhook::container::require::Requirement::parse("NVIDIA_REQUIRE_X", &s) {
+            let facts = nvhook::container::require::Facts {
                 cuda: Some(cuda),
                 driver: "550.54.14".into(),
-                gpus: vec![nvhook::require::GpuFacts { bus_id: "0000:01:00.0".into(), arch: Some(arch), brand: Some("tesla".into()) }],
+                gpus: vec![nvhook::container::require::GpuFacts { bus_id: "0000:01:00.0".into(), arch: Some(arch), brand: Some("tesla".into()) }],
             };
-            let _ = nvhook::require::check(&[r], &facts);
+            let _ = nvhook::container::require::check(&[r], &facts);
         }
     }
 
@@ -193,7 +196,7 @@ proptest! {
         let env = vec![format!("NVIDIA_VISIBLE_DEVICES={ids}")];
         if let Ok(Some(req)) = request::Request::from_env(&env) {
             let opts = nvhook::plan::Options { ldconfig: "@/sbin/ldconfig".into(), no_cgroups: false, ld_cache_by_nvhook: true };
-            let _ = nvhook::plan::build(&req, &Default::default(), &nvhook::plan::ImageFacts::debian(), &opts);
+            let _ = nvhook::plan::build(&req, &Default::default(), &nvhook::container::image::ImageFacts::debian(), &opts);
         }
     }
 

@@ -2,8 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use nvhook::config::{Config, Level};
-use nvhook::driver::Driver;
+use nvhook::common::log::Level;
+use nvhook::container::config::Config;
+use nvhook::host::driver::Driver;
 use nvhook::pipeline;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -126,7 +127,7 @@ enum CdiHookCommand {
 #[derive(clap::Args)]
 struct InstallArgs {
     /// docker, containerd, crio or podman (podman also covers CRI-O's hooks.d mode).
-    engine: nvhook::install::Engine,
+    engine: nvhook::engines::install::Engine,
     /// Print what would change, as a diff; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -152,7 +153,7 @@ struct InstallArgs {
     #[arg(long)]
     nvhook_config: Option<PathBuf>,
     /// The runtime's name in the engine (and RuntimeClass handler).
-    #[arg(long, default_value = nvhook::install::RUNTIME_NAME)]
+    #[arg(long, default_value = nvhook::engines::install::RUNTIME_NAME)]
     runtime_name: String,
     /// Make it the engine's default runtime (Docker, containerd).
     #[arg(long)]
@@ -170,7 +171,7 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     // Its own user namespace, read while `/proc` is surely the host's.
-    nvhook::userns::init();
+    nvhook::common::userns::init();
     if let Err(e) = run(cli) {
         let msg = one_line(&e);
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
@@ -246,9 +247,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     let loaded = Config::load(cli.config.as_deref())?;
     let cfg = loaded.config.clone();
-    nvhook::log::init(&cfg.log, "nvhook");
+    nvhook::common::log::init(&cfg.log, "nvhook");
     for w in &loaded.warnings {
-        nvhook::log::warn(w);
+        nvhook::common::log::warn(w);
     }
     match cli.command {
         Command::Prestart { state, fail_at } => {
@@ -280,7 +281,8 @@ fn run(cli: Cli) -> Result<()> {
                     state,
                 },
         } => {
-            nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
+            nvhook::apply::caps::limit_to(nvhook::apply::caps::HOOK)
+                .context("cannot drop capabilities")?;
             let state = pipeline::read_state(state.as_deref())?;
             if let Some(v) = &driver_version {
                 pipeline::check_driver_version(&cfg, v)
@@ -348,7 +350,7 @@ fn cdi_list(spec: Option<PathBuf>) -> Result<()> {
         .with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    for name in nvhook::cdi::device_names(&v)? {
+    for name in nvhook::engines::cdi::device_names(&v)? {
         println!("{name}");
     }
     Ok(())
@@ -368,9 +370,9 @@ fn cdi_generate(
             eprintln!("nvhook: warning: no MIG UUIDs in the spec: {e}");
         }
     }
-    let spec = nvhook::cdi::generate(
+    let spec = nvhook::engines::cdi::generate(
         &driver,
-        &nvhook::cdi::Options {
+        &nvhook::engines::cdi::Options {
             hook_path: hook_path.display().to_string(),
             config_path: config_path.map(|p| {
                 std::path::absolute(p)
@@ -381,17 +383,17 @@ fn cdi_generate(
             driver_root: cfg.driver_root.clone(),
         },
     );
-    nvhook::cdi::validate(&spec)?;
+    nvhook::engines::cdi::validate(&spec)?;
     let text = format!("{}\n", serde_json::to_string_pretty(&spec)?);
     match output {
         None => print!("{text}"),
         Some(path) => {
-            let change = nvhook::install::Change {
+            let change = nvhook::engines::install::Change {
                 path: path.clone(),
                 old: None,
                 new: Some(text),
             };
-            nvhook::install::apply(&[change])?;
+            nvhook::engines::install::apply(&[change])?;
             eprintln!("nvhook: wrote {}", path.display());
         }
     }
@@ -399,14 +401,14 @@ fn cdi_generate(
 }
 
 fn install(a: InstallArgs, remove: bool) -> Result<()> {
-    let d = nvhook::install::Paths::default();
+    let d = nvhook::engines::install::Paths::default();
     // An engine must be pointed at binaries that exist (uninstall only matches names).
     let (runtime_path, hook_path) = if remove {
         (
             a.runtime_path.unwrap_or(d.runtime_path),
             a.hook_path.unwrap_or(d.hook_path),
         )
-    } else if a.engine == nvhook::install::Engine::Podman {
+    } else if a.engine == nvhook::engines::install::Engine::Podman {
         (
             d.runtime_path,
             installed("nvhook", a.hook_path, "--hook-path")?,
@@ -417,7 +419,7 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
             d.hook_path,
         )
     };
-    let paths = nvhook::install::Paths {
+    let paths = nvhook::engines::install::Paths {
         runtime_path,
         hook_path,
         docker_config: a.docker_config.unwrap_or(d.docker_config),
@@ -427,27 +429,27 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
         hooks_dir: a.hooks_dir.unwrap_or(d.hooks_dir),
         nvhook_config: a.nvhook_config,
     };
-    let opts = nvhook::install::Options {
+    let opts = nvhook::engines::install::Options {
         runtime_name: a.runtime_name,
         set_default: a.set_as_default,
         force: a.force,
     };
     let changes = if remove {
-        nvhook::install::uninstall(a.engine, &paths, &opts)?
+        nvhook::engines::install::uninstall(a.engine, &paths, &opts)?
     } else {
-        nvhook::install::install(a.engine, &paths, &opts)?
+        nvhook::engines::install::install(a.engine, &paths, &opts)?
     };
     if changes.is_empty() {
         println!("nvhook: nothing to change");
         return Ok(());
     }
     for c in &changes {
-        print!("{}", nvhook::install::diff(c));
+        print!("{}", nvhook::engines::install::diff(c));
     }
-    if !remove && a.engine == nvhook::install::Engine::Containerd {
+    if !remove && a.engine == nvhook::engines::install::Engine::Containerd {
         // containerd's own view of the result, where containerd is installed
         if let Some(c) = changes.iter().find(|c| c.path == paths.containerd_config) {
-            if !nvhook::install::verify_containerd(c, &paths, &opts)? {
+            if !nvhook::engines::install::verify_containerd(c, &paths, &opts)? {
                 println!("nvhook: containerd is not installed here: the result was not checked with `containerd config dump`");
             }
         }
@@ -456,11 +458,11 @@ fn install(a: InstallArgs, remove: bool) -> Result<()> {
         println!("nvhook: dry run, nothing written");
         return Ok(());
     }
-    nvhook::install::apply(&changes)?;
+    nvhook::engines::install::apply(&changes)?;
     println!(
         "nvhook: {} file(s) written (previous versions kept as *.nvhook.bak); {}",
         changes.len(),
-        nvhook::install::restart_hint(a.engine)
+        nvhook::engines::install::restart_hint(a.engine)
     );
     Ok(())
 }
@@ -473,7 +475,7 @@ fn hook(
 ) -> Result<()> {
     let clock = Instant::now();
     // Least privilege: keep only what the phases below need (see caps::HOOK).
-    nvhook::caps::limit_to(nvhook::caps::HOOK).context("cannot drop capabilities")?;
+    nvhook::apply::caps::limit_to(nvhook::apply::caps::HOOK).context("cannot drop capabilities")?;
     let state = pipeline::read_state(state.as_deref())?;
     let (d, t) = pipeline::run_hook(cfg, &state, faults)
         .with_context(|| format!("container {}", state.id))?;
@@ -492,7 +494,7 @@ fn hook(
             );
         }
     }
-    if nvhook::log::enabled(Level::Debug) {
+    if nvhook::common::log::enabled(Level::Debug) {
         let us = |d: std::time::Duration| d.as_micros() as u64;
         tracing::debug!(
             container = id,

@@ -4,8 +4,8 @@
 
 mod args;
 
-use nvhook::config::{Config, Loaded};
-use nvhook::spec_edit::{self, HookEntry};
+use nvhook::container::config::{Config, Loaded};
+use nvhook::engines::spec_edit::{self, HookEntry};
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -103,7 +103,7 @@ fn report(p: &args::Parsed, level: &str, msg: &str) {
         _ => eprintln!("nvhook-runtime: {level}: {msg}"),
     }
     let Some(log) = &p.log else { return };
-    let time = nvhook::log::rfc3339(std::time::SystemTime::now());
+    let time = nvhook::common::log::rfc3339(std::time::SystemTime::now());
     let line = if p.log_json {
         format!(
             "{}\n",
@@ -149,12 +149,12 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<&'static str, String> {
         .config
         .policy()
         .map_err(|e| format!("configuration: {e}"))?;
-    if !nvhook::request::Source::from_config(&spec).wants_gpus(&policy) {
+    if !nvhook::container::request::Source::from_config(&spec).wants_gpus(&policy) {
         return Ok("left alone: no GPU request");
     }
     let path = hook_path(loaded)?;
     // The hook runs as root on every start: refuse one someone else could have replaced.
-    nvhook::trust::check_root_owned("hook", &path).map_err(|e| e.to_string())?;
+    nvhook::common::trust::check_root_owned("hook", &path).map_err(|e| e.to_string())?;
     let stage = loaded.config.runtime.stage;
     let mut args = vec!["nvhook".to_string()];
     if let Some(c) = &loaded.path {
@@ -165,9 +165,9 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<&'static str, String> {
     // The hook's environment is explicit (never the runtime's or the image's); the
     // operator's one-run level override is passed on, when it names a level.
     let mut env = vec![HOOK_PATH_ENV.to_string()];
-    if let Ok(level) = std::env::var(nvhook::log::LEVEL_ENV) {
-        if nvhook::log::level_named(&level).is_some() {
-            env.push(format!("{}={level}", nvhook::log::LEVEL_ENV));
+    if let Ok(level) = std::env::var(nvhook::common::log::LEVEL_ENV) {
+        if nvhook::common::log::level_named(&level).is_some() {
+            env.push(format!("{}={level}", nvhook::common::log::LEVEL_ENV));
         }
     }
     let entry = HookEntry {
@@ -187,16 +187,16 @@ fn add_hook(bundle: &Path, loaded: &Loaded) -> Result<&'static str, String> {
 
 /// A debug record of what the shim did, in nvhook's log (`[log]`, or
 /// `/var/log/nvhook.log`), when the level is debug. Never fails the call.
-fn debug_record(cfg: &nvhook::config::LogConfig, fields: &[(&str, serde_json::Value)]) {
-    if nvhook::log::effective_level(cfg) < nvhook::config::Level::Debug {
+fn debug_record(cfg: &nvhook::common::log::LogConfig, fields: &[(&str, serde_json::Value)]) {
+    if nvhook::common::log::effective_level(cfg) < nvhook::common::log::Level::Debug {
         return;
     }
-    let Some(mut f) = nvhook::log::open_file(cfg, "nvhook-runtime") else {
+    let Some(mut f) = nvhook::common::log::open_file(cfg, "nvhook-runtime") else {
         return;
     };
-    let line = nvhook::log::format_record(
+    let line = nvhook::common::log::format_record(
         cfg.format,
-        nvhook::config::Level::Debug,
+        nvhook::common::log::Level::Debug,
         "nvhook-runtime",
         "exec",
         fields,
@@ -208,7 +208,7 @@ fn debug_record(cfg: &nvhook::config::LogConfig, fields: &[(&str, serde_json::Va
 /// `[runtime] runtimes` of a configuration file that does not load as a whole (a typo
 /// elsewhere), read as plain TOML.
 fn runtimes_of_broken_config() -> Option<Vec<String>> {
-    let (path, _) = nvhook::config::chosen_path(None);
+    let (path, _) = nvhook::container::config::chosen_path(None);
     let text = std::fs::read_to_string(path).ok()?;
     let t: toml::Table = toml::from_str(&text).ok()?;
     let list: Vec<String> = t
@@ -228,7 +228,7 @@ fn asks_for_gpus(bundle: &Path) -> bool {
     let Ok((spec, _)) = spec_edit::read(bundle) else {
         return true; // the runtime would fail on it anyway; say why the config is bad
     };
-    let source = nvhook::request::Source::from_config(&spec);
+    let source = nvhook::container::request::Source::from_config(&spec);
     // Docker Swarm's generic resources too (`swarm-resource` may name any of them)
     let swarm: Vec<String> = source
         .env
@@ -237,7 +237,7 @@ fn asks_for_gpus(bundle: &Path) -> bool {
         .filter(|k| k.starts_with("DOCKER_RESOURCE_"))
         .map(str::to_owned)
         .collect();
-    let widest = nvhook::request::Policy {
+    let widest = nvhook::container::request::Policy {
         accept_volume_mounts: true,
         accept_cdi_annotations: true,
         swarm_resources: swarm,

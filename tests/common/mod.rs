@@ -335,7 +335,7 @@ pub fn in_cgroup_view(cg: Cgroup, argv: &[String]) -> Command {
 
 /// Whether `/sys/fs/cgroup` is cgroup v2 already (no hybrid `unified` to bind).
 pub fn host_is_unified() -> bool {
-    nvhook::cgroup::is_unified()
+    nvhook::apply::cgroup::is_unified()
 }
 
 /// Lines of one `== name` section of the probe's output.

@@ -1,8 +1,36 @@
 //! Facts about the image that decide where driver files go, read through the
 //! scoped resolver so a hostile image cannot point the checks at the host.
 
-use crate::plan::ImageFacts;
-use crate::rootfs::{self, Root};
+use crate::common::rootfs::{self, Root};
+use serde::Serialize;
+
+/// What nvhook needs to know about the image to place files (read safely by `read`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageFacts {
+    /// The image's x86-64 library dir.
+    pub lib_dir: String,
+    /// The image's i386 library dir, if it has one that is not the 64-bit one.
+    pub lib32_dir: Option<String>,
+    /// Version of the newest CUDA forward-compatibility `libcuda.so` the image ships.
+    pub cuda_compat: Option<String>,
+}
+
+impl ImageFacts {
+    pub fn debian() -> ImageFacts {
+        ImageFacts {
+            lib_dir: "/usr/lib/x86_64-linux-gnu".into(),
+            lib32_dir: Some("/usr/lib/i386-linux-gnu".into()),
+            cuda_compat: None,
+        }
+    }
+    pub fn rhel() -> ImageFacts {
+        ImageFacts {
+            lib_dir: "/usr/lib64".into(),
+            lib32_dir: Some("/usr/lib".into()),
+            cuda_compat: None,
+        }
+    }
+}
 
 /// Debian-family images (with `/etc/debian_version`) use the multiarch dirs; all
 /// others `/usr/lib64`, with `/usr/lib32` or a distinct `/usr/lib` for i386.
@@ -47,12 +75,12 @@ pub const CUDA_COMPAT_DIR: &str = "/usr/local/cuda/compat";
 /// The newest `libcuda.so.<version>` in the image's compat dir, read through the scoped
 /// resolver (the files are only looked at, never mounted or run).
 pub fn cuda_compat_version(root: &Root) -> Option<String> {
-    let fd = crate::sys::openat2(
+    let fd = crate::common::sys::openat2(
         std::os::fd::AsFd::as_fd(&root.fd()),
         std::path::Path::new(CUDA_COMPAT_DIR.trim_start_matches('/')),
         libc::O_RDONLY | libc::O_DIRECTORY,
         0,
-        crate::sys::RESOLVE_IN_ROOT | crate::sys::RESOLVE_NO_MAGICLINKS,
+        crate::common::sys::RESOLVE_IN_ROOT | crate::common::sys::RESOLVE_NO_MAGICLINKS,
     )
     .ok()?;
     let dir = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
@@ -61,8 +89,10 @@ pub fn cuda_compat_version(root: &Root) -> Option<String> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_prefix("libcuda.so.").map(str::to_owned))
-        .filter(|v| crate::procfs::is_version(v))
-        .max_by(|a, b| crate::require::compare_versions(a, b).unwrap_or(std::cmp::Ordering::Equal))
+        .filter(|v| crate::container::require::is_version(v))
+        .max_by(|a, b| {
+            crate::container::require::compare_versions(a, b).unwrap_or(std::cmp::Ordering::Equal)
+        })
 }
 
 #[cfg(test)]

@@ -1,13 +1,21 @@
 //! Host driver discovery: what the installed NVIDIA driver offers, found from files
 //! alone (procfs, `/dev`, `ld.so.cache`), so no NVML or child process is needed.
 
-use crate::ldcache::{self, Arch};
-use crate::procfs::{self, BusId};
-use crate::request::Capability;
-use crate::sys;
+use crate::common::sys;
+use crate::container::request::Capability;
+use crate::host::ldcache::{self, Arch};
+use crate::host::procfs::{self, BusId};
 use serde::Serialize;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+/// A small file nvhook writes inside the container (a `/proc/driver/nvidia` copy, the
+/// loader's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileWrite {
+    pub path: String,
+    pub content: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -131,7 +139,7 @@ pub struct Driver {
     pub sockets: Vec<HostFile>,
     /// The driver's `/proc/driver/nvidia` files a container's masked view copies:
     /// `params`, `version`, `registry`, `gpus/<bus id>/information` (relative paths).
-    pub proc_files: Option<Vec<crate::plan::FileWrite>>,
+    pub proc_files: Option<Vec<FileWrite>>,
     /// Vendor and ICD files (GLVND, Vulkan, EGL platforms, OpenCL) the driver installs.
     pub config_files: Vec<HostFile>,
     /// IPC directories (the MPS pipe dir), bound read-write.
@@ -232,7 +240,8 @@ fn find_mps_dir(
             warn(format!("{c} is not a directory"));
             return None;
         }
-        if let Err(e) = crate::trust::check_entry("directory", Path::new(c), fd.as_fd(), &st, !last)
+        if let Err(e) =
+            crate::common::trust::check_entry("directory", Path::new(c), fd.as_fd(), &st, !last)
         {
             warn(e.to_string());
             return None;
@@ -498,7 +507,7 @@ impl Driver {
             .into_iter()
             .enumerate()
             .map(|(i, (g, text))| {
-                info_files.push(crate::plan::FileWrite {
+                info_files.push(FileWrite {
                     path: format!("gpus/{}/information", g.bus_id),
                     content: text,
                 });
@@ -677,13 +686,13 @@ impl Driver {
         let mig_config = cap_node("mig/config", &mut warnings);
         let mig_monitor = cap_node("mig/monitor", &mut warnings);
 
-        let mut proc_files = vec![crate::plan::FileWrite {
+        let mut proc_files = vec![FileWrite {
             path: "version".into(),
             content: vtext.clone(),
         }];
         for name in ["params", "registry"] {
             if let Ok(t) = std::fs::read_to_string(proc_nv.join(name)) {
-                proc_files.push(crate::plan::FileWrite {
+                proc_files.push(FileWrite {
                     path: name.into(),
                     content: t,
                 });
@@ -723,7 +732,7 @@ fn is_elf_executable(p: &Path) -> bool {
     let mut head = [0u8; 18];
     let f = std::fs::File::from(fd);
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
-    crate::ldconfig::is_elf_executable_header(&head[..n])
+    crate::host::elf::is_elf_executable_header(&head[..n])
 }
 
 /// The driver's libraries, and the dirs (paths under the driver root) its x86-64

@@ -135,7 +135,7 @@ pub fn info<F: FileExt>(f: &F) -> Option<Info> {
         .find(|k| *k != 0)
         .unwrap_or(0x0001);
     let flags = match (head[4], machine) {
-        (2, 62) => crate::ldcache_write::FLAGS_X8664,
+        (2, 62) => crate::host::ldcache::FLAGS_X8664,
         (1, 3) => libc_kind,
         (1, 62) => 0x0803, // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
         _ => return None,
@@ -270,6 +270,38 @@ fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
     None
 }
 
+/// True when the first bytes of a file are an ELF header of an executable or a shared
+/// object (`e_type` 2 or 3): what the driver's tools are, and a `#!` wrapper is not.
+pub fn is_elf_executable_header(b: &[u8]) -> bool {
+    b.len() >= 18 && b[..4] == *b"\x7fELF" && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
+}
+
+/// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
+pub fn is_static_elf(elf: &[u8]) -> bool {
+    if elf.len() < 64 || !is_elf_executable_header(elf) || elf[4] != 2 || elf[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8")) as usize;
+    let phentsize = u16_at(54);
+    let phnum = u16_at(56);
+    if phentsize < 4 {
+        return false;
+    }
+    for i in 0..phnum {
+        let Some(off) = phoff.checked_add(i * phentsize) else {
+            return false;
+        };
+        let Some(p) = off.checked_add(4).and_then(|end| elf.get(off..end)) else {
+            return false;
+        };
+        if u32::from_le_bytes(p.try_into().expect("4")) == 3 {
+            return false; // PT_INTERP
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,12 +357,12 @@ mod tests {
             true,
             &["-Wl,--no-as-needed", "-lc"],
         );
-        assert_eq!(info(&f).unwrap().flags, crate::ldcache_write::FLAGS_I386);
+        assert_eq!(info(&f).unwrap().flags, crate::host::ldcache::FLAGS_I386);
         let libc = std::fs::File::open("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
         assert_eq!(
             info(&libc),
             Some(Info {
-                flags: crate::ldcache_write::FLAGS_X8664,
+                flags: crate::host::ldcache::FLAGS_X8664,
                 soname: Some("libc.so.6".into())
             })
         );

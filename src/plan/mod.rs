@@ -1,11 +1,17 @@
-//! Request × Driver → Plan: pure data that says everything nvhook will do to a
-//! container. Nothing before the plan touches the container and nothing after it
-//! decides anything, so `nvhook plan`, CDI and the tests all share this one function.
+//! Stage 3, the plan: pure data that says everything nvhook will do to a container (the
+//! device nodes, mounts, links, files, cgroup rules and the loader cache update). Nothing
+//! before the plan touches the container and nothing after it decides anything, so
+//! `nvhook plan`, CDI and the tests all share this one function.
+//!
+//! Takes: a `container::request::Request`, the `host::driver::Driver` and the image's
+//! `container::image::ImageFacts`. Gives: a `Plan`, which `apply` carries out. Uses
+//! `container` and `host`, never the stages after it.
 
-use crate::driver::{DeviceNode, Driver, Gpu, Mig};
-use crate::ldcache::Arch;
-use crate::procfs::BusId;
-use crate::request::{Capability, Devices, Request};
+use crate::container::image::ImageFacts;
+use crate::container::request::{Capability, Devices, Request};
+use crate::host::driver::{DeviceNode, Driver, FileWrite, Gpu, Mig};
+use crate::host::ldcache::Arch;
+use crate::host::procfs::BusId;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -34,41 +40,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// What nvhook needs to know about the image to place files (read safely by `image`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageFacts {
-    /// The image's x86-64 library dir.
-    pub lib_dir: String,
-    /// The image's i386 library dir, if it has one that is not the 64-bit one.
-    pub lib32_dir: Option<String>,
-    /// Version of the newest CUDA forward-compatibility `libcuda.so` the image ships.
-    pub cuda_compat: Option<String>,
-}
-
-impl ImageFacts {
-    pub fn debian() -> ImageFacts {
-        ImageFacts {
-            lib_dir: "/usr/lib/x86_64-linux-gnu".into(),
-            lib32_dir: Some("/usr/lib/i386-linux-gnu".into()),
-            cuda_compat: None,
-        }
-    }
-    pub fn rhel() -> ImageFacts {
-        ImageFacts {
-            lib_dir: "/usr/lib64".into(),
-            lib32_dir: Some("/usr/lib".into()),
-            cuda_compat: None,
-        }
-    }
-}
-
-/// A small file nvhook writes inside the container (ldconfig configuration).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileWrite {
-    pub path: String,
-    pub content: String,
-}
 
 /// The container's view of `/proc/driver/nvidia`: a read-only tmpfs holding copies of
 /// these files (relative paths), so only the visible GPUs show and `ModifyDeviceFiles`
@@ -189,7 +160,7 @@ impl Ldconfig {
     /// ldconfig as configured (`@/host/path` or a container path), rebuilding the
     /// container's own cache from its own configuration plus `dirs`.
     pub fn new(setting: &str, dirs: Vec<String>) -> Ldconfig {
-        let (host, path) = crate::config::split_ldconfig(setting);
+        let (host, path) = crate::container::config::split_ldconfig(setting);
         let mut args: Vec<String> = ["-f", "/etc/ld.so.conf", "-C", "/etc/ld.so.cache"]
             .map(String::from)
             .to_vec();
@@ -275,7 +246,7 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selecti
         }
     };
     for id in ids {
-        let mig = if crate::request::is_mig_uuid(id) {
+        let mig = if crate::container::request::is_mig_uuid(id) {
             let m = migs.iter().find(|m| {
                 m.uuid
                     .as_deref()
@@ -287,7 +258,7 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selecti
                     format!("{} MIG devices on this host", migs.len()),
                 )
             })?)
-        } else if crate::request::is_mig_index(id) {
+        } else if crate::container::request::is_mig_index(id) {
             let (g, m) = id.split_once(':').expect("checked");
             let (g, m): (u32, u32) = (g.parse().unwrap_or(u32::MAX), m.parse().unwrap_or(u32::MAX));
             let found = migs.iter().find(|x| x.parent_index == g && x.index == m);
@@ -311,7 +282,7 @@ fn select<'a>(req: &Devices, gpus: &'a [Gpu], migs: &'a [Mig]) -> Result<Selecti
             id.parse::<u32>()
                 .ok()
                 .and_then(|i| gpus.iter().find(|g| g.index == i))
-        } else if crate::request::is_gpu_uuid(id) {
+        } else if crate::container::request::is_gpu_uuid(id) {
             gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(id))
         } else {
             BusId::parse(id).and_then(|b| gpus.iter().find(|g| g.bus_id == b))
@@ -526,7 +497,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
     let files: Vec<FileWrite> = compat
         .map(|_| FileWrite {
             path: CUDA_COMPAT_CONF.into(),
-            content: format!("{}\n", crate::image::CUDA_COMPAT_DIR),
+            content: format!("{}\n", crate::container::image::CUDA_COMPAT_DIR),
         })
         .into_iter()
         .collect();
@@ -537,7 +508,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             let mut dirs = Vec::new();
             // ldconfig ranks libraries of one name by the order of the dirs it is given.
             if compat.is_some() {
-                dirs.push(crate::image::CUDA_COMPAT_DIR.to_string());
+                dirs.push(crate::container::image::CUDA_COMPAT_DIR.to_string());
             }
             dirs.push(image.lib_dir.clone());
             if has(Capability::Compat32) {
@@ -553,7 +524,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             if opts.ld_cache_by_nvhook {
                 l.by_nvhook = true;
                 l.rescan = compat
-                    .map(|_| crate::image::CUDA_COMPAT_DIR.to_string())
+                    .map(|_| crate::container::image::CUDA_COMPAT_DIR.to_string())
                     .into_iter()
                     .collect();
             }
@@ -615,8 +586,8 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::{Binary, Firmware, Library};
-    use crate::request::Request;
+    use crate::container::request::Request;
+    use crate::host::driver::{Binary, Firmware, Library};
 
     fn node(name: &str, major: u32, minor: u32) -> DeviceNode {
         DeviceNode {

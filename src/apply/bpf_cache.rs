@@ -15,7 +15,7 @@
 //! warning, and the program is loaded as without it. Errors of the cache never fail a
 //! start.
 
-use crate::bpf::{self, Insn};
+use crate::apply::bpf::{self, Insn};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -38,7 +38,7 @@ pub enum Error {
     #[error("device program cache {path} is not on a bpf filesystem (mount one there, or set device-program-cache = \"\")")]
     NotBpffs { path: PathBuf },
     #[error(transparent)]
-    Untrusted(#[from] crate::trust::Error),
+    Untrusted(#[from] crate::common::trust::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -71,12 +71,12 @@ impl Cache {
         // Opened whole, without a symbolic link anywhere on the way; created (mode 0700)
         // only in a parent that is on bpffs.
         let open = |dir: BorrowedFd<'_>, p: &Path| {
-            crate::sys::openat2(
+            crate::common::sys::openat2(
                 dir,
                 p,
                 libc::O_RDONLY | libc::O_DIRECTORY,
                 0,
-                crate::sys::RESOLVE_NO_SYMLINKS | crate::sys::RESOLVE_NO_MAGICLINKS,
+                crate::common::sys::RESOLVE_NO_SYMLINKS | crate::common::sys::RESOLVE_NO_MAGICLINKS,
             )
         };
         let dir = match open(nix::fcntl::AT_FDCWD, path) {
@@ -91,7 +91,7 @@ impl Cache {
                     return Err(not_bpffs());
                 }
                 let cname = CString::new(name.as_encoded_bytes()).map_err(|_| not_bpffs())?;
-                match crate::sys::mkdirat(pfd.as_fd(), &cname, 0o700) {
+                match crate::common::sys::mkdirat(pfd.as_fd(), &cname, 0o700) {
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
                         return Err(err("create")(e))
                     }
@@ -103,8 +103,8 @@ impl Cache {
         if !on_bpffs(&dir) {
             return Err(not_bpffs());
         }
-        let st = crate::sys::fstat(dir.as_fd()).map_err(err("stat"))?;
-        crate::trust::check_entry("device program cache", path, dir.as_fd(), &st, false)?;
+        let st = crate::common::sys::fstat(dir.as_fd()).map_err(err("stat"))?;
+        crate::common::trust::check_entry("device program cache", path, dir.as_fd(), &st, false)?;
         Ok(Cache {
             dir,
             path: path.into(),
@@ -127,7 +127,7 @@ impl Cache {
         let name = name_of(insns);
         let cname = CString::new(name.as_str()).expect("no NUL in a hex name");
         if stale {
-            let _ = crate::sys::unlinkat(self.dir.as_fd(), &cname, false);
+            let _ = crate::common::sys::unlinkat(self.dir.as_fd(), &cname, false);
         } else {
             self.make_room()?;
         }
@@ -144,17 +144,18 @@ impl Cache {
 
     /// Empties the directory when it holds `MAX_PINS` programs.
     fn make_room(&self) -> Result<()> {
-        let names =
-            crate::sys::read_dir(self.dir.as_fd(), MAX_PINS + 1, &|n| n.starts_with(b"dev-"))
-                .map_err(|source| Error::Sys {
-                    path: self.path.clone(),
-                    what: "list",
-                    source,
-                })?;
+        let names = crate::common::sys::read_dir(self.dir.as_fd(), MAX_PINS + 1, &|n| {
+            n.starts_with(b"dev-")
+        })
+        .map_err(|source| Error::Sys {
+            path: self.path.clone(),
+            what: "list",
+            source,
+        })?;
         if names.len() >= MAX_PINS {
             for n in names {
                 if let Ok(c) = CString::new(n) {
-                    let _ = crate::sys::unlinkat(self.dir.as_fd(), &c, false);
+                    let _ = crate::common::sys::unlinkat(self.dir.as_fd(), &c, false);
                 }
             }
         }
@@ -172,6 +173,27 @@ impl Cache {
         ))
         .expect("no NUL in a number or a hex name")
     }
+}
+
+/// The program for `insns`: the cache's when it holds exactly these, else loaded now
+/// (and pinned for the next start; a cache that fails only costs the load).
+pub fn load_cached(insns: &[Insn], cache: Option<&Cache>) -> bpf::Result<OwnedFd> {
+    let Some(cache) = cache else {
+        return bpf::load(insns);
+    };
+    let stale = match cache.get(insns) {
+        Lookup::Hit(fd) => {
+            crate::common::log::debug("device program from the cache");
+            return Ok(fd);
+        }
+        Lookup::Miss => false,
+        Lookup::Stale => true,
+    };
+    let fd = bpf::load(insns)?;
+    if let Err(e) = cache.put(insns, &fd, stale) {
+        crate::common::log::warn(&e.to_string());
+    }
+    Ok(fd)
 }
 
 fn on_bpffs(fd: &OwnedFd) -> bool {

@@ -1,13 +1,27 @@
-//! Executes a plan. Host sources are opened and cloned into detached mounts while
-//! nvhook is still in the host's mount namespace; then it joins the container's mount
-//! namespace, resolves every target inside the container root and attaches the mounts
-//! through file descriptors. On any failure, what was mounted and created is undone.
+//! Stage 4, applying a plan. Host sources are opened and cloned into detached mounts
+//! while nvhook is still in the host's mount namespace; then it joins the container's
+//! mount namespace, resolves every target inside the container root and attaches the
+//! mounts through file descriptors. On any failure, what was mounted and created is
+//! undone. Beside the mounts: the device cgroup (`cgroup`: v1 `devices.allow`, v2 the
+//! eBPF program of `bpf`, with loaded programs kept by `bpf_cache`), the container's
+//! loader cache (`ldcache_update` over the format writer `ldcache_write`, or the
+//! sandboxed `ldconfig`), and the capability sets (`caps`).
+//!
+//! Takes: a `plan::Plan` and the container's pid and root. Gives: a container with its
+//! GPUs, and the phases' timings. Uses every stage above it; none uses it but the
+//! pipeline.
 
-use crate::cgroup;
-use crate::ldconfig;
+pub mod bpf;
+pub mod bpf_cache;
+pub mod caps;
+pub mod cgroup;
+pub mod ldcache_update;
+pub mod ldcache_write;
+pub mod ldconfig;
+
+use crate::common::rootfs::{self, Root, TargetKind};
+use crate::common::sys;
 use crate::plan::{MountKind, Plan};
-use crate::rootfs::{self, Root, TargetKind};
-use crate::sys;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -50,11 +64,11 @@ pub enum Error {
     #[error(transparent)]
     Ldconfig(#[from] ldconfig::Error),
     #[error(transparent)]
-    Untrusted(#[from] crate::trust::Error),
+    Untrusted(#[from] crate::common::trust::Error),
     #[error(transparent)]
-    Userns(#[from] crate::userns::Error),
+    Userns(#[from] crate::common::userns::Error),
     #[error("ld.so.cache: {0}")]
-    LdCache(#[from] crate::ldcache_update::Error),
+    LdCache(#[from] ldcache_update::Error),
     #[error("{path}: a rootless container could not open it (mode {mode:04o}, not readable and writable by the user running the container): the host must make the NVIDIA device nodes readable and writable by that user (the driver's default is 0666; NVreg_DeviceFileMode and NVreg_DeviceFileGID change it)")]
     RootlessDevice { path: PathBuf, mode: u32 },
     #[error("nvhook cannot mount into the container: it runs without CAP_SYS_ADMIN{where_}; it must run as the engine's hook, as root or inside a rootless engine's user namespace (Podman runs hooks there)")]
@@ -99,9 +113,9 @@ fn prepare(
     // A directory is bound read-write (the MPS pipe dir): checked again on the fd that
     // is mounted, as discovery checked its path.
     if want == libc::S_IFDIR {
-        crate::trust::check_stat("directory", path, fd.as_fd(), &st)?;
+        crate::common::trust::check_stat("directory", path, fd.as_fd(), &st)?;
     }
-    if want == libc::S_IFCHR && !crate::userns::is_initial() {
+    if want == libc::S_IFCHR && !crate::common::userns::is_initial() {
         rootless_can_open(path, fd.as_fd(), &st)?;
     }
     if let Some((ma, mi)) = rdev {
@@ -134,7 +148,7 @@ fn prepare(
 /// that the user can open the device node at host path `path`; nothing otherwise. The
 /// CDI hook's check on the nodes the engine bound from the spec's `deviceNodes`.
 pub fn check_rootless_device(path: &Path) -> Result<()> {
-    if crate::userns::is_initial() {
+    if crate::common::userns::is_initial() {
         return Ok(());
     }
     let fd = sys::open(path, libc::O_PATH | libc::O_NOFOLLOW).map_err(src_err(path, "open"))?;
@@ -156,7 +170,7 @@ fn rootless_can_open(path: &Path, fd: std::os::fd::BorrowedFd<'_>, st: &libc::st
         return Ok(());
     }
     if sys::may_access(fd, libc::R_OK | libc::W_OK) {
-        crate::log::warn(&format!(
+        crate::common::log::warn(&format!(
             "{}: mode {:04o}: a rootless container's processes open it only if they keep the user's groups (podman --group-add keep-groups)",
             path.display(),
             st.st_mode & 0o7777
@@ -173,11 +187,11 @@ fn rootless_can_open(path: &Path, fd: std::os::fd::BorrowedFd<'_>, st: &libc::st
 /// root has it, and so does the root of a rootless engine's user namespace. A hook run
 /// by hand as a plain user has not; it is told so in one line, up front.
 fn can_mount() -> Result<()> {
-    let admin = crate::caps::mask(&[caps::Capability::CAP_SYS_ADMIN]);
-    match crate::caps::effective() {
+    let admin = caps::mask(&[::caps::Capability::CAP_SYS_ADMIN]);
+    match caps::effective() {
         Ok(eff) if eff & admin != 0 => Ok(()),
         _ => Err(Error::NoMountCapability {
-            where_: if crate::userns::is_initial() {
+            where_: if crate::common::userns::is_initial() {
                 ""
             } else {
                 " in its user namespace"
@@ -258,7 +272,7 @@ pub struct Timings {
 
 /// Applies `plan` to the container. Must run single-threaded (it calls `setns`).
 pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
-    crate::userns::check_not_foreign()?;
+    crate::common::userns::check_not_foreign()?;
     can_mount()?;
     let mut times = Timings::default();
     let clock = std::time::Instant::now();
@@ -306,7 +320,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     };
     // What nvhook's own cache update needs of the libraries: their ELF kind and SONAME,
     // read from the host's files (never the container's).
-    let ld_libs: Vec<crate::ldcache_update::Mounted> = match &plan.ldconfig {
+    let ld_libs: Vec<ldcache_update::Mounted> = match &plan.ldconfig {
         Some(l) if l.by_nvhook => plan
             .mounts
             .iter()
@@ -314,10 +328,10 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             .filter_map(|m| {
                 let (dir, file) = m.target.rsplit_once('/')?;
                 let f = std::fs::File::open(&m.source).ok()?;
-                Some(crate::ldcache_update::Mounted {
+                Some(ldcache_update::Mounted {
                     dir: dir.to_string(),
                     file: file.to_string(),
-                    elf: crate::elf::info(&f)?,
+                    elf: crate::host::elf::info(&f)?,
                 })
             })
             .collect(),
@@ -402,9 +416,9 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         }
         match &plan.ldconfig {
             Some(l) if l.by_nvhook => {
-                crate::ldcache_update::update(
+                ldcache_update::update(
                     &mut root,
-                    &crate::ldcache_update::Update {
+                    &ldcache_update::Update {
                         dirs: &l.dirs,
                         libs: &ld_libs,
                         links: &plan.symlinks,
@@ -552,7 +566,7 @@ pub fn proc_driver_view(p: &crate::plan::ProcDriver) -> Result<OwnedFd> {
 /// (a kernel without the NVIDIA module has none to mask).
 fn attach_proc_view(root: &Root, view: OwnedFd, mounted: &mut Vec<OwnedFd>) -> Result<()> {
     let Some((target, st)) = root.stat(crate::plan::PROC_DRIVER_NVIDIA)? else {
-        crate::log::debug("no /proc/driver/nvidia in the container: nothing to mask");
+        crate::common::log::debug("no /proc/driver/nvidia in the container: nothing to mask");
         return Ok(());
     };
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -597,7 +611,8 @@ fn attach_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{FileWrite, ProcDriver};
+    use crate::host::driver::FileWrite;
+    use crate::plan::ProcDriver;
 
     /// The view is built on a detached tmpfs (needs CAP_SYS_ADMIN: the suite runs as root).
     #[test]

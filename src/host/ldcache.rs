@@ -5,6 +5,11 @@
 //! `glibc-ld.so.cache1.1` table, or the new table alone. The file is outside input:
 //! every offset and length is checked, and a bad file is an error, never a panic.
 
+/// `FLAG_ELF_LIBC6 | FLAG_X8664_LIB64`: an x86-64 glibc library.
+pub const FLAGS_X8664: i32 = 0x0303;
+/// `FLAG_ELF_LIBC6`: an i386 glibc library.
+pub const FLAGS_I386: i32 = 0x0003;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("ld.so.cache: unknown format (bad magic)")]

@@ -23,7 +23,7 @@ pub enum Error {
     #[error("cgroup v2 device filter in {path}: {source}")]
     Bpf {
         path: PathBuf,
-        source: crate::bpf::Error,
+        source: crate::apply::bpf::Error,
     },
 }
 
@@ -232,17 +232,20 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Pat
         }
         DeviceCgroup::V2(dir) => {
             let cache = program_cache.and_then(|p| {
-                crate::bpf_cache::Cache::open(p)
+                crate::apply::bpf_cache::Cache::open(p)
                     .map_err(|e| match e {
                         // The default where no bpffs is mounted: nothing is wrong.
-                        crate::bpf_cache::Error::NotBpffs { .. } => {
-                            crate::log::info(&e.to_string())
+                        crate::apply::bpf_cache::Error::NotBpffs { .. } => {
+                            crate::common::log::info(&e.to_string())
                         }
-                        e => crate::log::warn(&format!("{e}; loading without it")),
+                        e => crate::common::log::warn(&format!("{e}; loading without it")),
                     })
                     .ok()
             });
-            crate::bpf::allow_devices(dir, rules, cache.as_ref()).map_err(|source| Error::Bpf {
+            crate::apply::bpf::allow_devices(dir, rules, &mut |insns| {
+                crate::apply::bpf_cache::load_cached(insns, cache.as_ref())
+            })
+            .map_err(|source| Error::Bpf {
                 path: dir.clone(),
                 source,
             })

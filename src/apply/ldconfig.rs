@@ -8,7 +8,8 @@
 //! `no_new_privs` and a seccomp filter that allows only the system calls ldconfig
 //! makes, and is killed after a timeout.
 
-use crate::sys;
+use crate::common::sys;
+use crate::host::elf::is_static_elf;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -30,7 +31,7 @@ pub enum Error {
     #[error("ldconfig did not finish within {0:?} and was killed")]
     Timeout(Duration),
     #[error(transparent)]
-    Untrusted(#[from] crate::trust::Error),
+    Untrusted(#[from] crate::common::trust::Error),
     #[error("cannot build the ldconfig seccomp filter: {0}")]
     Seccomp(String),
     #[error("cannot set up the ldconfig sandbox's user namespace ({what}): {source}; the sandbox needs user namespaces (sysctl user.max_user_namespaces > 0, and no security module refusing them to root), or set ldconfig-user-namespace = false")]
@@ -210,7 +211,7 @@ impl IdMaps {
     /// engine, only the user's own and subordinate ids under rootless Podman (a nested
     /// namespace cannot map more).
     pub fn identity() -> IdMaps {
-        let (uid, gid) = crate::userns::own_identity_maps();
+        let (uid, gid) = crate::common::userns::own_identity_maps();
         IdMaps { uid, gid }
     }
 
@@ -218,7 +219,7 @@ impl IdMaps {
     /// namespace that maps its root elsewhere than host root.
     pub fn root_owner(&self) -> Option<(u32, u32)> {
         let host_of_zero = |map: &str| {
-            crate::userns::parse_map(map)
+            crate::common::userns::parse_map(map)
                 .into_iter()
                 .find(|e| e.inside == 0 && e.count > 0)
                 .map(|e| e.outside)
@@ -319,38 +320,6 @@ fn io_err<'a>(path: &'a str, what: &'static str) -> impl FnOnce(io::Error) -> Er
     }
 }
 
-/// True when the first bytes of a file are an ELF header of an executable or a shared
-/// object (`e_type` 2 or 3): what the driver's tools are, and a `#!` wrapper is not.
-pub fn is_elf_executable_header(b: &[u8]) -> bool {
-    b.len() >= 18 && b[..4] == *b"\x7fELF" && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
-}
-
-/// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
-pub fn is_static_elf(elf: &[u8]) -> bool {
-    if elf.len() < 64 || !is_elf_executable_header(elf) || elf[4] != 2 || elf[5] != 1 {
-        return false;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[32..40].try_into().expect("8")) as usize;
-    let phentsize = u16_at(54);
-    let phnum = u16_at(56);
-    if phentsize < 4 {
-        return false;
-    }
-    for i in 0..phnum {
-        let Some(off) = phoff.checked_add(i * phentsize) else {
-            return false;
-        };
-        let Some(p) = off.checked_add(4).and_then(|end| elf.get(off..end)) else {
-            return false;
-        };
-        if u32::from_le_bytes(p.try_into().expect("4")) == 3 {
-            return false; // PT_INTERP
-        }
-    }
-    true
-}
-
 /// Where the refused `path` is a wrapper (Ubuntu's `/sbin/ldconfig` runs
 /// `/sbin/ldconfig.real`), names a host ldconfig that would be accepted.
 fn static_alternative(path: &str) -> String {
@@ -362,7 +331,7 @@ fn static_alternative(path: &str) -> String {
         "/usr/sbin/ldconfig".into(),
     ];
     for c in candidates.iter().filter(|c| c.as_str() != path) {
-        let ok = crate::trust::check_root_owned("ldconfig", Path::new(c)).is_ok()
+        let ok = crate::common::trust::check_root_owned("ldconfig", Path::new(c)).is_ok()
             && std::fs::read(c).is_ok_and(|b| is_static_elf(&b));
         if ok {
             return format!("; {c} is: set ldconfig = \"@{c}\"");
@@ -373,10 +342,10 @@ fn static_alternative(path: &str) -> String {
 
 /// Copies the host binary into a sealed memfd. Must run before entering the container.
 pub fn seal_host(path: &str) -> Result<Exe> {
-    crate::trust::check_root_owned("ldconfig", Path::new(path))?;
+    crate::common::trust::check_root_owned("ldconfig", Path::new(path))?;
     let src = sys::open(Path::new(path), libc::O_RDONLY).map_err(io_err(path, "open"))?;
     let st = sys::fstat(src.as_fd()).map_err(io_err(path, "stat"))?;
-    crate::trust::check_stat("ldconfig", Path::new(path), src.as_fd(), &st)?;
+    crate::common::trust::check_stat("ldconfig", Path::new(path), src.as_fd(), &st)?;
     // Copied by the kernel (copy_file_range/sendfile), sealed, and only then checked:
     // what is checked is exactly what will run.
     let mfd = sys::memfd(c"nvhook-ldconfig").map_err(io_err(path, "memfd"))?;
@@ -567,7 +536,7 @@ pub fn run(
                     fail(b"nvhook: cannot set ldconfig resource limits\n");
                 }
             }
-            if crate::caps::limit_to(crate::caps::LDCONFIG).is_err() {
+            if crate::apply::caps::limit_to(crate::apply::caps::LDCONFIG).is_err() {
                 fail(b"nvhook: cannot drop capabilities for ldconfig\n");
             }
             // No descriptor of the hook's (a directory of the host, say) reaches

@@ -47,7 +47,7 @@ pub fn check_entry(
         path: p.into(),
         reason,
     };
-    let root = crate::userns::host_root_shows_as();
+    let root = crate::common::userns::host_root_shows_as();
     if uid != root {
         return Err(untrusted(if root == 0 {
             format!("owned by uid {uid}, not root")
@@ -55,7 +55,7 @@ pub fn check_entry(
             format!("owned by uid {uid}, not root (in this user namespace root's files show as uid {root})")
         }));
     }
-    let rootless = !crate::userns::is_initial();
+    let rootless = !crate::common::userns::is_initial();
     let sticky_dir = ancestor && mode & libc::S_ISVTX != 0 && !rootless;
     if mode & 0o022 != 0 && !sticky_dir {
         return Err(untrusted(format!(
@@ -63,7 +63,7 @@ pub fn check_entry(
             mode & 0o7777
         )));
     }
-    if rootless && crate::sys::may_access(fd, libc::W_OK) {
+    if rootless && crate::common::sys::may_access(fd, libc::W_OK) {
         return Err(untrusted(
             "writable from this user namespace: its owner is an id mapped here, not host root"
                 .into(),
@@ -86,8 +86,8 @@ pub fn check_root_owned(what: &'static str, path: &Path) -> Result<()> {
             path: p.into(),
             source,
         };
-        let fd = crate::sys::open(p, libc::O_PATH).map_err(stat_err)?;
-        let st = crate::sys::fstat(fd.as_fd()).map_err(stat_err)?;
+        let fd = crate::common::sys::open(p, libc::O_PATH).map_err(stat_err)?;
+        let st = crate::common::sys::fstat(fd.as_fd()).map_err(stat_err)?;
         check_entry(what, p, fd.as_fd(), &st, p != real)?;
         cur = p.parent();
     }
@@ -122,7 +122,7 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o757)).unwrap();
         let fd = std::fs::File::open(&f).unwrap();
         let as_if = |uid: u32, mode: u32| {
-            let mut st = crate::sys::fstat(fd.as_fd()).unwrap();
+            let mut st = crate::common::sys::fstat(fd.as_fd()).unwrap();
             (st.st_uid, st.st_mode) = (uid, mode);
             st
         };

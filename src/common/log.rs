@@ -5,9 +5,10 @@
 //! so concurrent hooks never interleave within a line. The shim, which must start fast,
 //! writes its few records with [`format_record`] instead of a subscriber.
 
-use crate::config::{Format, Level, LogConfig};
+use serde::{Deserialize, Serialize};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where records go when the configuration names no file: where operators look, as
@@ -15,6 +16,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const DEFAULT_FILE: &str = "/var/log/nvhook.log";
 /// Overrides the configured level for one run (`debug`, `info`, `warn`, `error`).
 pub const LEVEL_ENV: &str = "NVHOOK_LOG_LEVEL";
+
+/// The `[log]` table of the configuration: where records go, from which level, in
+/// which format.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub file: Option<PathBuf>,
+    pub level: Level,
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
 
 /// The level in effect: `NVHOOK_LOG_LEVEL` when it names one, else the configured.
 pub fn effective_level(cfg: &LogConfig) -> Level {

@@ -249,7 +249,8 @@ pub fn obj_pin(prog: &OwnedFd, path: &std::ffi::CStr) -> io::Result<()> {
     raw(BPF_OBJ_PIN, &mut a).map(drop)
 }
 
-fn load(insns: &[Insn]) -> Result<OwnedFd> {
+/// Loads a device program (the verifier checks it, the JIT compiles it).
+pub fn load(insns: &[Insn]) -> Result<OwnedFd> {
     // Without a log first: the verifier's log at level 1 costs it about 1.4 ms more
     // for this program (it prints every instruction it walks). Only a program it
     // refuses is loaded again with the log, for the message.
@@ -298,25 +299,27 @@ fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> Result<OwnedFd> {
 }
 
 /// Extends every device program attached to cgroup `dir` so the rules' devices are
-/// allowed. With no program attached, the cgroup allows every device already. With a
-/// `cache`, a program loaded by an earlier start with the same instructions is attached
-/// instead of loading it again (see `bpf_cache`).
+/// allowed. With no program attached, the cgroup allows every device already. `loader`
+/// gives the loaded program for a list of instructions: `load` itself, or one that looks
+/// in the device program cache first (`bpf_cache::load_cached`).
 pub fn allow_devices(
     dir: &Path,
     rules: &[CgroupRule],
-    cache: Option<&crate::bpf_cache::Cache>,
+    loader: &mut dyn FnMut(&[Insn]) -> Result<OwnedFd>,
 ) -> Result<()> {
     let cg =
-        crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
-            what: "open cgroup",
-            source,
+        crate::common::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| {
+            Error::Sys {
+                what: "open cgroup",
+                source,
+            }
         })?;
     let (ids, attach_flags) = query(&cg)?;
     for id in ids {
         let old = prog_fd(id)?;
         let original = dump(&old)?;
         let insns = extend(rules, &original, id)?;
-        let new = load_cached(&insns, cache)?;
+        let new = loader(&insns)?;
         let mut a = Attr::new();
         a.u32(0, cg.as_raw_fd() as u32)
             .u32(4, new.as_raw_fd() as u32)
@@ -333,28 +336,6 @@ pub fn allow_devices(
         bpf(BPF_PROG_ATTACH, &mut a, "replace device program")?;
     }
     Ok(())
-}
-
-/// The program for `insns`: the cache's when it holds exactly these, else loaded now
-/// (and pinned for the next start; a cache that fails only costs the load).
-fn load_cached(insns: &[Insn], cache: Option<&crate::bpf_cache::Cache>) -> Result<OwnedFd> {
-    use crate::bpf_cache::Lookup;
-    let Some(cache) = cache else {
-        return load(insns);
-    };
-    let stale = match cache.get(insns) {
-        Lookup::Hit(fd) => {
-            crate::log::debug("device program from the cache");
-            return Ok(fd);
-        }
-        Lookup::Miss => false,
-        Lookup::Stale => true,
-    };
-    let fd = load(insns)?;
-    if let Err(e) = cache.put(insns, &fd, stale) {
-        crate::log::warn(&e.to_string());
-    }
-    Ok(fd)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub struct Spec {
     pub root_readonly: bool,
     /// What can carry a GPU request: `process.env` (validated: strings only, in order),
     /// mount destinations, annotations, privilege.
-    pub source: crate::request::Source,
+    pub source: crate::container::request::Source,
     /// `linux.devices[].path`: the nodes the engine creates (or, rootless, binds from
     /// the same path on the host), as a CDI spec's `deviceNodes` put them there.
     pub devices: Vec<PathBuf>,
@@ -114,7 +114,7 @@ impl Spec {
                 .collect::<std::result::Result<_, _>>()?,
             Some(_) => return Err("process.env is not an array".into()),
         };
-        let mut source = crate::request::Source::from_config(&v);
+        let mut source = crate::container::request::Source::from_config(&v);
         source.env = env;
         let devices = v
             .pointer("/linux/devices")

@@ -26,22 +26,13 @@ pub fn parse_version(text: &str) -> Result<String> {
         .find(|l| l.starts_with("NVRM version:"))
         .ok_or_else(|| Error::Version(first_line(text)))?;
     line.split_whitespace()
-        .find(|t| is_version(t))
+        .find(|t| crate::container::require::is_version(t))
         .map(str::to_owned)
         .ok_or_else(|| Error::Version(line.to_string()))
 }
 
 fn first_line(t: &str) -> String {
     t.lines().next().unwrap_or("").chars().take(120).collect()
-}
-
-/// A driver version: two or three dot-separated decimal numbers.
-pub fn is_version(t: &str) -> bool {
-    let parts: Vec<&str> = t.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 /// A PCI address, compared numerically so `0000:3b:00.0`, `00000000:3B:00.0` and

@@ -4,8 +4,8 @@
 //! timeout, so a slow or hung NVML cannot wedge the hook. Only used when a requirement
 //! needs one of these facts.
 
-use crate::procfs::BusId;
-use crate::require::{brand_name, GpuFacts};
+use crate::container::require::{brand_name, GpuFacts};
+use crate::host::procfs::BusId;
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
@@ -179,7 +179,7 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
     // Opened here, as root: the driver may sit under a directory only root can read
     // (a 0700 driver root), and the unprivileged child loads it through this descriptor.
     let lib_fd =
-        crate::sys::open(lib, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(io_err("open"))?;
+        crate::common::sys::open(lib, libc::O_RDONLY | libc::O_NOFOLLOW).map_err(io_err("open"))?;
     let clib = CString::new(format!("/proc/self/fd/{}", lib_fd.as_raw_fd())).expect("no NUL");
     let (rd, wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;

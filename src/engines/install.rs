@@ -24,7 +24,7 @@ pub enum Error {
     #[error("{path}: {source}")]
     Containerd {
         path: PathBuf,
-        source: crate::containerd_config::Error,
+        source: crate::engines::containerd_config::Error,
     },
     #[error("{path}: a runtime named {name:?} exists already and is not nvhook's (path {found:?}); pass --force to replace it, or --runtime-name to install under another name")]
     Taken {
@@ -278,7 +278,7 @@ pub fn verify_containerd(change: &Change, p: &Paths, o: &Options) -> Result<bool
                 "options",
                 "BinaryName",
             ];
-            crate::containerd_config::lookup(&dump, &key)?
+            crate::engines::containerd_config::lookup(&dump, &key)?
                 .as_str()
                 .map(str::to_owned)
         })
@@ -479,14 +479,17 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
         Some(o) => {
             let rt = p.runtime_path.display().to_string();
             let mark = if created {
-                format!("{CREATED_MARK}  {}\n", crate::containerd_config::ADDED)
+                format!(
+                    "{CREATED_MARK}  {}\n",
+                    crate::engines::containerd_config::ADDED
+                )
             } else {
                 String::new()
             };
             Some(
-                mark + &crate::containerd_config::add(
+                mark + &crate::engines::containerd_config::add(
                     &base,
-                    &crate::containerd_config::Runtime {
+                    &crate::engines::containerd_config::Runtime {
                         name: &o.runtime_name,
                         binary: &rt,
                         set_default: o.set_default,
@@ -500,7 +503,7 @@ fn containerd(p: &Paths, o: Option<&Options>) -> Result<Vec<Change>> {
             )
         }
         None => {
-            let restored = crate::containerd_config::remove(&base);
+            let restored = crate::engines::containerd_config::remove(&base);
             // A file nvhook created (and that holds nothing else) goes, as it came.
             if restored.trim().is_empty() && created {
                 None
@@ -545,7 +548,7 @@ pub fn diff(c: &Change) -> String {
             "/dev/null".into()
         }
     };
-    crate::unified_diff::unified(
+    crate::engines::unified_diff::unified(
         &label(c.old.is_some()),
         &label(c.new.is_some()),
         c.old.as_deref().unwrap_or(""),

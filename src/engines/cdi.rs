@@ -4,8 +4,8 @@
 //! ldconfig. Engines with CDI support (Podman, containerd, CRI-O) apply the edits
 //! themselves; nvhook only runs ldconfig.
 
-use crate::driver::{DeviceNode, Driver};
-use crate::ldcache::Arch;
+use crate::host::driver::{DeviceNode, Driver};
+use crate::host::ldcache::Arch;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -319,9 +319,9 @@ pub fn validate(spec: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::{Gpu, Library};
-    use crate::procfs::BusId;
-    use crate::request::Capability;
+    use crate::container::request::Capability;
+    use crate::host::driver::{Gpu, Library};
+    use crate::host::procfs::BusId;
 
     fn driver() -> Driver {
         let n = |name: &str, ma, mi| DeviceNode {

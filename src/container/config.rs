@@ -3,6 +3,7 @@
 //! Every host input is a key here so tests can point nvhook at a synthetic driver
 //! and production keeps the real paths as defaults.
 
+use crate::common::log::{Level, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -87,32 +88,6 @@ impl Default for RuntimeConfig {
             stage: Stage::Prestart,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub file: Option<PathBuf>,
-    pub level: Level,
-    pub format: Format,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -215,14 +190,14 @@ impl Config {
     /// What parsing alone does not catch, caught at load (where a broken configuration
     /// is handled as one: only a GPU container's start fails), not at every use.
     fn validate(&self, path: &Path) -> Result<()> {
-        crate::request::parse_capabilities(&self.supported_driver_capabilities).map_err(|e| {
+        crate::container::request::parse_capabilities(&self.supported_driver_capabilities).map_err(|e| {
             Error::Parse {
                 path: path.to_path_buf(),
                 message: format!(
                     "supported-driver-capabilities = {:?}: {}",
                     self.supported_driver_capabilities,
                     match e {
-                        crate::request::Error::UnknownCapability(c) => format!(
+                        crate::container::request::Error::UnknownCapability(c) => format!(
                             "unknown capability {c:?} (known: compute, compat32, display, graphics, ngx, utility, video, all)"
                         ),
                         e => e.to_string(),
@@ -391,12 +366,17 @@ impl Config {
     }
 
     /// The request policy these keys describe.
-    pub fn policy(&self) -> std::result::Result<crate::request::Policy, crate::request::Error> {
-        Ok(crate::request::Policy {
+    pub fn policy(
+        &self,
+    ) -> std::result::Result<crate::container::request::Policy, crate::container::request::Error>
+    {
+        Ok(crate::container::request::Policy {
             accept_envvar_when_unprivileged: self.accept_envvar_when_unprivileged,
             accept_volume_mounts: self.accept_volume_mounts,
             accept_cdi_annotations: self.accept_cdi_annotations,
-            supported: crate::request::parse_capabilities(&self.supported_driver_capabilities)?,
+            supported: crate::container::request::parse_capabilities(
+                &self.supported_driver_capabilities,
+            )?,
             swarm_resources: self
                 .swarm_resource
                 .as_deref()
@@ -481,6 +461,7 @@ pub fn split_ldconfig(spec: &str) -> (bool, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::log::Format;
 
     #[test]
     fn device_program_cache_is_absolute_or_off() {
@@ -625,7 +606,7 @@ skip-mode-detection = false
     /// commented key, uncommented, is a valid setting.
     #[test]
     fn shipped_config_is_the_defaults_and_documents_valid_keys() {
-        let text = include_str!("../deploy/config.toml");
+        let text = include_str!("../../deploy/config.toml");
         assert_eq!(
             Config::parse(text, Path::new("x")).unwrap(),
             Config::default()

@@ -3,7 +3,7 @@
 //! entries are made relative to their parent's descriptor, one component at a time.
 //! A hostile image's symlinks can only lead to other places inside its own root.
 
-use crate::sys;
+use crate::common::sys;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error(transparent)]
-    Layout(#[from] crate::ldcache::Error),
+    Layout(#[from] crate::host::ldcache::Error),
     #[error("ld.so.cache: truncated ({0})")]
     Truncated(&'static str),
     #[error("ld.so.cache: string offset {0} out of bounds")]
@@ -37,7 +37,7 @@ pub const MAX_EXPANDED: usize = 64 << 20;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-use crate::ldcache::{Layout, NEW_ENTRY, NEW_HEADER, NEW_MAGIC, OLD_ENTRY, OLD_HEADER};
+use crate::host::ldcache::{Layout, NEW_ENTRY, NEW_HEADER, NEW_MAGIC, OLD_ENTRY, OLD_HEADER};
 const EXTENSION_MAGIC: u32 = 0xeaa4_2174;
 const TAG_GENERATOR: u32 = 0;
 const TAG_GLIBC_HWCAPS: u32 = 1;
@@ -45,11 +45,6 @@ const TAG_GLIBC_HWCAPS: u32 = 1;
 const HWCAP_EXTENSION: u64 = 1 << 62;
 /// Header flags byte: little endian (what ldconfig writes on x86).
 const FLAGS_LITTLE_ENDIAN: u8 = 2;
-
-/// `FLAG_ELF_LIBC6 | FLAG_X8664_LIB64`: an x86-64 glibc library.
-pub const FLAGS_X8664: i32 = 0x0303;
-/// `FLAG_ELF_LIBC6`: an i386 glibc library.
-pub const FLAGS_I386: i32 = 0x0003;
 
 /// One entry, with everything the file holds for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +118,7 @@ fn str_at(b: &[u8], base: usize, off: u32, budget: &mut usize) -> Result<Vec<u8>
 
 /// Reads every entry of a cache in any of its formats (new, old followed by new, old).
 pub fn read(b: &[u8]) -> Result<Cache> {
-    let (nlibs, old_end) = match crate::ldcache::layout(b)? {
+    let (nlibs, old_end) = match crate::host::ldcache::layout(b)? {
         Layout::New { start } => return read_new(b, start),
         Layout::Old { nlibs, strings } => (nlibs, strings),
     };
@@ -407,6 +402,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::ldcache::{FLAGS_I386, FLAGS_X8664};
 
     #[test]
     fn libcmp_is_glibcs() {
@@ -451,7 +447,7 @@ mod tests {
         let b = c.to_bytes("test").unwrap();
         assert_eq!(read(&b).unwrap(), c);
         // the reader nvhook's discovery uses agrees
-        assert_eq!(crate::ldcache::parse(&b).unwrap().len(), 4);
+        assert_eq!(crate::host::ldcache::parse(&b).unwrap().len(), 4);
     }
 
     #[test]
@@ -517,7 +513,7 @@ mod tests {
     fn bad_input_is_error_not_panic() {
         assert_eq!(
             read(b"junk"),
-            Err(Error::Layout(crate::ldcache::Error::Magic))
+            Err(Error::Layout(crate::host::ldcache::Error::Magic))
         );
         let mut c = Cache::default();
         c.merge(vec![RawEntry::new(FLAGS_X8664, "a", "/b/a")], &[], &|_| 0);

@@ -4,7 +4,7 @@
 //! structs, so fields a newer runtime spec adds survive. The write is atomic: a
 //! temporary file in the bundle, fsync, rename, fsync of the directory.
 
-use crate::config::Stage;
+use crate::container::config::Stage;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

@@ -112,6 +112,15 @@ pub struct Requirement {
     pub any_of: Vec<Vec<Term>>,
 }
 
+/// A driver version: two or three dot-separated decimal numbers.
+pub fn is_version(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
 /// Dotted decimal version compared numerically, trailing `.0` parts ignored.
 pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
     let parse = |s: &str| -> Option<Vec<u64>> {
@@ -201,7 +210,8 @@ fn parse_bool_true(s: &str) -> bool {
 
 /// The requirements of a container's environment (none when disabled).
 pub fn from_env(env: &[String], legacy_cuda: bool) -> Result<Vec<Requirement>> {
-    if crate::request::getenv(env, "NVIDIA_DISABLE_REQUIRE").is_some_and(parse_bool_true) {
+    if crate::container::request::getenv(env, "NVIDIA_DISABLE_REQUIRE").is_some_and(parse_bool_true)
+    {
         return Ok(Vec::new());
     }
     let mut seen = std::collections::BTreeMap::new();
@@ -218,7 +228,9 @@ pub fn from_env(env: &[String], legacy_cuda: bool) -> Result<Vec<Requirement>> {
         .map(|(k, v)| Requirement::parse(k, v))
         .collect::<Result<Vec<_>>>()?;
     if legacy_cuda {
-        if let Some(v) = crate::request::getenv(env, crate::request::CUDA_VERSION) {
+        if let Some(v) =
+            crate::container::request::getenv(env, crate::container::request::CUDA_VERSION)
+        {
             let mm: Vec<&str> = v.split('.').take(2).collect();
             if mm.len() == 2 && mm.iter().all(|p| p.parse::<u32>().is_ok()) {
                 let value = format!("cuda>={}", mm.join("."));

@@ -18,10 +18,10 @@
 //! - a directory where an engine mounted the driver from a CDI spec (the spec's hook
 //!   names it): scanned the same way for the driver's library names only.
 
-use crate::elf;
-use crate::ldcache_write::{self, Cache, RawEntry};
-use crate::rootfs::{self, Root};
-use crate::sys;
+use crate::apply::ldcache_write::{self, Cache, RawEntry};
+use crate::common::rootfs::{self, Root};
+use crate::common::sys;
+use crate::host::elf;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 
@@ -280,7 +280,11 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
         new.extend(scan(root, d, None)?);
     }
     for d in u.driver_named {
-        new.extend(scan(root, d, Some(&crate::driver::may_be_driver_library))?);
+        new.extend(scan(
+            root,
+            d,
+            Some(&crate::host::driver::may_be_driver_library),
+        )?);
     }
     let cache_err = |source| Error::Cache {
         path: CACHE.into(),
@@ -296,7 +300,7 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
         // are found only in its default directories already: a new cache with the
         // driver's entries loses nothing.
         Some(Err(e)) => {
-            crate::log::warn(&format!(
+            crate::common::log::warn(&format!(
                 "{CACHE} in the container is not a loader cache ({e}): replaced by one with the driver's entries"
             ));
             Cache::default()
