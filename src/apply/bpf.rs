@@ -195,7 +195,7 @@ fn prog_fd(id: u32) -> Result<OwnedFd> {
 fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
     // runc's programs are a few dozen instructions.
     program_of(prog, 256)
-        .map(|(_, insns)| insns)
+        .map(|p| p.insns)
         .map_err(|source| Error::Sys {
             what: if source.raw_os_error() == Some(libc::EPERM) {
                 "read device program (no instructions visible; is the hook root?)"
@@ -206,10 +206,23 @@ fn dump(prog: &OwnedFd) -> Result<Vec<Insn>> {
         })
 }
 
-/// A loaded program's type and instructions, from the kernel: one call when the program
-/// has at most `expect` instructions (the usual case, as the caller knows what it looks
-/// for), two otherwise.
-pub fn program_of(prog: &OwnedFd, expect: usize) -> io::Result<(u32, Vec<Insn>)> {
+/// What the kernel tells of a loaded program.
+#[derive(Debug)]
+pub struct Program {
+    pub kind: u32,
+    /// `bpf_prog_info.name`, NUL-padded.
+    pub name: [u8; 16],
+    /// Non-zero when it was loaded with BTF (what an `freplace` extension needs of its
+    /// target: a program without BTF cannot have its code replaced behind its dump).
+    pub btf_id: u32,
+    pub nr_func_info: u32,
+    pub insns: Vec<Insn>,
+}
+
+/// A loaded program as the kernel holds it: one call when the program has at most
+/// `expect` instructions (the usual case, as the caller knows what it looks for), two
+/// otherwise.
+pub fn program_of(prog: &OwnedFd, expect: usize) -> io::Result<Program> {
     let mut insns = vec![Insn::default(); expect];
     loop {
         let mut info = [0u8; 256];
@@ -220,15 +233,21 @@ pub fn program_of(prog: &OwnedFd, expect: usize) -> io::Result<(u32, Vec<Insn>)>
             .u32(4, info.len() as u32)
             .u64(8, info.as_mut_ptr() as u64);
         raw(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
-        let kind = u32::from_ne_bytes(info[0..4].try_into().expect("4"));
-        let len = u32::from_ne_bytes(info[20..24].try_into().expect("4")) as usize;
+        let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().expect("4"));
+        let len = u32_at(20) as usize;
         if len == 0 || len % 8 != 0 || len > 1 << 20 {
             // No instructions shown: the caller lacks CAP_SYS_ADMIN (or the kernel hides them).
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         if len / 8 <= insns.len() {
             insns.truncate(len / 8);
-            return Ok((kind, insns));
+            return Ok(Program {
+                kind: u32_at(0),
+                name: info[64..80].try_into().expect("16"),
+                btf_id: u32_at(128),
+                nr_func_info: u32_at(144),
+                insns,
+            });
         }
         insns = vec![Insn::default(); len / 8];
     }
@@ -248,6 +267,9 @@ pub fn obj_pin(prog: &OwnedFd, path: &std::ffi::CStr) -> io::Result<()> {
         .u32(8, prog.as_raw_fd() as u32);
     raw(BPF_OBJ_PIN, &mut a).map(drop)
 }
+
+/// The name nvhook's device programs are loaded with (`bpf_prog_info.name`).
+pub const PROGRAM_NAME: [u8; 16] = *b"nvhook_dev\0\0\0\0\0\0";
 
 /// Loads a device program (the verifier checks it, the JIT compiles it).
 pub fn load(insns: &[Insn]) -> Result<OwnedFd> {
@@ -283,7 +305,7 @@ pub fn load(insns: &[Insn]) -> Result<OwnedFd> {
 
 fn load_with_log(insns: &[Insn], log: Option<&mut [u8]>) -> Result<OwnedFd> {
     let license = c"Apache";
-    let name = b"nvhook_dev\0";
+    let name = &PROGRAM_NAME;
     let mut a = Attr::new();
     a.u32(0, PROG_TYPE_CGROUP_DEVICE)
         .u32(4, insns.len() as u32)

@@ -111,13 +111,27 @@ impl Cache {
         })
     }
 
-    /// The pinned program for `insns`, if its instructions are exactly these.
+    /// The pinned program for `insns`, if it is one nvhook loaded (its name, no BTF, so
+    /// nothing can have replaced its code through an extension) and its instructions are
+    /// exactly these. The entry is looked at without following a link first: a planted
+    /// link would make the kernel look up any host path.
     pub fn get(&self, insns: &[Insn]) -> Lookup {
-        let Ok(fd) = bpf::obj_get(&self.pin_path(insns)) else {
+        let name = name_of(insns);
+        let Ok(st) = nix::sys::stat::fstatat(
+            self.dir.as_fd(),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) else {
             return Lookup::Miss;
         };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Lookup::Stale;
+        }
+        let Ok(fd) = bpf::obj_get(&self.pin_path(insns)) else {
+            return Lookup::Stale;
+        };
         match bpf::program_of(&fd, insns.len()) {
-            Ok((bpf::PROG_TYPE_CGROUP_DEVICE, held)) if held == insns => Lookup::Hit(fd),
+            Ok(p) if is_ours(&p, insns) => Lookup::Hit(fd),
             _ => Lookup::Stale,
         }
     }
@@ -142,21 +156,32 @@ impl Cache {
         }
     }
 
-    /// Empties the directory when it holds `MAX_PINS` programs.
+    /// Empties the directory of nvhook's pins when it holds `MAX_PINS` of them (or more
+    /// entries than it can list).
     fn make_room(&self) -> Result<()> {
-        let names = crate::common::sys::read_dir(self.dir.as_fd(), MAX_PINS + 1, &|n| {
-            n.starts_with(b"dev-")
-        })
-        .map_err(|source| Error::Sys {
-            path: self.path.clone(),
-            what: "list",
-            source,
-        })?;
-        if names.len() >= MAX_PINS {
-            for n in names {
-                if let Ok(c) = CString::new(n) {
-                    let _ = crate::common::sys::unlinkat(self.dir.as_fd(), &c, false);
+        let names =
+            match crate::common::sys::read_dir(self.dir.as_fd(), 4 * MAX_PINS, &is_pin_name) {
+                Ok(n) if n.len() < MAX_PINS => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                    crate::common::sys::read_dir(self.dir.as_fd(), usize::MAX, &is_pin_name)
+                        .map_err(|source| Error::Sys {
+                            path: self.path.clone(),
+                            what: "list",
+                            source,
+                        })?
                 }
+                Err(source) => {
+                    return Err(Error::Sys {
+                        path: self.path.clone(),
+                        what: "list",
+                        source,
+                    })
+                }
+            };
+        for n in names {
+            if let Ok(c) = CString::new(n) {
+                let _ = crate::common::sys::unlinkat(self.dir.as_fd(), &c, false);
             }
         }
         Ok(())
@@ -190,10 +215,38 @@ pub fn load_cached(insns: &[Insn], cache: Option<&Cache>) -> bpf::Result<OwnedFd
         Lookup::Stale => true,
     };
     let fd = bpf::load(insns)?;
+    // Pinned only when the kernel's copy reads back as loaded: where it rewrites
+    // instructions (zero-extension on some architectures) no pin could ever hit.
+    if !bpf::program_of(&fd, insns.len()).is_ok_and(|p| is_ours(&p, insns)) {
+        crate::common::log::debug("device program not cached: the kernel's copy differs");
+        return Ok(fd);
+    }
     if let Err(e) = cache.put(insns, &fd, stale) {
         crate::common::log::warn(&e.to_string());
     }
     Ok(fd)
+}
+
+/// A program nvhook loaded from exactly `insns`, with nothing that could change what it
+/// runs (no BTF, so no `freplace` extension can attach to it).
+fn is_ours(p: &bpf::Program, insns: &[Insn]) -> bool {
+    p.kind == bpf::PROG_TYPE_CGROUP_DEVICE
+        && p.name == bpf::PROGRAM_NAME
+        && p.btf_id == 0
+        && p.nr_func_info == 0
+        && p.insns == insns
+}
+
+/// `dev-<16 hex digits>-<count>`: the names `name_of` gives, and the only entries
+/// `make_room` removes.
+fn is_pin_name(n: &[u8]) -> bool {
+    let Some(rest) = n.strip_prefix(b"dev-") else {
+        return false;
+    };
+    rest.len() > 17
+        && rest[..16].iter().all(u8::is_ascii_hexdigit)
+        && rest[16] == b'-'
+        && rest[17..].iter().all(u8::is_ascii_digit)
 }
 
 fn on_bpffs(fd: &OwnedFd) -> bool {
@@ -239,6 +292,84 @@ mod tests {
                 assert_ne!(name_of(&v), name, "change {change} at {at}");
             }
         }
+    }
+
+    #[test]
+    fn pin_names_are_exactly_ours() {
+        assert!(is_pin_name(
+            name_of(&bpf::allow_rules(&[(195, 0)])).as_bytes()
+        ));
+        for n in [
+            "dev-",
+            "dev-0123456789abcdef-",
+            "dev-0123456789abcdeg-9",
+            "dev-01-9",
+            "other",
+            "dev-0123456789abcdef-9x",
+        ] {
+            assert!(!is_pin_name(n.as_bytes()), "{n}");
+        }
+    }
+
+    /// Needs root (a bpffs mount, CAP_BPF), as the tests here do (scripts/test.sh).
+    #[test]
+    fn a_full_cache_is_emptied_of_its_own_pins_only() {
+        let d = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a bpf filesystem");
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _u = Unmount(d.path());
+        let cache = Cache::open(&d.path().join("nvhook")).unwrap();
+        std::fs::create_dir(d.path().join("nvhook/other")).unwrap();
+        let count = || {
+            std::fs::read_dir(d.path().join("nvhook"))
+                .unwrap()
+                .filter(|e| is_pin_name(e.as_ref().unwrap().file_name().as_encoded_bytes()))
+                .count()
+        };
+        let prog = |i: i32| {
+            // allow rules for device (1, i), then "deny"
+            let mut v = bpf::allow_rules(&[(1, i as u32)]);
+            v.extend(bpf::allow_rules(&[]));
+            v.push(Insn {
+                code: 0xb7,
+                regs: 0,
+                off: 0,
+                imm: 0,
+            });
+            v.push(Insn {
+                code: 0x95,
+                regs: 0,
+                off: 0,
+                imm: 0,
+            });
+            v
+        };
+        for i in 0..MAX_PINS as i32 {
+            let insns = prog(i);
+            let fd = load_cached(&insns, Some(&cache)).unwrap();
+            drop(fd);
+            assert!(matches!(cache.get(&insns), Lookup::Hit(_)), "pin {i}");
+        }
+        assert_eq!(count(), MAX_PINS);
+        // one more: the directory is emptied of nvhook's pins, then it is pinned
+        let insns = prog(MAX_PINS as i32);
+        load_cached(&insns, Some(&cache)).unwrap();
+        assert_eq!(count(), 1);
+        assert!(matches!(cache.get(&insns), Lookup::Hit(_)));
+        assert!(
+            d.path().join("nvhook/other").exists(),
+            "another entry stays"
+        );
     }
 
     #[test]

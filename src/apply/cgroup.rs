@@ -236,13 +236,21 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Pat
                     .map_err(|e| match e {
                         // The default where no bpffs is mounted: nothing is wrong.
                         crate::apply::bpf_cache::Error::NotBpffs { .. } => {
-                            crate::common::log::info(&e.to_string())
+                            crate::common::log::debug(&e.to_string())
                         }
                         e => crate::common::log::warn(&format!("{e}; loading without it")),
                     })
                     .ok()
             });
+            // Two attached programs that extend to the same instructions must not get
+            // the same (cached) program: one cannot replace another with a program
+            // already attached. The second gets a fresh load.
+            let mut served: Vec<Vec<crate::apply::bpf::Insn>> = Vec::new();
             crate::apply::bpf::allow_devices(dir, rules, &mut |insns| {
+                if served.iter().any(|s| s == insns) {
+                    return crate::apply::bpf::load(insns);
+                }
+                served.push(insns.to_vec());
                 crate::apply::bpf_cache::load_cached(insns, cache.as_ref())
             })
             .map_err(|source| Error::Bpf {
