@@ -1,4 +1,10 @@
 //! `nvhook`: the OCI hook (prestart / createRuntime) and its tools (plan, info).
+//!
+//! It has no Rust `main`: std's start-up before `main` (a stack guard found by reading
+//! `/proc/self/maps`, stack overflow handlers, `SIGPIPE` ignored, fds 0-2 checked)
+//! cost 0.07 ms of every container start; the hook wants `SIGPIPE` at its default
+//! anyway, and opens fds 0-2 itself.
+#![no_main]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -164,11 +170,20 @@ struct InstallArgs {
     force: bool,
 }
 
-fn main() {
-    // Output piped into `head` ends quietly, as for any command-line tool, instead of a
-    // panic on the broken pipe (Rust ignores SIGPIPE by default).
+/// The C entry point (see the module's doc): output piped into `head` ends quietly, as
+/// for any command-line tool, since `SIGPIPE` keeps its default.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    nvhook::common::sys::open_std_fds();
+    // Not left to whoever started the hook: a caller that ignores SIGPIPE would make a
+    // write to a closed pipe an error (and a panic in `println!`) instead.
     // SAFETY: setting a signal disposition before anything else runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    run_main();
+    0
+}
+
+fn run_main() {
     let cli = Cli::parse();
     // Its own user namespace, read while `/proc` is surely the host's.
     nvhook::common::userns::init();

@@ -26,20 +26,8 @@ const HOOK_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 /// the arguments glibc gives its initialisers.
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    open_std_fds();
+    nvhook::common::sys::open_std_fds();
     run()
-}
-
-/// fds 0-2 open (on `/dev/null` where the caller closed one), so no file the shim opens
-/// (config.json's replacement) can become its stderr.
-fn open_std_fds() {
-    for fd in 0..=2 {
-        // SAFETY: fcntl(F_GETFD) on an int only reads the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            // SAFETY: a constant path; the fd returned is the lowest free one, `fd`.
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-        }
-    }
 }
 
 fn run() -> ! {

@@ -295,3 +295,48 @@ pub fn new_tmpfs_with(size: &CStr, readonly: bool) -> io::Result<OwnedFd> {
     // SAFETY: valid fd.
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
+/// Opens fds 0-2 on `/dev/null` where the caller left one closed, so no file opened
+/// later (a replacement config.json, a new ld.so.cache) can become stdin, stdout or
+/// stderr. std does this before `main`; nvhook's binaries have no Rust `main` (see
+/// their module docs) and call this first.
+pub fn open_std_fds() {
+    for fd in 0..=2 {
+        if nix::fcntl::fcntl(
+            // SAFETY: only asks whether the number is an open descriptor.
+            unsafe { BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            // The lowest free number is `fd`; it stays open for the process's life.
+            if let Ok(null) = open(Path::new("/dev/null"), libc::O_RDWR) {
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(null);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_std_fds_are_opened_on_dev_null() {
+        // In a child: the test harness's own fds stay as they are.
+        // SAFETY: the child only makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe { libc::close(0) };
+            unsafe { libc::close(2) };
+            open_std_fds();
+            let ok = [0, 2].iter().all(|n| {
+                std::fs::read_link(format!("/proc/self/fd/{n}"))
+                    .is_ok_and(|p| p == Path::new("/dev/null"))
+            });
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+    }
+}
