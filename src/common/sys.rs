@@ -308,10 +308,10 @@ pub fn open_std_fds() {
         )
         .is_err()
         {
-            // The lowest free number is `fd`; it stays open for the process's life.
-            if let Ok(null) = open(Path::new("/dev/null"), libc::O_RDWR) {
-                let _ = std::os::fd::IntoRawFd::into_raw_fd(null);
-            }
+            // The lowest free number is `fd`. Without O_CLOEXEC: it is for the program
+            // exec'd next as much as for this one.
+            // SAFETY: a constant path; the descriptor is left open for the process's life.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
         }
     }
 }
@@ -332,6 +332,8 @@ mod tests {
             let ok = [0, 2].iter().all(|n| {
                 std::fs::read_link(format!("/proc/self/fd/{n}"))
                     .is_ok_and(|p| p == Path::new("/dev/null"))
+                    // kept across exec, as the caller's own would have been
+                    && unsafe { libc::fcntl(*n, libc::F_GETFD) } == 0
             });
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
