@@ -35,7 +35,7 @@ fn run() -> ! {
     let rest = &argv[1.min(argv.len())..];
     let parsed = args::parse(rest);
     let fail = |msg: String| -> ! {
-        report(&parsed, "error", &msg);
+        report(&parsed, Severity::Error, &msg);
         std::process::exit(1)
     };
     let creating = matches!(parsed.subcommand.as_deref(), Some("create" | "run"));
@@ -73,7 +73,7 @@ fn run() -> ! {
                 runtimes_of_broken_config().unwrap_or_else(|| Config::default().runtime.runtimes);
             report(
                 &parsed,
-                "warning",
+                Severity::Warning,
                 &format!(
                     "{e}; running {} with the default runtimes ({})",
                     parsed.subcommand.as_deref().unwrap_or("the runtime"),
@@ -110,13 +110,26 @@ fn run() -> ! {
     fail(format!("cannot execute {}: {err}", runtime.display()))
 }
 
+/// How bad what the shim reports is (runc's log levels for it).
+#[derive(Clone, Copy)]
+enum Severity {
+    Error,
+    Warning,
+}
+
 /// Writes a one-line error to stderr and, runc-style, to the `--log` file, which is
 /// what Docker and containerd show the user.
-fn report(p: &args::Parsed, level: &str, msg: &str) {
-    match level {
-        "error" => eprintln!("nvhook-runtime: {msg}"),
-        _ => eprintln!("nvhook-runtime: {level}: {msg}"),
-    }
+fn report(p: &args::Parsed, severity: Severity, msg: &str) {
+    let level = match severity {
+        Severity::Error => {
+            eprintln!("nvhook-runtime: {msg}");
+            "error"
+        }
+        Severity::Warning => {
+            eprintln!("nvhook-runtime: warning: {msg}");
+            "warning"
+        }
+    };
     let Some(log) = &p.log else { return };
     let time = nvhook::common::log::rfc3339(std::time::SystemTime::now());
     let line = if p.log_json {

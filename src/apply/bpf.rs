@@ -3,7 +3,7 @@
 //! allow), so the existing program is read back, the GPU allow rules are put in front
 //! of it, and the result atomically replaces it (`BPF_F_REPLACE`).
 
-use crate::plan::CgroupRule;
+use crate::plan::{CgroupRule, DeviceKind};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -120,7 +120,7 @@ pub fn extend(rules: &[CgroupRule], original: &[Insn], id: u32) -> Result<Vec<In
     }
     let chars: Vec<(u32, u32)> = rules
         .iter()
-        .filter(|r| r.kind == 'c')
+        .filter(|r| r.kind == DeviceKind::Char)
         .map(|r| (r.major, r.minor))
         .collect();
     let mut out = allow_rules(&chars);
@@ -363,6 +363,7 @@ pub fn allow_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::DeviceAccess;
 
     #[test]
     fn rule_shape() {
@@ -403,16 +404,16 @@ mod tests {
         let deny = [insn(MOV64_K, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
         let rules = [
             CgroupRule {
-                kind: 'c',
+                kind: DeviceKind::Char,
                 major: 195,
                 minor: 255,
-                access: "rw",
+                access: DeviceAccess::ReadWrite,
             },
             CgroupRule {
-                kind: 'c',
+                kind: DeviceKind::Char,
                 major: 195,
                 minor: 0,
-                access: "rw",
+                access: DeviceAccess::ReadWrite,
             },
         ];
         let prog = extend(&rules, &deny, 1).unwrap();
@@ -435,10 +436,10 @@ mod tests {
     #[test]
     fn extend_prepends_and_refuses_maps() {
         let rules = [CgroupRule {
-            kind: 'c',
+            kind: DeviceKind::Char,
             major: 195,
             minor: 0,
-            access: "rw",
+            access: DeviceAccess::ReadWrite,
         }];
         let orig = [insn(MOV64_K, 0, 0, 0, 0), insn(EXIT, 0, 0, 0, 0)];
         let e = extend(&rules, &orig, 1).unwrap();

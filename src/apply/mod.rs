@@ -21,7 +21,7 @@ pub mod ldconfig;
 
 use crate::common::rootfs::{self, Root, TargetKind};
 use crate::common::sys;
-use crate::plan::{MountKind, Plan};
+use crate::plan::{MountFlag, MountKind, Plan};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -200,14 +200,14 @@ fn can_mount() -> Result<()> {
     }
 }
 
-fn attrs(flags: &[&str]) -> u64 {
+/// The mount attributes (`mount_setattr`) of the plan's flags.
+fn attrs(flags: &[MountFlag]) -> u64 {
     flags.iter().fold(0, |a, f| {
-        a | match *f {
-            "ro" => sys::MOUNT_ATTR_RDONLY,
-            "nosuid" => sys::MOUNT_ATTR_NOSUID,
-            "nodev" => sys::MOUNT_ATTR_NODEV,
-            "noexec" => sys::MOUNT_ATTR_NOEXEC,
-            _ => 0,
+        a | match f {
+            MountFlag::Ro => sys::MOUNT_ATTR_RDONLY,
+            MountFlag::Nosuid => sys::MOUNT_ATTR_NOSUID,
+            MountFlag::Nodev => sys::MOUNT_ATTR_NODEV,
+            MountFlag::Noexec => sys::MOUNT_ATTR_NOEXEC,
         }
     })
 }

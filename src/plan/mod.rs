@@ -87,21 +87,36 @@ pub enum MountKind {
     IpcDir,
 }
 
+/// A property of a mount nvhook makes: the closed set `apply` turns into mount
+/// attributes (shown in `nvhook plan` as `mount(8)` spells them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountFlag {
+    /// Read-only.
+    Ro,
+    /// Set-user-id and file capabilities ignored.
+    Nosuid,
+    /// Device nodes cannot be opened through it.
+    Nodev,
+    /// Nothing executes from it.
+    Noexec,
+}
+
 /// A read-only (or, for sockets, read-write) bind mount of a host file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mount {
     pub kind: MountKind,
     pub source: PathBuf,
     pub target: String,
-    pub flags: Vec<&'static str>,
+    pub flags: Vec<MountFlag>,
 }
 
 impl Mount {
     pub fn readonly(&self) -> bool {
-        self.flags.contains(&"ro")
+        self.flags.contains(&MountFlag::Ro)
     }
     pub fn noexec(&self) -> bool {
-        self.flags.contains(&"noexec")
+        self.flags.contains(&MountFlag::Noexec)
     }
 }
 
@@ -111,7 +126,7 @@ pub struct Device {
     pub host_path: PathBuf,
     pub major: u32,
     pub minor: u32,
-    pub flags: Vec<&'static str>,
+    pub flags: Vec<MountFlag>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,22 +135,43 @@ pub struct Symlink {
     pub target: String,
 }
 
+/// The kind of device a cgroup rule is about (`c` and `b` in the kernel's syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeviceKind {
+    #[serde(rename = "c")]
+    Char,
+    #[serde(rename = "b")]
+    Block,
+}
+
+/// What a cgroup rule allows on its device. nvhook only ever grants reading and
+/// writing: never `mknod` (the nodes are bind-mounted, not made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeviceAccess {
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CgroupRule {
     #[serde(rename = "type")]
-    pub kind: char,
+    pub kind: DeviceKind,
     pub major: u32,
     pub minor: u32,
-    pub access: &'static str,
+    pub access: DeviceAccess,
 }
 
 impl CgroupRule {
     /// The rule in `devices.allow` syntax.
     pub fn v1_line(&self) -> String {
-        format!(
-            "{} {}:{} {}",
-            self.kind, self.major, self.minor, self.access
-        )
+        let kind = match self.kind {
+            DeviceKind::Char => 'c',
+            DeviceKind::Block => 'b',
+        };
+        let access = match self.access {
+            DeviceAccess::ReadWrite => "rw",
+        };
+        format!("{kind} {}:{} {access}", self.major, self.minor)
     }
 }
 
@@ -211,15 +247,20 @@ pub struct Plan {
     pub ldconfig: Option<Ldconfig>,
 }
 
-const LIB_FLAGS: &[&str] = &["ro", "nosuid", "nodev"];
+const LIB_FLAGS: &[MountFlag] = &[MountFlag::Ro, MountFlag::Nosuid, MountFlag::Nodev];
 /// Read-only, as NVIDIA mounts them: a read-only bind of a device node still opens for
 /// writing, and it stops the container from changing the host inode's mode or owner.
-const DEV_FLAGS: &[&str] = &["ro", "nosuid", "noexec"];
+const DEV_FLAGS: &[MountFlag] = &[MountFlag::Ro, MountFlag::Nosuid, MountFlag::Noexec];
 /// Sockets connect through a read-only bind, which stops the container from changing
 /// the host inode's mode or owner.
-const SOCK_FLAGS: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
+const SOCK_FLAGS: &[MountFlag] = &[
+    MountFlag::Ro,
+    MountFlag::Nosuid,
+    MountFlag::Nodev,
+    MountFlag::Noexec,
+];
 /// The MPS pipe directory: clients create their pipes in it.
-const IPC_DIR_FLAGS: &[&str] = &["nosuid", "nodev", "noexec"];
+const IPC_DIR_FLAGS: &[MountFlag] = &[MountFlag::Nosuid, MountFlag::Nodev, MountFlag::Noexec];
 
 /// Options that come from configuration rather than the container.
 #[derive(Debug, Clone)]
@@ -480,10 +521,10 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         devices
             .iter()
             .map(|d| CgroupRule {
-                kind: 'c',
+                kind: DeviceKind::Char,
                 major: d.major,
                 minor: d.minor,
-                access: "rw",
+                access: DeviceAccess::ReadWrite,
             })
             .collect()
     };
@@ -685,14 +726,13 @@ mod tests {
                 "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
             ]
         );
-        assert!(p
-            .mounts
-            .iter()
-            .all(|m| m.readonly() && m.flags.contains(&"nosuid") && m.flags.contains(&"nodev")));
+        assert!(p.mounts.iter().all(|m| m.readonly()
+            && m.flags.contains(&MountFlag::Nosuid)
+            && m.flags.contains(&MountFlag::Nodev)));
         assert!(p
             .devices
             .iter()
-            .all(|d| d.flags == ["ro", "nosuid", "noexec"]));
+            .all(|d| d.flags == [MountFlag::Ro, MountFlag::Nosuid, MountFlag::Noexec]));
         assert_eq!(
             p.symlinks,
             [Symlink {
