@@ -353,35 +353,81 @@ fn device(n: &DeviceNode) -> Device {
 
 /// Builds the plan. Pure: same inputs, same plan.
 pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options) -> Result<Plan> {
-    let caps = &req.capabilities;
-    let has = |c: Capability| caps.contains(&c);
+    let caps = Caps(&req.capabilities);
     let (chosen, chosen_migs) = select(&req.devices, &driver.gpus, &driver.migs)?;
+    let mut devices = gpu_devices(driver, &chosen, &chosen_migs, caps)?;
+    let mig_files = managed_mig_devices(req, driver, &chosen_migs, &mut devices)?;
+    devices.extend(imex_channels(req, driver)?);
+    let mounts = driver_mounts(driver, image, caps);
+    let symlinks = library_links(&mounts, image, caps);
+    let cgroup = cgroup_rules(&devices, opts);
+    let compat = cuda_compat(image, driver, caps);
+    Ok(Plan {
+        driver_version: driver.version.clone(),
+        capabilities: req.capabilities.iter().copied().collect(),
+        gpus: chosen.iter().map(|g| selected_gpu(g)).collect(),
+        ldconfig: loader_cache(&mounts, image, compat, opts, caps),
+        devices,
+        mounts,
+        symlinks,
+        cgroup,
+        files: compat_files(compat),
+        proc_driver: proc_driver_view(driver, &chosen, mig_files),
+        migs: chosen_migs.iter().map(|m| selected_mig(m)).collect(),
+    })
+}
 
-    let mut devices = Vec::new();
-    if !chosen.is_empty() {
-        devices.push(device(driver.nvidiactl.as_ref().ok_or(Error::NoControl)?));
-        for g in &chosen {
-            let n = g.node.as_ref().ok_or_else(|| Error::NoNode {
-                index: g.index,
-                uuid: g.uuid.clone(),
-                minor: g.minor,
-            })?;
-            devices.push(device(n));
-        }
-        for m in &chosen_migs {
-            devices.push(device(&m.gi_cap));
-            devices.push(device(&m.ci_cap));
-        }
-        if has(Capability::Compute) {
-            devices.extend(driver.uvm.iter().map(device));
-            devices.extend(driver.uvm_tools.iter().map(device));
-        }
-        if has(Capability::Display) {
-            devices.extend(driver.modeset.iter().map(device));
-        }
+/// The driver capabilities a container asked for.
+#[derive(Clone, Copy)]
+struct Caps<'a>(&'a std::collections::BTreeSet<Capability>);
+
+impl Caps<'_> {
+    fn has(self, c: Capability) -> bool {
+        self.0.contains(&c)
     }
+}
 
-    let mut mig_files: Vec<FileWrite> = chosen_migs
+/// The device nodes of the chosen GPUs and MIG instances: the control node, each GPU's
+/// node, each MIG instance's capability nodes, and the nodes the capabilities need
+/// (UVM for compute, modeset for display). None without a GPU.
+fn gpu_devices(driver: &Driver, chosen: &[&Gpu], migs: &[&Mig], caps: Caps) -> Result<Vec<Device>> {
+    let mut devices = Vec::new();
+    if chosen.is_empty() {
+        return Ok(devices);
+    }
+    devices.push(device(driver.nvidiactl.as_ref().ok_or(Error::NoControl)?));
+    for g in chosen {
+        let n = g.node.as_ref().ok_or_else(|| Error::NoNode {
+            index: g.index,
+            uuid: g.uuid.clone(),
+            minor: g.minor,
+        })?;
+        devices.push(device(n));
+    }
+    for m in migs {
+        devices.push(device(&m.gi_cap));
+        devices.push(device(&m.ci_cap));
+    }
+    if caps.has(Capability::Compute) {
+        devices.extend(driver.uvm.iter().map(device));
+        devices.extend(driver.uvm_tools.iter().map(device));
+    }
+    if caps.has(Capability::Display) {
+        devices.extend(driver.modeset.iter().map(device));
+    }
+    Ok(devices)
+}
+
+/// The MIG capability nodes of `NVIDIA_MIG_CONFIG_DEVICES` and
+/// `NVIDIA_MIG_MONITOR_DEVICES` (added to `devices`), and the `/proc` capability files
+/// the chosen MIG instances and these need to be seen.
+fn managed_mig_devices(
+    req: &Request,
+    driver: &Driver,
+    chosen_migs: &[&Mig],
+    devices: &mut Vec<Device>,
+) -> Result<Vec<FileWrite>> {
+    let mut files: Vec<FileWrite> = chosen_migs
         .iter()
         .flat_map(|m| m.access_files.iter())
         .map(|(p, c)| FileWrite {
@@ -403,50 +449,56 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             "monitor",
         ),
     ] {
-        if let Some(list) = want {
-            // Every GPU the list names must exist, as in NVIDIA_VISIBLE_DEVICES; the
-            // capability itself is one for the whole host.
-            let (gpus, _) = select(list, &driver.gpus, &driver.migs).map_err(|e| match e {
-                Error::UnknownDevice(id, have) => Error::UnknownManaged(var, id, have),
-                e => e,
-            })?;
-            if gpus.is_empty() {
-                continue;
-            }
-            let (n, text) = cap.as_ref().ok_or(Error::NoMigCapability(var, name))?;
-            devices.push(device(n));
-            mig_files.push(FileWrite {
-                path: format!("capabilities/mig/{name}"),
-                content: text.clone(),
-            });
-        }
-    }
-    for ch in &req.imex_channels {
-        let (_, n) = driver
-            .imex_channels
-            .iter()
-            .find(|(c, _)| c == ch)
-            .ok_or(Error::NoImexChannel(*ch))?;
-        devices.push(device(n));
-    }
-
-    let mut mounts = Vec::new();
-    let mut lib_names = Vec::new();
-    for lib in &driver.libraries {
-        if !has(lib.capability) {
+        let Some(list) = want else { continue };
+        // Every GPU the list names must exist, as in NVIDIA_VISIBLE_DEVICES; the
+        // capability itself is one for the whole host.
+        let (gpus, _) = select(list, &driver.gpus, &driver.migs).map_err(|e| match e {
+            Error::UnknownDevice(id, have) => Error::UnknownManaged(var, id, have),
+            e => e,
+        })?;
+        if gpus.is_empty() {
             continue;
         }
+        let (n, text) = cap.as_ref().ok_or(Error::NoMigCapability(var, name))?;
+        devices.push(device(n));
+        files.push(FileWrite {
+            path: format!("capabilities/mig/{name}"),
+            content: text.clone(),
+        });
+    }
+    Ok(files)
+}
+
+/// The nodes of the IMEX channels asked for; each must exist.
+fn imex_channels(req: &Request, driver: &Driver) -> Result<Vec<Device>> {
+    req.imex_channels
+        .iter()
+        .map(|ch| {
+            driver
+                .imex_channels
+                .iter()
+                .find(|(c, _)| c == ch)
+                .map(|(_, n)| device(n))
+                .ok_or(Error::NoImexChannel(*ch))
+        })
+        .collect()
+}
+
+/// The driver's files the capabilities select, at their places in the image:
+/// libraries in its library dirs (i386 ones only with `compat32` and a 32-bit dir),
+/// binaries in `/usr/bin`, firmware (compute, utility), loader configuration, IPC dirs
+/// and sockets at their host paths.
+fn driver_mounts(driver: &Driver, image: &ImageFacts, caps: Caps) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    for lib in driver.libraries.iter().filter(|l| caps.has(l.capability)) {
         let dir = match lib.arch {
             Arch::X8664 => &image.lib_dir,
-            Arch::I386 if has(Capability::Compat32) => match &image.lib32_dir {
+            Arch::I386 if caps.has(Capability::Compat32) => match &image.lib32_dir {
                 Some(d) => d,
                 None => continue,
             },
             Arch::I386 => continue,
         };
-        if lib.arch == Arch::X8664 {
-            lib_names.push(lib.file_name.as_str());
-        }
         mounts.push(Mount {
             kind: MountKind::Library,
             source: lib.host_path.clone(),
@@ -454,17 +506,15 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             flags: LIB_FLAGS.to_vec(),
         });
     }
-    for b in &driver.binaries {
-        if has(b.capability) {
-            mounts.push(Mount {
-                kind: MountKind::Binary,
-                source: b.host_path.clone(),
-                target: format!("/usr/bin/{}", b.name),
-                flags: LIB_FLAGS.to_vec(),
-            });
-        }
+    for b in driver.binaries.iter().filter(|b| caps.has(b.capability)) {
+        mounts.push(Mount {
+            kind: MountKind::Binary,
+            source: b.host_path.clone(),
+            target: format!("/usr/bin/{}", b.name),
+            flags: LIB_FLAGS.to_vec(),
+        });
     }
-    if has(Capability::Compute) || has(Capability::Utility) {
+    if caps.has(Capability::Compute) || caps.has(Capability::Utility) {
         for f in &driver.firmware {
             mounts.push(Mount {
                 kind: MountKind::Firmware,
@@ -479,7 +529,7 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
         (&driver.ipc_dirs, MountKind::IpcDir, IPC_DIR_FLAGS),
         (&driver.sockets, MountKind::Socket, SOCK_FLAGS),
     ] {
-        for f in files.iter().filter(|f| has(f.capability)) {
+        for f in files.iter().filter(|f| caps.has(f.capability)) {
             mounts.push(Mount {
                 kind,
                 source: f.host_path.clone(),
@@ -488,140 +538,169 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
             });
         }
     }
+    mounts
+}
 
-    let lib_has = |prefix: &str| lib_names.iter().any(|n| n.starts_with(prefix));
-    let mut symlinks = Vec::new();
-    let mut link = |cond: bool, name: &str, target: &str| {
-        if cond {
-            symlinks.push(Symlink {
-                path: format!("{}/{name}", image.lib_dir),
-                target: target.into(),
-            });
-        }
+/// The development and vendor-neutral names NVIDIA's toolkit makes beside the mounted
+/// 64-bit libraries: `libcuda.so`, `libnvidia-opticalflow.so`, `libGLX_indirect.so.0`.
+fn library_links(mounts: &[Mount], image: &ImageFacts, caps: Caps) -> Vec<Symlink> {
+    let in_lib_dir = format!("{}/", image.lib_dir);
+    let lib_has = |prefix: &str| {
+        mounts.iter().any(|m| {
+            m.kind == MountKind::Library
+                && m.target
+                    .strip_prefix(&in_lib_dir)
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
     };
-    link(
-        has(Capability::Compute) && lib_has("libcuda.so."),
-        "libcuda.so",
-        "libcuda.so.1",
-    );
-    link(
-        has(Capability::Video) && lib_has("libnvidia-opticalflow.so."),
-        "libnvidia-opticalflow.so",
-        "libnvidia-opticalflow.so.1",
-    );
-    link(
-        has(Capability::Graphics) && lib_has("libGLX_nvidia.so."),
-        "libGLX_indirect.so.0",
-        "libGLX_nvidia.so.0",
-    );
+    [
+        (
+            Capability::Compute,
+            "libcuda.so.",
+            "libcuda.so",
+            "libcuda.so.1",
+        ),
+        (
+            Capability::Video,
+            "libnvidia-opticalflow.so.",
+            "libnvidia-opticalflow.so",
+            "libnvidia-opticalflow.so.1",
+        ),
+        (
+            Capability::Graphics,
+            "libGLX_nvidia.so.",
+            "libGLX_indirect.so.0",
+            "libGLX_nvidia.so.0",
+        ),
+    ]
+    .into_iter()
+    .filter(|(cap, lib, _, _)| caps.has(*cap) && lib_has(lib))
+    .map(|(_, _, name, target)| Symlink {
+        path: format!("{}/{name}", image.lib_dir),
+        target: target.into(),
+    })
+    .collect()
+}
 
-    let cgroup = if opts.no_cgroups {
-        Vec::new()
-    } else {
-        devices
-            .iter()
-            .map(|d| CgroupRule {
-                kind: DeviceKind::Char,
-                major: d.major,
-                minor: d.minor,
-                access: DeviceAccess::ReadWrite,
-            })
-            .collect()
-    };
+/// Read-write access to every planned device node, unless cgroups are left alone.
+fn cgroup_rules(devices: &[Device], opts: &Options) -> Vec<CgroupRule> {
+    if opts.no_cgroups {
+        return Vec::new();
+    }
+    devices
+        .iter()
+        .map(|d| CgroupRule {
+            kind: DeviceKind::Char,
+            major: d.major,
+            minor: d.minor,
+            access: DeviceAccess::ReadWrite,
+        })
+        .collect()
+}
 
-    // CUDA forward compatibility: an image's compat libcuda newer (by major) than the
-    // host driver is preferred, by ldconfig configuration, never by mounting it.
+/// CUDA forward compatibility: the version of the image's compat libcuda when it is
+/// newer (by major) than the host driver and compute is asked for. It is preferred by
+/// loader configuration, never by mounting it.
+fn cuda_compat<'a>(image: &'a ImageFacts, driver: &Driver, caps: Caps) -> Option<&'a str> {
     let major = |v: &str| v.split('.').next().and_then(|m| m.parse::<u32>().ok());
-    let compat = image.cuda_compat.as_deref().filter(|v| {
-        has(Capability::Compute) && major(v).is_some() && major(v) > major(&driver.version)
-    });
-    let files: Vec<FileWrite> = compat
+    image.cuda_compat.as_deref().filter(|v| {
+        caps.has(Capability::Compute) && major(v).is_some() && major(v) > major(&driver.version)
+    })
+}
+
+/// The loader drop-in that puts the compat dir first, when compat libraries win.
+fn compat_files(compat: Option<&str>) -> Vec<FileWrite> {
+    compat
         .map(|_| FileWrite {
             path: CUDA_COMPAT_CONF.into(),
             content: format!("{}\n", crate::container::image::CUDA_COMPAT_DIR),
         })
         .into_iter()
-        .collect();
-    let ldconfig = mounts
-        .iter()
-        .any(|m| m.kind == MountKind::Library)
-        .then(|| {
-            let mut dirs = Vec::new();
-            // ldconfig ranks libraries of one name by the order of the dirs it is given.
-            if compat.is_some() {
-                dirs.push(crate::container::image::CUDA_COMPAT_DIR.to_string());
-            }
-            dirs.push(image.lib_dir.clone());
-            if has(Capability::Compat32) {
-                if let Some(d) = &image.lib32_dir {
-                    if mounts.iter().any(|m| {
-                        m.kind == MountKind::Library && m.target.starts_with(&format!("{d}/"))
-                    }) {
-                        dirs.push(d.clone());
-                    }
-                }
-            }
-            let mut l = Ldconfig::new(&opts.ldconfig, dirs);
-            if opts.ld_cache_by_nvhook {
-                l.by_nvhook = true;
-                l.rescan = compat
-                    .map(|_| crate::container::image::CUDA_COMPAT_DIR.to_string())
-                    .into_iter()
-                    .collect();
-            }
-            l
-        });
+        .collect()
+}
 
-    Ok(Plan {
-        driver_version: driver.version.clone(),
-        capabilities: caps.iter().copied().collect(),
-        gpus: chosen
+/// The loader cache update, when libraries are mounted: the dirs in the order that
+/// ranks libraries of one name (the compat dir first when it wins, then the 64-bit dir,
+/// then the 32-bit one where i386 libraries went).
+fn loader_cache(
+    mounts: &[Mount],
+    image: &ImageFacts,
+    compat: Option<&str>,
+    opts: &Options,
+    caps: Caps,
+) -> Option<Ldconfig> {
+    let libs_under = |d: &str| {
+        let prefix = format!("{d}/");
+        mounts
             .iter()
-            .map(|g| SelectedGpu {
-                index: g.index,
-                minor: g.minor,
-                uuid: g.uuid.clone(),
-                bus_id: g.bus_id,
-            })
-            .collect(),
-        devices,
-        mounts,
-        symlinks,
-        cgroup,
-        files,
-        proc_driver: driver.proc_files.as_ref().map(|p| ProcDriver {
-            files: p
-                .iter()
-                .filter(|f| match f.path.strip_prefix("gpus/") {
-                    // only the chosen GPUs' entries
-                    Some(rest) => chosen
-                        .iter()
-                        .any(|g| rest.starts_with(&format!("{}/", g.bus_id))),
-                    None => true,
-                })
-                .map(|f| FileWrite {
-                    path: f.path.clone(),
-                    content: if f.path == "params" {
-                        params_without_device_files(&f.content)
-                    } else {
-                        f.content.clone()
-                    },
-                })
-                .chain(mig_files.iter().cloned())
-                .collect(),
-        }),
-        migs: chosen_migs
+            .any(|m| m.kind == MountKind::Library && m.target.starts_with(&prefix))
+    };
+    if !mounts.iter().any(|m| m.kind == MountKind::Library) {
+        return None;
+    }
+    let compat_dir = compat.map(|_| crate::container::image::CUDA_COMPAT_DIR.to_string());
+    let mut dirs: Vec<String> = compat_dir.iter().cloned().collect();
+    dirs.push(image.lib_dir.clone());
+    if caps.has(Capability::Compat32) {
+        if let Some(d) = image.lib32_dir.as_ref().filter(|d| libs_under(d)) {
+            dirs.push(d.clone());
+        }
+    }
+    let mut l = Ldconfig::new(&opts.ldconfig, dirs);
+    if opts.ld_cache_by_nvhook {
+        l.by_nvhook = true;
+        l.rescan = compat_dir.into_iter().collect();
+    }
+    Some(l)
+}
+
+/// The container's `/proc/driver/nvidia`: the host's files with only the chosen GPUs'
+/// entries, `ModifyDeviceFiles: 0`, and the MIG capability files.
+fn proc_driver_view(
+    driver: &Driver,
+    chosen: &[&Gpu],
+    mig_files: Vec<FileWrite>,
+) -> Option<ProcDriver> {
+    let host = driver.proc_files.as_ref()?;
+    let shown = |f: &&FileWrite| match f.path.strip_prefix("gpus/") {
+        Some(rest) => chosen
             .iter()
-            .map(|m| SelectedMig {
-                parent_index: m.parent_index,
-                index: m.index,
-                gi: m.gi,
-                ci: m.ci,
-                uuid: m.uuid.clone(),
-            })
-            .collect(),
-        ldconfig,
-    })
+            .any(|g| rest.starts_with(&format!("{}/", g.bus_id))),
+        None => true,
+    };
+    let files = host
+        .iter()
+        .filter(shown)
+        .map(|f| FileWrite {
+            path: f.path.clone(),
+            content: if f.path == "params" {
+                params_without_device_files(&f.content)
+            } else {
+                f.content.clone()
+            },
+        })
+        .chain(mig_files)
+        .collect();
+    Some(ProcDriver { files })
+}
+
+fn selected_gpu(g: &Gpu) -> SelectedGpu {
+    SelectedGpu {
+        index: g.index,
+        minor: g.minor,
+        uuid: g.uuid.clone(),
+        bus_id: g.bus_id,
+    }
+}
+
+fn selected_mig(m: &Mig) -> SelectedMig {
+    SelectedMig {
+        parent_index: m.parent_index,
+        index: m.index,
+        gi: m.gi,
+        ci: m.ci,
+        uuid: m.uuid.clone(),
+    }
 }
 
 #[cfg(test)]
