@@ -6,7 +6,7 @@ use crate::container::request::Capability;
 use crate::host::ldcache::{self, Arch};
 use crate::host::procfs::{self, BusId};
 use serde::Serialize;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A small file nvhook writes inside the container (a `/proc/driver/nvidia` copy, the
@@ -431,7 +431,7 @@ pub fn may_be_driver_library(name: &str) -> bool {
 
 /// Resolves `path` (absolute, as seen from inside `root`) with every symlink kept
 /// inside `root`, and returns the real host path and the file's `stat`.
-fn resolve_in(root: &std::os::fd::OwnedFd, path: &str) -> std::io::Result<(PathBuf, libc::stat)> {
+fn resolve_in(root: &OwnedFd, path: &str) -> std::io::Result<(PathBuf, libc::stat)> {
     let fd = sys::openat2(
         root.as_fd(),
         Path::new(path.trim_start_matches('/')),
@@ -463,64 +463,14 @@ impl Driver {
         let proc_nv = roots.proc_root.join("driver/nvidia");
         let (version, vtext) = loaded_version(&roots.proc_root)?;
         let mut warnings = Vec::new();
-
-        let devices_path = roots.proc_root.join("devices");
-        let majors = std::fs::read_to_string(&devices_path)
-            .map(|t| procfs::parse_char_majors(&t))
-            .unwrap_or_default();
-        let major_of = |names: &[&str]| {
-            majors
-                .iter()
-                .find(|(_, n)| names.contains(&n.as_str()))
-                .map(|(m, _)| *m)
-        };
-        let nv_major = major_of(&["nvidia-frontend", "nvidia"]).unwrap_or(195);
-        let uvm_major = major_of(&["nvidia-uvm"]);
-
+        let majors = Majors::read(&roots.proc_root);
+        let nv_major = majors.of(&["nvidia-frontend", "nvidia"]).unwrap_or(195);
+        let uvm_major = majors.of(&["nvidia-uvm"]);
         let dev = roots.dev_root.join("dev");
+        let (gpus, info_files, excluded) = read_gpus(&proc_nv, &dev, nv_major, &mut warnings)?;
         let mut node = |name: &str, major: Option<u32>, minor: Option<u32>| {
             char_node(&dev, name, major, minor, &mut warnings)
         };
-
-        let mut infos = Vec::new();
-        let mut excluded = Vec::new();
-        let gpus_dir = proc_nv.join("gpus");
-        if let Ok(rd) = std::fs::read_dir(&gpus_dir) {
-            for ent in rd.flatten() {
-                let p = ent.path().join("information");
-                let text = std::fs::read_to_string(&p).map_err(|source| Error::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                let info = procfs::parse_gpu_information(&text, &p.display().to_string())?;
-                if info.excluded {
-                    excluded.push(format!("GPU {} is excluded by the driver", info.uuid));
-                    continue;
-                }
-                infos.push((info, text));
-            }
-        }
-        infos.sort_by_key(|(g, _)| g.bus_id);
-        // The information files, kept for the containers' /proc view.
-        let mut info_files = Vec::new();
-        let gpus: Vec<Gpu> = infos
-            .into_iter()
-            .enumerate()
-            .map(|(i, (g, text))| {
-                info_files.push(FileWrite {
-                    path: format!("gpus/{}/information", g.bus_id),
-                    content: text,
-                });
-                Gpu {
-                    index: i as u32,
-                    minor: g.minor,
-                    node: node(&format!("nvidia{}", g.minor), Some(nv_major), Some(g.minor)),
-                    uuid: g.uuid,
-                    bus_id: g.bus_id,
-                    model: g.model,
-                }
-            })
-            .collect();
         let nvidiactl = node("nvidiactl", Some(nv_major), Some(255));
         let modeset = node("nvidia-modeset", Some(nv_major), Some(254));
         let uvm = node("nvidia-uvm", uvm_major, None);
@@ -535,170 +485,24 @@ impl Driver {
                 }
             })?;
         let (libraries, lib_dirs) = find_libraries(&root, &roots.driver_root, &version)?;
-
-        // A driver in its own tree keeps its tools in the `bin/` beside its library dir
-        // (`/usr/local/nvidia/{lib64,bin}`), and hosts often put wrapper scripts on PATH:
-        // look there first, and take only ELF executables (a script cannot run in an
-        // image that lacks what it calls).
-        let mut bin_dirs: Vec<String> = Vec::new();
-        for d in &lib_dirs {
-            if let Some(parent) = Path::new(d).parent() {
-                let b = parent.join("bin").display().to_string();
-                if !bin_dirs.contains(&b) {
-                    bin_dirs.push(b);
-                }
-            }
-        }
-        bin_dirs.extend(BIN_DIRS.iter().map(|d| format!("/{d}")));
-        let mut binaries = Vec::new();
-        for (cap, names) in BINARIES {
-            for name in *names {
-                let found = bin_dirs.iter().find_map(|d| {
-                    let (p, st) = resolve_in(&root, &format!("{d}/{name}")).ok()?;
-                    (is_type(&st, libc::S_IFREG) && is_elf_executable(&p)).then_some(p)
-                });
-                if let Some(host_path) = found {
-                    binaries.push(Binary {
-                        capability: *cap,
-                        name: name.to_string(),
-                        host_path,
-                    });
-                }
-            }
-        }
-
-        let mut firmware = Vec::new();
-        // The kernel looks in its custom search path first (a driver in its own tree
-        // points it there), then in /lib/firmware: so does nvhook.
-        let mut fw_dirs = Vec::new();
-        let custom = roots.sys_root.join("module/firmware_class/parameters/path");
-        if let Ok(text) = std::fs::read_to_string(&custom) {
-            let p = text.trim();
-            if p.starts_with('/') && p.len() > 1 {
-                fw_dirs.push(format!("{}/nvidia/{version}", p.trim_end_matches('/')));
-            }
-        }
-        fw_dirs.push(format!("/lib/firmware/nvidia/{version}"));
-        for fw_dir in &fw_dirs {
-            if !firmware.is_empty() {
-                break;
-            }
-            let Ok((real_dir, st)) = resolve_in(&root, fw_dir) else {
-                continue;
-            };
-            if is_type(&st, libc::S_IFDIR) {
-                let mut names: Vec<String> = std::fs::read_dir(&real_dir)
-                    .map(|rd| {
-                        rd.flatten()
-                            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                            .filter_map(|e| e.file_name().into_string().ok())
-                            .filter(|n| n.starts_with("gsp") && n.ends_with(".bin"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                names.sort();
-                firmware = names
-                    .into_iter()
-                    .map(|n| Firmware {
-                        path: format!("{fw_dir}/{n}"),
-                        host_path: real_dir.join(&n),
-                    })
-                    .collect();
-            }
-        }
-
+        let binaries = find_binaries(&root, &lib_dirs);
+        let firmware = find_firmware(&root, &roots.sys_root, &version);
         let sockets = find_host_files(&root, SOCKETS, libc::S_IFSOCK);
         let config_files = find_host_files(&root, CONFIG_FILES, libc::S_IFREG);
         let ipc_dirs: Vec<HostFile> = find_mps_dir(&root, &roots.mps_pipe_dir, &mut warnings)
             .into_iter()
             .collect();
-        let imex_major = major_of(&["nvidia-caps-imex-channels"]);
-        let mut imex_channels = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(dev.join("nvidia-caps-imex-channels")) {
-            for e in rd.flatten() {
-                let Some(n) = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("channel"))
-                    .and_then(|n| n.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                let name = format!("nvidia-caps-imex-channels/channel{n}");
-                if let Some(node) = char_node(&dev, &name, imex_major, None, &mut warnings) {
-                    imex_channels.push((n, node));
-                }
-            }
-        }
-        imex_channels.sort_by_key(|(n, _)| *n);
-
-        // MIG: capability files under /proc, nodes under /dev/nvidia-caps.
-        let caps_major = major_of(&["nvidia-caps"]);
-        let cap_node = |rel: &str, warnings: &mut Vec<String>| -> Option<(DeviceNode, String)> {
-            let text = std::fs::read_to_string(proc_nv.join("capabilities").join(rel)).ok()?;
-            let minor: u32 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("DeviceFileMinor:"))?
-                .trim()
-                .parse()
-                .ok()?;
-            let name = format!("nvidia-caps/nvidia-cap{minor}");
-            Some((
-                char_node(&dev, &name, caps_major, Some(minor), warnings)?,
-                text,
-            ))
+        let imex_major = majors.of(&["nvidia-caps-imex-channels"]);
+        let imex_channels = find_imex_channels(&dev, imex_major, &mut warnings);
+        let caps = MigCaps {
+            proc_nv: &proc_nv,
+            dev: &dev,
+            major: majors.of(&["nvidia-caps"]),
         };
-        let mut migs = Vec::new();
-        for g in &gpus {
-            let mut pairs = Vec::new();
-            let base = proc_nv.join(format!("capabilities/gpu{}/mig", g.minor));
-            for gi in numbered(&base, "gi") {
-                for ci in numbered(&base.join(format!("gi{gi}")), "ci") {
-                    pairs.push((gi, ci));
-                }
-            }
-            pairs.sort();
-            for (i, (gi, ci)) in pairs.into_iter().enumerate() {
-                let gi_rel = format!("gpu{}/mig/gi{gi}/access", g.minor);
-                let ci_rel = format!("gpu{}/mig/gi{gi}/ci{ci}/access", g.minor);
-                let (Some((gi_cap, gi_text)), Some((ci_cap, ci_text))) = (
-                    cap_node(&gi_rel, &mut warnings),
-                    cap_node(&ci_rel, &mut warnings),
-                ) else {
-                    continue;
-                };
-                migs.push(Mig {
-                    parent_index: g.index,
-                    parent_minor: g.minor,
-                    index: i as u32,
-                    gi,
-                    ci,
-                    gi_cap,
-                    ci_cap,
-                    uuid: None,
-                    access_files: vec![
-                        (format!("capabilities/{gi_rel}"), gi_text),
-                        (format!("capabilities/{ci_rel}"), ci_text),
-                    ],
-                });
-            }
-        }
-        let mig_config = cap_node("mig/config", &mut warnings);
-        let mig_monitor = cap_node("mig/monitor", &mut warnings);
-
-        let mut proc_files = vec![FileWrite {
-            path: "version".into(),
-            content: vtext.clone(),
-        }];
-        for name in ["params", "registry"] {
-            if let Ok(t) = std::fs::read_to_string(proc_nv.join(name)) {
-                proc_files.push(FileWrite {
-                    path: name.into(),
-                    content: t,
-                });
-            }
-        }
-        proc_files.extend(info_files);
+        let migs = find_migs(&caps, &gpus, &mut warnings);
+        let mig_config = caps.node("mig/config", &mut warnings);
+        let mig_monitor = caps.node("mig/monitor", &mut warnings);
+        let proc_files = proc_view(&proc_nv, vtext, info_files);
 
         Ok(Driver {
             version,
@@ -721,6 +525,274 @@ impl Driver {
             warnings,
         })
     }
+}
+
+/// The character device majors the kernel lists in `/proc/devices`.
+struct Majors(Vec<(u32, String)>);
+
+impl Majors {
+    fn read(proc_root: &Path) -> Majors {
+        Majors(
+            std::fs::read_to_string(proc_root.join("devices"))
+                .map(|t| procfs::parse_char_majors(&t))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The major of the first of `names` the kernel registered.
+    fn of(&self, names: &[&str]) -> Option<u32> {
+        self.0
+            .iter()
+            .find(|(_, n)| names.contains(&n.as_str()))
+            .map(|(m, _)| *m)
+    }
+}
+
+/// The GPUs the driver shows under `/proc/driver/nvidia/gpus`, ordered by bus id (their
+/// index), each with its node; the information files, kept for the containers' `/proc`
+/// view; and a warning for each GPU the driver excludes.
+fn read_gpus(
+    proc_nv: &Path,
+    dev: &Path,
+    nv_major: u32,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Gpu>, Vec<FileWrite>, Vec<String>)> {
+    let mut infos = Vec::new();
+    let mut excluded = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(proc_nv.join("gpus")) {
+        for ent in rd.flatten() {
+            let p = ent.path().join("information");
+            let text = std::fs::read_to_string(&p).map_err(|source| Error::Read {
+                path: p.clone(),
+                source,
+            })?;
+            let info = procfs::parse_gpu_information(&text, &p.display().to_string())?;
+            if info.excluded {
+                excluded.push(format!("GPU {} is excluded by the driver", info.uuid));
+                continue;
+            }
+            infos.push((info, text));
+        }
+    }
+    infos.sort_by_key(|(g, _)| g.bus_id);
+    let mut info_files = Vec::new();
+    let gpus = infos
+        .into_iter()
+        .enumerate()
+        .map(|(i, (g, text))| {
+            info_files.push(FileWrite {
+                path: format!("gpus/{}/information", g.bus_id),
+                content: text,
+            });
+            Gpu {
+                index: i as u32,
+                minor: g.minor,
+                node: char_node(
+                    dev,
+                    &format!("nvidia{}", g.minor),
+                    Some(nv_major),
+                    Some(g.minor),
+                    warnings,
+                ),
+                uuid: g.uuid,
+                bus_id: g.bus_id,
+                model: g.model,
+            }
+        })
+        .collect();
+    Ok((gpus, info_files, excluded))
+}
+
+/// The driver's tools, ELF executables only (a script cannot run in an image that lacks
+/// what it calls). A driver in its own tree keeps them in the `bin/` beside its library
+/// dir (`/usr/local/nvidia/{lib64,bin}`), and hosts often put wrapper scripts on PATH:
+/// those dirs are looked in first.
+fn find_binaries(root: &OwnedFd, lib_dirs: &[String]) -> Vec<Binary> {
+    let mut bin_dirs: Vec<String> = Vec::new();
+    for d in lib_dirs {
+        if let Some(parent) = Path::new(d).parent() {
+            let b = parent.join("bin").display().to_string();
+            if !bin_dirs.contains(&b) {
+                bin_dirs.push(b);
+            }
+        }
+    }
+    bin_dirs.extend(BIN_DIRS.iter().map(|d| format!("/{d}")));
+    let mut binaries = Vec::new();
+    for (cap, names) in BINARIES {
+        for name in *names {
+            let found = bin_dirs.iter().find_map(|d| {
+                let (p, st) = resolve_in(root, &format!("{d}/{name}")).ok()?;
+                (is_type(&st, libc::S_IFREG) && is_elf_executable(&p)).then_some(p)
+            });
+            if let Some(host_path) = found {
+                binaries.push(Binary {
+                    capability: *cap,
+                    name: name.to_string(),
+                    host_path,
+                });
+            }
+        }
+    }
+    binaries
+}
+
+/// The GSP firmware of this driver version. The kernel looks in its custom search path
+/// first (a driver in its own tree points it there), then in `/lib/firmware`: so does
+/// nvhook, taking the first dir that has any.
+fn find_firmware(root: &OwnedFd, sys_root: &Path, version: &str) -> Vec<Firmware> {
+    let mut fw_dirs = Vec::new();
+    let custom = sys_root.join("module/firmware_class/parameters/path");
+    if let Ok(text) = std::fs::read_to_string(&custom) {
+        let p = text.trim();
+        if p.starts_with('/') && p.len() > 1 {
+            fw_dirs.push(format!("{}/nvidia/{version}", p.trim_end_matches('/')));
+        }
+    }
+    fw_dirs.push(format!("/lib/firmware/nvidia/{version}"));
+    for fw_dir in &fw_dirs {
+        let Ok((real_dir, st)) = resolve_in(root, fw_dir) else {
+            continue;
+        };
+        if !is_type(&st, libc::S_IFDIR) {
+            continue;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&real_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("gsp") && n.ends_with(".bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.is_empty() {
+            continue;
+        }
+        names.sort();
+        return names
+            .into_iter()
+            .map(|n| Firmware {
+                path: format!("{fw_dir}/{n}"),
+                host_path: real_dir.join(&n),
+            })
+            .collect();
+    }
+    Vec::new()
+}
+
+/// The IMEX channel nodes under `/dev/nvidia-caps-imex-channels`, by channel number.
+fn find_imex_channels(
+    dev: &Path,
+    major: Option<u32>,
+    warnings: &mut Vec<String>,
+) -> Vec<(u32, DeviceNode)> {
+    let mut channels = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dev.join("nvidia-caps-imex-channels")) {
+        for e in rd.flatten() {
+            let Some(n) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("channel"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let name = format!("nvidia-caps-imex-channels/channel{n}");
+            if let Some(node) = char_node(dev, &name, major, None, warnings) {
+                channels.push((n, node));
+            }
+        }
+    }
+    channels.sort_by_key(|(n, _)| *n);
+    channels
+}
+
+/// Where MIG capabilities are: their files under `/proc/driver/nvidia/capabilities`,
+/// their nodes under `/dev/nvidia-caps`.
+struct MigCaps<'a> {
+    proc_nv: &'a Path,
+    dev: &'a Path,
+    major: Option<u32>,
+}
+
+impl MigCaps<'_> {
+    /// The node of the capability file `rel` names (`DeviceFileMinor:`), and its text.
+    fn node(&self, rel: &str, warnings: &mut Vec<String>) -> Option<(DeviceNode, String)> {
+        let text = std::fs::read_to_string(self.proc_nv.join("capabilities").join(rel)).ok()?;
+        let minor: u32 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("DeviceFileMinor:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let name = format!("nvidia-caps/nvidia-cap{minor}");
+        Some((
+            char_node(self.dev, &name, self.major, Some(minor), warnings)?,
+            text,
+        ))
+    }
+}
+
+/// Each GPU's MIG instances (GPU instance, compute instance), numbered per GPU in
+/// (gi, ci) order, with both capability nodes; an instance missing either is left out.
+fn find_migs(caps: &MigCaps<'_>, gpus: &[Gpu], warnings: &mut Vec<String>) -> Vec<Mig> {
+    let mut migs = Vec::new();
+    for g in gpus {
+        let mut pairs = Vec::new();
+        let base = caps
+            .proc_nv
+            .join(format!("capabilities/gpu{}/mig", g.minor));
+        for gi in numbered(&base, "gi") {
+            for ci in numbered(&base.join(format!("gi{gi}")), "ci") {
+                pairs.push((gi, ci));
+            }
+        }
+        pairs.sort();
+        for (i, (gi, ci)) in pairs.into_iter().enumerate() {
+            let gi_rel = format!("gpu{}/mig/gi{gi}/access", g.minor);
+            let ci_rel = format!("gpu{}/mig/gi{gi}/ci{ci}/access", g.minor);
+            let (Some((gi_cap, gi_text)), Some((ci_cap, ci_text))) =
+                (caps.node(&gi_rel, warnings), caps.node(&ci_rel, warnings))
+            else {
+                continue;
+            };
+            migs.push(Mig {
+                parent_index: g.index,
+                parent_minor: g.minor,
+                index: i as u32,
+                gi,
+                ci,
+                gi_cap,
+                ci_cap,
+                uuid: None,
+                access_files: vec![
+                    (format!("capabilities/{gi_rel}"), gi_text),
+                    (format!("capabilities/{ci_rel}"), ci_text),
+                ],
+            });
+        }
+    }
+    migs
+}
+
+/// The host's `/proc/driver/nvidia` files a container's view is made from: `version`,
+/// `params` and `registry` where readable, and the GPUs' information files.
+fn proc_view(proc_nv: &Path, vtext: String, info_files: Vec<FileWrite>) -> Vec<FileWrite> {
+    let mut files = vec![FileWrite {
+        path: "version".into(),
+        content: vtext,
+    }];
+    for name in ["params", "registry"] {
+        if let Ok(t) = std::fs::read_to_string(proc_nv.join(name)) {
+            files.push(FileWrite {
+                path: name.into(),
+                content: t,
+            });
+        }
+    }
+    files.extend(info_files);
+    files
 }
 
 /// True when the file at `p` starts like an ELF executable or shared object (the
