@@ -275,14 +275,109 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     crate::common::userns::check_not_foreign()?;
     can_mount()?;
     let mut times = Timings::default();
-    let clock = std::time::Instant::now();
     // 1. Everything from the host, while still in the host's mount namespace.
+    let clock = std::time::Instant::now();
+    let host = HostSide::prepare(plan, t)?;
+    times.prepare = clock.elapsed();
+    // 2. The device cgroup, found through the host's view of /proc and mounts.
+    let clock = std::time::Instant::now();
+    allow_devices(plan, t)?;
+    times.cgroup = clock.elapsed();
+    // 3. Into the container's mount namespace; from here on no host path is opened.
+    let clock = std::time::Instant::now();
+    let mut root = enter_container(t, &host)?;
+    let mut mounted: Vec<OwnedFd> = Vec::new();
+    let result = fill(
+        plan,
+        t,
+        &mut root,
+        host.sources,
+        host.proc_view,
+        &host.id_maps,
+        &mut mounted,
+    );
+    times.mount = clock.elapsed();
+    // 4. The container's loader cache.
+    let clock = std::time::Instant::now();
+    let result = result.and_then(|()| {
+        update_loader_cache(plan, t, &mut root, &host.ld_libs, &host.id_maps)?;
+        run_ldconfig(
+            plan,
+            t,
+            &mut root,
+            host.exe.as_ref(),
+            host.proc.as_fd(),
+            &host.id_maps,
+        )
+    });
+    times.ldconfig = clock.elapsed();
+    match result {
+        Ok(()) => {
+            root.commit();
+            Ok(times)
+        }
+        Err(e) => {
+            for m in mounted.iter().rev() {
+                let _ = sys::umount_fd(m.as_fd());
+            }
+            root.undo();
+            Err(e)
+        }
+    }
+}
+
+/// What is taken from the host before nvhook joins the container.
+struct HostSide {
+    /// Every device node and driver file, cloned into a detached mount.
+    sources: Vec<(TargetKind, Prepared)>,
+    /// The container's `/proc/driver/nvidia`, on a detached tmpfs.
+    proc_view: Option<OwnedFd>,
+    /// What nvhook's own cache update needs of the mounted libraries.
+    ld_libs: Vec<ldcache_update::Mounted>,
+    /// The ldconfig to run, when one runs.
+    exe: Option<ldconfig::Exe>,
+    /// The host's /proc, for the ldconfig child's user namespace maps: inside the
+    /// container's mount namespace /proc may be the container's own.
+    proc: OwnedFd,
+    id_maps: ldconfig::IdMaps,
+    /// The container's mount namespace.
+    ns: OwnedFd,
+}
+
+impl HostSide {
+    fn prepare(plan: &Plan, t: &Target<'_>) -> Result<HostSide> {
+        let proc = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(|source| Error::Namespace { pid: t.pid, source })?;
+        let id_maps = ldconfig::IdMaps::of_process(proc.as_fd(), t.pid);
+        Ok(HostSide {
+            sources: prepare_sources(plan, t.faults.source)?,
+            proc_view: plan
+                .proc_driver
+                .as_ref()
+                .map(proc_driver_view)
+                .transpose()?,
+            ld_libs: mounted_libraries(plan),
+            exe: ldconfig_exe(plan)?,
+            ns: sys::open(
+                Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
+                libc::O_RDONLY,
+            )
+            .map_err(|source| Error::Namespace { pid: t.pid, source })?,
+            proc,
+            id_maps,
+        })
+    }
+}
+
+/// Each device node and mounted file of the plan, opened on the host and cloned into a
+/// detached mount with its flags (`fail_at`: the Nth source fails, for tests).
+fn prepare_sources(plan: &Plan, fail_at: Option<usize>) -> Result<Vec<(TargetKind, Prepared)>> {
     let mut prepared = Vec::new();
-    let mut nth_source = 0usize;
+    let mut nth = 0usize;
     let mut fail_source = |path: &Path| -> Result<()> {
-        let n = nth_source;
-        nth_source += 1;
-        if t.faults.source == Some(n) {
+        let n = nth;
+        nth += 1;
+        if fail_at == Some(n) {
             return Err(src_err(path, "open")(io::Error::from_raw_os_error(
                 libc::ENOENT,
             )));
@@ -314,30 +409,35 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
             prepare(&m.source, want, None, attrs(&m.flags), &m.target)?,
         ));
     }
-    let proc_view = match &plan.proc_driver {
-        Some(p) => Some(proc_driver_view(p)?),
-        None => None,
-    };
-    // What nvhook's own cache update needs of the libraries: their ELF kind and SONAME,
-    // read from the host's files (never the container's).
-    let ld_libs: Vec<ldcache_update::Mounted> = match &plan.ldconfig {
-        Some(l) if l.by_nvhook => plan
-            .mounts
-            .iter()
-            .filter(|m| m.kind == MountKind::Library)
-            .filter_map(|m| {
-                let (dir, file) = m.target.rsplit_once('/')?;
-                let f = std::fs::File::open(&m.source).ok()?;
-                Some(ldcache_update::Mounted {
-                    dir: dir.to_string(),
-                    file: file.to_string(),
-                    elf: crate::host::elf::info(&f)?,
-                })
+    Ok(prepared)
+}
+
+/// What nvhook's own cache update needs of the libraries: their ELF kind and SONAME,
+/// read from the host's files (never the container's). Nothing when ldconfig makes the
+/// cache.
+fn mounted_libraries(plan: &Plan) -> Vec<ldcache_update::Mounted> {
+    if !plan.ldconfig.as_ref().is_some_and(|l| l.by_nvhook) {
+        return Vec::new();
+    }
+    plan.mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Library)
+        .filter_map(|m| {
+            let (dir, file) = m.target.rsplit_once('/')?;
+            let f = std::fs::File::open(&m.source).ok()?;
+            Some(ldcache_update::Mounted {
+                dir: dir.to_string(),
+                file: file.to_string(),
+                elf: crate::host::elf::info(&f)?,
             })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let exe = match &plan.ldconfig {
+        })
+        .collect()
+}
+
+/// The ldconfig that will run: the host's, sealed in memory now (so what runs is what
+/// was checked), or a path in the container; none when nvhook makes the cache.
+fn ldconfig_exe(plan: &Plan) -> Result<Option<ldconfig::Exe>> {
+    Ok(match &plan.ldconfig {
         Some(l) if l.by_nvhook => None,
         Some(l) if l.host => Some(ldconfig::seal_host(&l.path)?),
         Some(l) => Some(ldconfig::Exe::InContainer(
@@ -345,130 +445,137 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
                 .map_err(|_| ldconfig::Error::NotStatic(l.path.clone(), String::new()))?,
         )),
         None => None,
-    };
-    // The host's /proc, for the ldconfig child's user namespace maps: inside the
-    // container's mount namespace /proc may be the container's own.
-    let host_proc = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|source| Error::Namespace { pid: t.pid, source })?;
-    let id_maps = ldconfig::IdMaps::of_process(host_proc.as_fd(), t.pid);
-    let ns = sys::open(
-        Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
-        libc::O_RDONLY,
-    )
-    .map_err(|source| Error::Namespace { pid: t.pid, source })?;
-    times.prepare = clock.elapsed();
+    })
+}
 
-    // 2. The device cgroup, found through the host's view of /proc and mounts.
-    let clock = std::time::Instant::now();
-    if !plan.cgroup.is_empty() {
-        let cg = cgroup::for_pid(t.pid)?;
-        if t.faults.cgroup {
-            return Err(cgroup::Error::Write {
-                path: "devices cgroup".into(),
-                rule: plan.cgroup[0].v1_line(),
-                source: injected(),
-            }
-            .into());
-        }
-        cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?;
+/// The plan's cgroup rules, in the container's device cgroup.
+fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<()> {
+    if plan.cgroup.is_empty() {
+        return Ok(());
     }
-    times.cgroup = clock.elapsed();
+    let cg = cgroup::for_pid(t.pid)?;
+    if t.faults.cgroup {
+        return Err(cgroup::Error::Write {
+            path: "devices cgroup".into(),
+            rule: plan.cgroup[0].v1_line(),
+            source: injected(),
+        }
+        .into());
+    }
+    cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?;
+    Ok(())
+}
 
-    // 3. Into the container's mount namespace; from here on no host path is opened.
-    let clock = std::time::Instant::now();
+/// Joins the container's mount namespace and opens its root there.
+fn enter_container(t: &Target<'_>, host: &HostSide) -> Result<Root> {
     // Run by hand on a created container (`runc create`, then the hook, then `runc
     // start`), the container has already pivoted into its root: inside its mount
     // namespace the bundle's path is gone and `/` is the container root.
     let pivoted = has_pivoted(t.pid, t.rootfs);
-    sys::setns_mnt(ns.as_fd()).map_err(|source| Error::Namespace { pid: t.pid, source })?;
+    sys::setns_mnt(host.ns.as_fd()).map_err(|source| Error::Namespace { pid: t.pid, source })?;
     let root_path = if pivoted { Path::new("/") } else { t.rootfs };
     let mut root = Root::open(root_path).map_err(|source| Error::Root {
         path: t.rootfs.into(),
         source,
     })?;
     root.set_proc(
-        host_proc
+        host.proc
             .try_clone()
             .map_err(|source| Error::Namespace { pid: t.pid, source })?,
     );
-    let mut mounted: Vec<OwnedFd> = Vec::new();
-    // In a container with its own user namespace, what nvhook creates belongs to the
-    // container's root (its /dev is a tmpfs of that namespace, where host root's ids do
-    // not exist at all).
-    let as_container_root = FsIds::container_root(&id_maps);
-    let mut result = attach_all(plan, &mut root, prepared, &mut mounted, t.faults.mount);
-    if let (Ok(()), Some(view)) = (&result, proc_view) {
-        result = attach_proc_view(&root, view, &mut mounted);
+    Ok(root)
+}
+
+/// The mounts, the links, the `/proc` view and the plan's files, in the container.
+/// What it creates belongs to the container's root where it has a user namespace of its
+/// own (its /dev is a tmpfs of that namespace, where host root's ids do not exist).
+fn fill(
+    plan: &Plan,
+    t: &Target<'_>,
+    root: &mut Root,
+    sources: Vec<(TargetKind, Prepared)>,
+    proc_view: Option<OwnedFd>,
+    id_maps: &ldconfig::IdMaps,
+    mounted: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    let _as_container_root = FsIds::container_root(id_maps);
+    attach_all(plan, root, sources, mounted, t.faults.mount)?;
+    if let Some(view) = proc_view {
+        attach_proc_view(root, view, mounted)?;
     }
-    times.mount = clock.elapsed();
-    let ldconfig_clock = std::time::Instant::now();
-    let result = result.and_then(|()| {
-        for f in &plan.files {
-            root.write_file(&f.path, f.content.as_bytes())?;
+    for f in &plan.files {
+        root.write_file(&f.path, f.content.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The loader cache written by nvhook (`ld-cache = "nvhook"`), or `/etc` made ready for
+/// ldconfig; as the container's root.
+fn update_loader_cache(
+    plan: &Plan,
+    t: &Target<'_>,
+    root: &mut Root,
+    ld_libs: &[ldcache_update::Mounted],
+    id_maps: &ldconfig::IdMaps,
+) -> Result<()> {
+    let _as_container_root = FsIds::container_root(id_maps);
+    // The loader cache's update fails here when a test asks, whichever way it is made.
+    if t.faults.ldconfig && plan.ldconfig.is_some() {
+        return Err(ldconfig::Error::Failed {
+            status: "not started".into(),
+            stderr: "injected fault".into(),
         }
-        // The loader cache's update fails here when a test asks, whichever way it is made.
-        if t.faults.ldconfig && plan.ldconfig.is_some() {
-            return Err(ldconfig::Error::Failed {
-                status: "not started".into(),
-                stderr: "injected fault".into(),
-            }
-            .into());
-        }
-        match &plan.ldconfig {
-            Some(l) if l.by_nvhook => {
-                ldcache_update::update(
-                    &mut root,
-                    &ldcache_update::Update {
-                        dirs: &l.dirs,
-                        libs: &ld_libs,
-                        links: &plan.symlinks,
-                        rescan: &l.rescan,
-                        driver_named: &l.driver_named,
-                    },
-                )?;
-            }
-            Some(_) => {
-                root.mkdir_all("/etc")?;
-            }
-            None => {}
-        }
-        Ok(())
-    });
-    drop(as_container_root);
-    let result = result.and_then(|()| {
-        if let (Some(l), Some(exe)) = (&plan.ldconfig, &exe) {
-            ldconfig::run(
-                exe,
-                root.fd(),
-                host_proc.as_fd(),
-                t.ldconfig_userns.then_some(&id_maps),
-                &l.args,
-                t.ldconfig_timeout,
+        .into());
+    }
+    match &plan.ldconfig {
+        Some(l) if l.by_nvhook => {
+            ldcache_update::update(
+                root,
+                &ldcache_update::Update {
+                    dirs: &l.dirs,
+                    libs: ld_libs,
+                    links: &plan.symlinks,
+                    rescan: &l.rescan,
+                    driver_named: &l.driver_named,
+                },
             )?;
-            // ldconfig deletes a link whose target it only makes in the same run
-            // (`libGLX_indirect.so.0 -> libGLX_nvidia.so.0`, before the SONAME link
-            // exists): made again, as the container's root.
-            let _as_root = FsIds::container_root(&id_maps);
-            for s in &plan.symlinks {
-                root.symlink(&s.path, &s.target)?;
-            }
         }
-        times.ldconfig = ldconfig_clock.elapsed();
-        Ok(())
-    });
-    match result {
-        Ok(()) => {
-            root.commit();
-            Ok(times)
+        Some(_) => {
+            root.mkdir_all("/etc")?;
         }
-        Err(e) => {
-            for m in mounted.iter().rev() {
-                let _ = sys::umount_fd(m.as_fd());
-            }
-            root.undo();
-            Err(e)
-        }
+        None => {}
     }
+    Ok(())
+}
+
+/// The sandboxed ldconfig, where one runs (`ld-cache = "ldconfig"`).
+fn run_ldconfig(
+    plan: &Plan,
+    t: &Target<'_>,
+    root: &mut Root,
+    exe: Option<&ldconfig::Exe>,
+    host_proc: std::os::fd::BorrowedFd<'_>,
+    id_maps: &ldconfig::IdMaps,
+) -> Result<()> {
+    let (Some(l), Some(exe)) = (&plan.ldconfig, exe) else {
+        return Ok(());
+    };
+    ldconfig::run(
+        exe,
+        root.fd(),
+        host_proc,
+        t.ldconfig_userns.then_some(id_maps),
+        &l.args,
+        t.ldconfig_timeout,
+    )?;
+    // ldconfig deletes a link whose target it only makes in the same run
+    // (`libGLX_indirect.so.0 -> libGLX_nvidia.so.0`, before the SONAME link exists):
+    // made again, as the container's root.
+    let _as_root = FsIds::container_root(id_maps);
+    for s in &plan.symlinks {
+        root.symlink(&s.path, &s.target)?;
+    }
+    Ok(())
 }
 
 /// The process's filesystem ids set to a container's root for as long as it lives, and
