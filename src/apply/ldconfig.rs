@@ -379,15 +379,9 @@ pub fn run(
     args: &[String],
     timeout: Duration,
 ) -> Result<()> {
+    // Everything the child uses is made before the clone: it must not allocate.
     let filter = seccomp_program()?;
-    let argv0 = c"ldconfig".to_owned();
-    let mut argv: Vec<CString> = vec![argv0];
-    for a in args {
-        argv.push(CString::new(a.as_str()).map_err(|_| Error::Failed {
-            status: "not started".into(),
-            stderr: format!("argument {a:?} holds a NUL"),
-        })?);
-    }
+    let argv = child_argv(args)?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
@@ -395,7 +389,6 @@ pub fn run(
         Exe::Sealed(_) => "host ldconfig".to_string(),
         Exe::InContainer(p) => p.to_string_lossy().into_owned(),
     };
-
     let pipe = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(&label, "pipe")(e.into()))
@@ -406,23 +399,55 @@ pub fn run(
     // The child waits on this pipe until its user namespace maps root.
     let (sync_rd, sync_wr) = pipe()?;
 
+    let (pid, saved_cwd) = clone_sandbox(root, maps.is_some(), &label)?;
+    if pid == 0 {
+        let io = ChildIo {
+            devnull: devnull.as_raw_fd(),
+            out: wr.as_raw_fd(),
+            sync_rd: sync_rd.as_raw_fd(),
+        };
+        // SAFETY: the forked child of a single-threaded process; it only makes raw
+        // system calls on what was prepared above, and leaves by exec or _exit.
+        unsafe { child(io, sync_wr, &filter, exe, &argv_p, &envp) }
+    }
+    let _ = nix::unistd::fchdir(&saved_cwd);
+    drop(wr);
+    drop(devnull);
+    drop(sync_rd);
+    supervise(pid, proc_dir, maps, sync_wr, &rd, timeout)
+}
+
+/// `ldconfig` and the arguments, as the C strings exec takes.
+fn child_argv(args: &[String]) -> Result<Vec<CString>> {
+    let mut argv = vec![c"ldconfig".to_owned()];
+    for a in args {
+        argv.push(CString::new(a.as_str()).map_err(|_| Error::Failed {
+            status: "not started".into(),
+            stderr: format!("argument {a:?} holds a NUL"),
+        })?);
+    }
+    Ok(argv)
+}
+
+/// Clones the sandbox's process, in the container root, and returns its pid (0 in the
+/// child, like fork) and the caller's working directory, to go back to.
+///
+/// New user (with `userns`), PID, IPC, mount, network and UTS namespaces: ldconfig is
+/// pid 1 of an empty PID namespace, its capabilities hold only in its own user namespace
+/// (over files of the mapped root), it has no network interface but a loopback that is
+/// down, and its tmpfs mounts stay private to it.
+fn clone_sandbox(
+    root: std::os::fd::BorrowedFd<'_>,
+    userns: bool,
+    label: &str,
+) -> Result<(libc::pid_t, OwnedFd)> {
     // The child starts in the container root: clone() carries the working directory
     // over into the new mount namespace's copy, where file descriptors opened before
     // would still point into the old one.
     let saved_cwd = sys::open(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(io_err(&label, "open working directory"))?;
-    nix::unistd::fchdir(root).map_err(|e| io_err(&label, "enter container root")(e.into()))?;
-
-    // New user, PID, IPC, mount, network and UTS namespaces: ldconfig is pid 1 of an
-    // empty PID namespace, its capabilities hold only in its own user namespace (over
-    // files of the mapped root), it has no network interface but a loopback that is
-    // down, and its tmpfs mounts stay private to it.
-    let userns = if maps.is_some() {
-        libc::CLONE_NEWUSER
-    } else {
-        0
-    };
-    let flags = userns
+        .map_err(io_err(label, "open working directory"))?;
+    nix::unistd::fchdir(root).map_err(|e| io_err(label, "enter container root")(e.into()))?;
+    let flags = if userns { libc::CLONE_NEWUSER } else { 0 }
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWNS
@@ -433,151 +458,199 @@ pub fn run(
     // and the child only makes raw system calls and leaves by exec or _exit.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
         as libc::pid_t;
-    if pid < 0 {
-        let e = io::Error::last_os_error();
-        let _ = nix::unistd::fchdir(&saved_cwd);
-        // ENOSPC: user.max_user_namespaces is 0 (or used up); EPERM/EUSERS: refused.
-        if maps.is_some()
-            && matches!(
-                e.raw_os_error(),
-                Some(libc::ENOSPC | libc::EPERM | libc::EUSERS | libc::EINVAL)
-            )
-        {
-            return Err(Error::UserNs {
-                what: "clone",
-                source: e,
-            });
-        }
-        return Err(io_err(&label, "clone")(e));
+    if pid >= 0 {
+        return Ok((pid, saved_cwd));
     }
-    if pid == 0 {
-        // Child. Any failure exits 127 after a short message on the pipe.
-        let fail = |msg: &[u8]| -> ! {
-            // SAFETY: raw write and _exit in the forked child.
-            unsafe {
-                libc::write(2, msg.as_ptr().cast(), msg.len());
-                libc::_exit(127)
-            }
-        };
-        // SAFETY: plain system calls on fds and literals we own.
-        unsafe {
-            if libc::dup2(devnull.as_raw_fd(), 0) < 0
-                || libc::dup2(wr.as_raw_fd(), 1) < 0
-                || libc::dup2(wr.as_raw_fd(), 2) < 0
-            {
-                libc::_exit(127);
-            }
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            drop(sync_wr);
-            let mut b = 0u8;
-            if libc::read(sync_rd.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
-                fail(b"nvhook: the ldconfig user namespace was not set up\n");
-            }
-            // Become the namespace's root: the container's root where it has its own
-            // user namespace (then files ldconfig creates belong to it).
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(0, 0, 0) != 0
-                || libc::setresuid(0, 0, 0) != 0
-            {
-                fail(b"nvhook: cannot become root of the ldconfig user namespace\n");
-            }
-            let name = b"nvhook-ldconfig";
-            if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
-                fail(b"nvhook: cannot name the ldconfig UTS namespace\n");
-            }
-            if libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                fail(b"nvhook: cannot make the ldconfig mount namespace private\n");
-            }
-            // tmpfs over /proc, /sys and /dev, so nothing under /proc (such as
-            // /proc/1/root: runc's init, whose root is still the host's) is reachable.
-            for name in [c"proc", c"sys", c"dev"] {
-                let dir =
-                    &<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes());
-                let t = match sys::openat2(
-                    nix::fcntl::AT_FDCWD,
-                    Path::new(dir),
-                    libc::O_PATH | libc::O_DIRECTORY,
-                    0,
-                    sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS,
-                ) {
-                    Ok(t) => t,
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                    Err(_) => fail(b"nvhook: /proc, /sys and /dev must be plain directories in the image for the ldconfig sandbox\n"),
-                };
-                let Ok(m) = sys::new_tmpfs() else {
-                    fail(b"nvhook: cannot create tmpfs for ldconfig\n")
-                };
-                if sys::move_mount_to(m.as_fd(), t.as_fd()).is_err() {
-                    fail(b"nvhook: cannot cover /proc, /sys or /dev for ldconfig\n");
-                }
-            }
-            if libc::chroot(c".".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                fail(b"nvhook: cannot chroot into container root\n");
-            }
-            for (res, lim) in LIMITS {
-                let r = libc::rlimit {
-                    rlim_cur: *lim,
-                    rlim_max: *lim,
-                };
-                if libc::setrlimit(*res, &r) != 0 {
-                    fail(b"nvhook: cannot set ldconfig resource limits\n");
-                }
-            }
-            if crate::apply::caps::limit_to(crate::apply::caps::LDCONFIG).is_err() {
-                fail(b"nvhook: cannot drop capabilities for ldconfig\n");
-            }
-            // No descriptor of the hook's (a directory of the host, say) reaches
-            // ldconfig: everything above stdio closes on exec.
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                fail(b"nvhook: cannot close the hook's descriptors for ldconfig\n");
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                fail(b"nvhook: cannot set no_new_privs\n");
-            }
-            if seccompiler::apply_filter(&filter).is_err() {
-                fail(b"nvhook: cannot install the ldconfig seccomp filter\n");
-            }
-            match exe {
-                Exe::Sealed(fd) => {
-                    libc::syscall(
-                        libc::SYS_execveat,
-                        fd.as_raw_fd(),
-                        c"".as_ptr(),
-                        argv_p.as_ptr(),
-                        envp.as_ptr(),
-                        libc::AT_EMPTY_PATH,
-                    );
-                }
-                Exe::InContainer(p) => {
-                    libc::execve(p.as_ptr(), argv_p.as_ptr(), envp.as_ptr());
-                }
-            }
-            fail(b"nvhook: cannot execute ldconfig\n");
-        }
-    }
+    let e = io::Error::last_os_error();
     let _ = nix::unistd::fchdir(&saved_cwd);
-    drop(wr);
-    drop(devnull);
-    drop(sync_rd);
+    // ENOSPC: user.max_user_namespaces is 0 (or used up); EPERM/EUSERS: refused.
+    if userns
+        && matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EPERM | libc::EUSERS | libc::EINVAL)
+        )
+    {
+        return Err(Error::UserNs {
+            what: "clone",
+            source: e,
+        });
+    }
+    Err(io_err(label, "clone")(e))
+}
+
+/// The child's descriptors: stdin, where stdout and stderr go, the sync pipe's end.
+#[derive(Clone, Copy)]
+struct ChildIo {
+    devnull: libc::c_int,
+    out: libc::c_int,
+    sync_rd: libc::c_int,
+}
+
+/// Leaves the child with exit status 127 after a short message on its output.
+fn child_fail(msg: &[u8]) -> ! {
+    // SAFETY: raw write and _exit in the forked child.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+/// The child, from the clone to ldconfig's exec, in the order the sandbox needs: its
+/// stdio, the wait for its user namespace's maps, root of that namespace, a named UTS
+/// namespace, private mounts with `/proc`, `/sys` and `/dev` covered, chrooted, limited,
+/// then confined. Any failure exits 127 after a short message.
+///
+/// # Safety
+/// Only in the forked child of a single-threaded process: it makes raw system calls on
+/// the given descriptors and never returns.
+unsafe fn child(
+    io: ChildIo,
+    sync_wr: OwnedFd,
+    filter: &seccompiler::BpfProgram,
+    exe: &Exe,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    child_stdio(io);
+    // The parent's end: the read below sees EOF if the parent dies.
+    drop(sync_wr);
+    let mut b = 0u8;
+    if libc::read(io.sync_rd, (&mut b as *mut u8).cast(), 1) != 1 {
+        child_fail(b"nvhook: the ldconfig user namespace was not set up\n");
+    }
+    child_become_root();
+    child_cover_kernel_dirs();
+    if libc::chroot(c".".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+        child_fail(b"nvhook: cannot chroot into container root\n");
+    }
+    child_confine(filter);
+    match exe {
+        Exe::Sealed(fd) => {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+        }
+        Exe::InContainer(p) => {
+            libc::execve(p.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+    }
+    child_fail(b"nvhook: cannot execute ldconfig\n");
+}
+
+/// stdin from /dev/null, stdout and stderr into the parent's pipe; killed with the hook.
+unsafe fn child_stdio(io: ChildIo) {
+    if libc::dup2(io.devnull, 0) < 0 || libc::dup2(io.out, 1) < 0 || libc::dup2(io.out, 2) < 0 {
+        libc::_exit(127);
+    }
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+}
+
+/// Root of the sandbox's user namespace (the container's root where it has a user
+/// namespace of its own: then files ldconfig creates belong to it), in a UTS namespace
+/// named for it, with its mounts private.
+unsafe fn child_become_root() {
+    if libc::setgroups(0, std::ptr::null()) != 0
+        || libc::setresgid(0, 0, 0) != 0
+        || libc::setresuid(0, 0, 0) != 0
+    {
+        child_fail(b"nvhook: cannot become root of the ldconfig user namespace\n");
+    }
+    let name = b"nvhook-ldconfig";
+    if libc::sethostname(name.as_ptr().cast(), name.len()) != 0 {
+        child_fail(b"nvhook: cannot name the ldconfig UTS namespace\n");
+    }
+    if libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
+        child_fail(b"nvhook: cannot make the ldconfig mount namespace private\n");
+    }
+}
+
+/// tmpfs over the image's /proc, /sys and /dev (where they exist), so nothing under
+/// /proc (such as /proc/1/root: runc's init, whose root is still the host's) is
+/// reachable.
+unsafe fn child_cover_kernel_dirs() {
+    for name in [c"proc", c"sys", c"dev"] {
+        let dir = &<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes());
+        let t = match sys::openat2(
+            nix::fcntl::AT_FDCWD,
+            Path::new(dir),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS,
+        ) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(_) => child_fail(b"nvhook: /proc, /sys and /dev must be plain directories in the image for the ldconfig sandbox\n"),
+        };
+        let Ok(m) = sys::new_tmpfs() else {
+            child_fail(b"nvhook: cannot create tmpfs for ldconfig\n")
+        };
+        if sys::move_mount_to(m.as_fd(), t.as_fd()).is_err() {
+            child_fail(b"nvhook: cannot cover /proc, /sys or /dev for ldconfig\n");
+        }
+    }
+}
+
+/// Resource limits, two capabilities, no descriptor of the hook's (a directory of the
+/// host, say: everything above stdio closes on exec), `no_new_privs`, and the seccomp
+/// filter last.
+unsafe fn child_confine(filter: &seccompiler::BpfProgram) {
+    for (res, lim) in LIMITS {
+        let r = libc::rlimit {
+            rlim_cur: *lim,
+            rlim_max: *lim,
+        };
+        if libc::setrlimit(*res, &r) != 0 {
+            child_fail(b"nvhook: cannot set ldconfig resource limits\n");
+        }
+    }
+    if crate::apply::caps::limit_to(crate::apply::caps::LDCONFIG).is_err() {
+        child_fail(b"nvhook: cannot drop capabilities for ldconfig\n");
+    }
+    if libc::syscall(
+        libc::SYS_close_range,
+        3u32,
+        u32::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) != 0
+    {
+        child_fail(b"nvhook: cannot close the hook's descriptors for ldconfig\n");
+    }
+    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        child_fail(b"nvhook: cannot set no_new_privs\n");
+    }
+    if seccompiler::apply_filter(filter).is_err() {
+        child_fail(b"nvhook: cannot install the ldconfig seccomp filter\n");
+    }
+}
+
+/// The parent's side: writes the child's user namespace maps, lets it go, reads its
+/// output until it ends or the deadline (then kills it), and reaps it.
+fn supervise(
+    pid: libc::pid_t,
+    proc_dir: std::os::fd::BorrowedFd<'_>,
+    maps: Option<&IdMaps>,
+    sync_wr: OwnedFd,
+    out: &OwnedFd,
+    timeout: Duration,
+) -> Result<()> {
     let child = nix::unistd::Pid::from_raw(pid);
     let kill = || {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
@@ -596,18 +669,14 @@ pub fn run(
     }
     let _ = nix::unistd::write(&sync_wr, b"x");
     drop(sync_wr);
-    let out = read_until(&rd, Instant::now() + timeout);
-    let timed_out = out.is_none();
-    if timed_out {
+    let text = read_until(out, Instant::now() + timeout);
+    if text.is_none() {
         kill();
-    }
-    let status = reap();
-    if timed_out {
+        reap();
         return Err(Error::Timeout(timeout));
     }
-    let out = out.unwrap_or_default();
     use nix::sys::wait::WaitStatus;
-    let status = match status {
+    let status = match reap() {
         Some(WaitStatus::Exited(_, 0)) => return Ok(()),
         Some(WaitStatus::Exited(_, code)) => format!("exit status {code}"),
         Some(WaitStatus::Signaled(_, sig, _)) => format!("killed by signal {}", sig as i32),
@@ -615,8 +684,8 @@ pub fn run(
         // reaped, but with a signal nix's list does not name (a real-time one)
         None => "ended with a status nvhook cannot name".into(),
     };
-    let text = String::from_utf8_lossy(&out);
-    let stderr: String = text
+    let text = text.unwrap_or_default();
+    let stderr: String = String::from_utf8_lossy(&text)
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
