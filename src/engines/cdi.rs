@@ -65,6 +65,29 @@ fn container_path(driver_root: &Path, host: &Path) -> String {
 /// through its MIG devices (`<gpu>:<mig>` and their UUIDs), never whole; `all` has
 /// every GPU and MIG device.
 pub fn generate(driver: &Driver, opts: &Options) -> Value {
+    let (mounts, folders, links) = driver_mounts(driver, opts);
+    json!({
+        "cdiVersion": CDI_VERSION,
+        "kind": KIND,
+        "devices": spec_devices(driver),
+        "containerEdits": {
+            // A prestart nvhook configured as well must not inject a second time.
+            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "deviceNodes": common_nodes(driver),
+            "mounts": mounts,
+            "hooks": [{
+                "hookName": "createRuntime",
+                "path": opts.hook_path,
+                "args": hook_args(driver, opts, &folders, &links),
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            }],
+        },
+    })
+}
+
+/// The spec's devices: each whole GPU by index and UUID (not those in MIG mode), each
+/// MIG instance as `<gpu>:<mig>` and by UUID, and `all`.
+fn spec_devices(driver: &Driver) -> Vec<Value> {
     let mut devices = Vec::new();
     let in_mig_mode = |index: u32| driver.migs.iter().any(|m| m.parent_index == index);
     for g in &driver.gpus {
@@ -96,9 +119,13 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
         .map(node)
         .collect();
     devices.push(json!({"name": "all", "containerEdits": {"deviceNodes": all}}));
+    devices
+}
 
-    // nvidia-modeset too where the host has it, as NVIDIA does: display needs it.
-    let common_nodes: Vec<Value> = [
+/// The nodes every device needs: control, UVM, and nvidia-modeset too where the host
+/// has it, as NVIDIA does (display needs it).
+fn common_nodes(driver: &Driver) -> Vec<Value> {
+    [
         &driver.nvidiactl,
         &driver.uvm,
         &driver.uvm_tools,
@@ -107,12 +134,18 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
     .into_iter()
     .flatten()
     .map(node)
-    .collect();
+    .collect()
+}
+
+/// The driver's files as mounts at their host paths (binaries in `/usr/bin`), with the
+/// library folders the spec's hook updates the loader cache for and the development
+/// link CUDA programs may load by (`libcuda.so`, as the hook makes it and NVIDIA's spec
+/// has a hook for).
+fn driver_mounts(driver: &Driver, opts: &Options) -> (Vec<Value>, BTreeSet<String>, Vec<String>) {
     let ro = json!(["ro", "nosuid", "nodev", "bind"]);
+    let mount = |host: &Path, container: &str, options: &Value| json!({"hostPath": host.display().to_string(), "containerPath": container, "options": options});
     let mut mounts = Vec::new();
     let mut folders = BTreeSet::new();
-    // The development link CUDA programs may load by (`libcuda.so`), as the hook makes
-    // it and NVIDIA's spec has a hook for.
     let mut links = Vec::new();
     for l in driver.libraries.iter().filter(|l| l.arch == Arch::X8664) {
         let c = container_path(&opts.driver_root, &l.host_path);
@@ -122,37 +155,38 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
                 links.push(format!("{}/libcuda.so=libcuda.so.1", dir.display()));
             }
         }
-        mounts.push(json!({"hostPath": l.host_path.display().to_string(), "containerPath": c, "options": ro}));
+        mounts.push(mount(&l.host_path, &c, &ro));
     }
     for b in &driver.binaries {
-        mounts.push(json!({
-            "hostPath": b.host_path.display().to_string(),
-            "containerPath": format!("/usr/bin/{}", b.name),
-            "options": ro,
-        }));
+        mounts.push(mount(&b.host_path, &format!("/usr/bin/{}", b.name), &ro));
     }
     for f in &driver.firmware {
-        mounts.push(json!({"hostPath": f.host_path.display().to_string(), "containerPath": f.path, "options": ro}));
+        mounts.push(mount(&f.host_path, &f.path, &ro));
     }
     for c in &driver.config_files {
-        mounts.push(json!({"hostPath": c.host_path.display().to_string(), "containerPath": c.path, "options": ro}));
+        mounts.push(mount(&c.host_path, &c.path, &ro));
     }
+    let ipc = json!(["nosuid", "nodev", "noexec", "bind"]);
     for d in &driver.ipc_dirs {
-        mounts.push(json!({
-            "hostPath": d.host_path.display().to_string(),
-            "containerPath": d.path,
-            "options": ["nosuid", "nodev", "noexec", "bind"],
-        }));
+        mounts.push(mount(&d.host_path, &d.path, &ipc));
     }
     // Read-only, as in the hook's own plan: a socket still connects, and the container
     // cannot chmod the host's inode.
+    let socket = json!(["ro", "nosuid", "nodev", "noexec", "bind"]);
     for s in &driver.sockets {
-        mounts.push(json!({
-            "hostPath": s.host_path.display().to_string(),
-            "containerPath": s.path,
-            "options": ["ro", "nosuid", "nodev", "noexec", "bind"],
-        }));
+        mounts.push(mount(&s.host_path, &s.path, &socket));
     }
+    (mounts, folders, links)
+}
+
+/// The arguments of the spec's createRuntime hook: nvhook's loader cache update for the
+/// library folders, with the links to make.
+fn hook_args(
+    driver: &Driver,
+    opts: &Options,
+    folders: &BTreeSet<String>,
+    links: &[String],
+) -> Vec<String> {
     let mut args = vec!["nvhook".to_string()];
     if let Some(c) = &opts.config_path {
         args.extend(["--config".to_string(), c.clone()]);
@@ -163,29 +197,13 @@ pub fn generate(driver: &Driver, opts: &Options) -> Value {
         "--driver-version".to_string(),
         driver.version.clone(),
     ]);
-    for f in &folders {
+    for f in folders {
         args.extend(["--folder".to_string(), f.clone()]);
     }
-    for l in &links {
+    for l in links {
         args.extend(["--link".to_string(), l.clone()]);
     }
-    json!({
-        "cdiVersion": CDI_VERSION,
-        "kind": KIND,
-        "devices": devices,
-        "containerEdits": {
-            // A prestart nvhook configured as well must not inject a second time.
-            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
-            "deviceNodes": common_nodes,
-            "mounts": mounts,
-            "hooks": [{
-                "hookName": "createRuntime",
-                "path": opts.hook_path,
-                "args": args,
-                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            }],
-        },
-    })
+    args
 }
 
 /// The fully qualified device names a spec offers (`nvidia.com/gpu=0`), in its order.
