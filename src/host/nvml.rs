@@ -47,10 +47,28 @@ type MigHandleFn = unsafe extern "C" fn(*mut c_void, c_uint, *mut *mut c_void) -
 type UuidFn = unsafe extern "C" fn(*mut c_void, *mut c_char, c_uint) -> c_int;
 type IdFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
 
+/// The NVML entry points nvhook asks, where the library has them.
+struct Nvml {
+    handle: Option<HandleFn>,
+    cap: Option<CapFn>,
+    brand: Option<BrandFn>,
+    mig: Option<MigFns>,
+}
+
+/// The entry points listing a GPU's MIG devices (all or none).
+#[derive(Clone, Copy)]
+struct MigFns {
+    count: CountFn,
+    handle: MigHandleFn,
+    uuid: UuidFn,
+    gi_id: IdFn,
+    ci_id: IdFn,
+}
+
 /// Runs in the child, unprivileged: loads NVML and asks it.
 fn ask(lib: &CString, bus_ids: &[CString], want_migs: bool) -> std::result::Result<Answer, String> {
     // SAFETY: dlopen/dlsym with NUL-terminated names; the symbols are cast to NVML's
-    // documented signatures.
+    // documented signatures, and called with the arguments those take.
     unsafe {
         let h = libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
         if h.is_null() {
@@ -71,77 +89,21 @@ fn ask(lib: &CString, bus_ids: &[CString], want_migs: bool) -> std::result::Resu
         if r != 0 {
             return Err(format!("nvmlInit_v2 returned {r}"));
         }
-        let mut a = Answer::default();
-        if let Some(f) = sym(c"nvmlSystemGetCudaDriverVersion_v2")
-            .or_else(|| sym(c"nvmlSystemGetCudaDriverVersion"))
-        {
-            let f: CudaVersionFn = std::mem::transmute(f);
-            let mut v = 0;
-            if f(&mut v) == 0 && v > 0 {
-                a.cuda = Some(format!("{}.{}", v / 1000, (v % 1000) / 10));
-            }
-        }
-        let handle: Option<HandleFn> =
-            sym(c"nvmlDeviceGetHandleByPciBusId_v2").map(|p| std::mem::transmute(p));
-        let cap: Option<CapFn> =
-            sym(c"nvmlDeviceGetCudaComputeCapability").map(|p| std::mem::transmute(p));
-        let brand: Option<BrandFn> = sym(c"nvmlDeviceGetBrand").map(|p| std::mem::transmute(p));
-        let mig_fns = (
-            sym(c"nvmlDeviceGetMaxMigDeviceCount")
-                .map(|p| std::mem::transmute::<*mut c_void, CountFn>(p)),
-            sym(c"nvmlDeviceGetMigDeviceHandleByIndex")
-                .map(|p| std::mem::transmute::<*mut c_void, MigHandleFn>(p)),
-            sym(c"nvmlDeviceGetUUID").map(|p| std::mem::transmute::<*mut c_void, UuidFn>(p)),
-            sym(c"nvmlDeviceGetGpuInstanceId").map(|p| std::mem::transmute::<*mut c_void, IdFn>(p)),
-            sym(c"nvmlDeviceGetComputeInstanceId")
-                .map(|p| std::mem::transmute::<*mut c_void, IdFn>(p)),
-        );
+        let nvml = Nvml::resolve(&sym);
+        let mut a = Answer {
+            cuda: cuda_version(&sym),
+            ..Answer::default()
+        };
         for (gpu_i, b) in bus_ids.iter().enumerate() {
             let mut g = GpuFacts {
                 bus_id: b.to_string_lossy().into_owned(),
                 ..Default::default()
             };
             let mut dev: *mut c_void = std::ptr::null_mut();
-            if let Some(hf) = handle {
-                if hf(b.as_ptr(), &mut dev) == 0 {
-                    if let Some(cf) = cap {
-                        let (mut ma, mut mi) = (0, 0);
-                        if cf(dev, &mut ma, &mut mi) == 0 {
-                            g.arch = Some(format!("{ma}.{mi}"));
-                        }
-                    }
-                    if let Some(bf) = brand {
-                        let mut n = 0;
-                        if bf(dev, &mut n) == 0 {
-                            g.brand = Some(brand_name(n).to_string());
-                        }
-                    }
-                    if let (
-                        true,
-                        (Some(count), Some(handle), Some(uuid), Some(gi_id), Some(ci_id)),
-                    ) = (want_migs, mig_fns)
-                    {
-                        let mut n = 0;
-                        if count(dev, &mut n) == 0 {
-                            for i in 0..n.min(64) {
-                                let mut m: *mut c_void = std::ptr::null_mut();
-                                if handle(dev, i, &mut m) != 0 {
-                                    continue;
-                                }
-                                let mut buf = [0 as c_char; 96];
-                                let (mut gi, mut ci) = (0, 0);
-                                if uuid(m, buf.as_mut_ptr(), buf.len() as c_uint) == 0
-                                    && gi_id(m, &mut gi) == 0
-                                    && ci_id(m, &mut ci) == 0
-                                {
-                                    let u = std::ffi::CStr::from_ptr(buf.as_ptr())
-                                        .to_string_lossy()
-                                        .into_owned();
-                                    a.migs.push((gpu_i, gi, ci, u));
-                                }
-                            }
-                        }
-                    }
+            if nvml.handle.is_some_and(|hf| hf(b.as_ptr(), &mut dev) == 0) {
+                nvml.gpu_facts(dev, &mut g);
+                if let (true, Some(m)) = (want_migs, nvml.mig) {
+                    a.migs.extend(m.devices(dev, gpu_i));
                 }
             }
             a.gpus.push(g);
@@ -151,6 +113,99 @@ fn ask(lib: &CString, bus_ids: &[CString], want_migs: bool) -> std::result::Resu
             s();
         }
         Ok(a)
+    }
+}
+
+/// The CUDA version the driver supports (`12.4`).
+///
+/// # Safety
+/// `sym` looks symbols up in a loaded, initialised NVML.
+unsafe fn cuda_version(sym: &dyn Fn(&std::ffi::CStr) -> Option<*mut c_void>) -> Option<String> {
+    let f = sym(c"nvmlSystemGetCudaDriverVersion_v2")
+        .or_else(|| sym(c"nvmlSystemGetCudaDriverVersion"))?;
+    let f: CudaVersionFn = std::mem::transmute(f);
+    let mut v = 0;
+    (f(&mut v) == 0 && v > 0).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+impl Nvml {
+    /// # Safety
+    /// `sym` looks symbols up in a loaded NVML; each is cast to its documented type.
+    unsafe fn resolve(sym: &dyn Fn(&std::ffi::CStr) -> Option<*mut c_void>) -> Nvml {
+        let mig = (|| {
+            Some(MigFns {
+                count: std::mem::transmute::<*mut c_void, CountFn>(sym(
+                    c"nvmlDeviceGetMaxMigDeviceCount",
+                )?),
+                handle: std::mem::transmute::<*mut c_void, MigHandleFn>(sym(
+                    c"nvmlDeviceGetMigDeviceHandleByIndex",
+                )?),
+                uuid: std::mem::transmute::<*mut c_void, UuidFn>(sym(c"nvmlDeviceGetUUID")?),
+                gi_id: std::mem::transmute::<*mut c_void, IdFn>(sym(
+                    c"nvmlDeviceGetGpuInstanceId",
+                )?),
+                ci_id: std::mem::transmute::<*mut c_void, IdFn>(sym(
+                    c"nvmlDeviceGetComputeInstanceId",
+                )?),
+            })
+        })();
+        Nvml {
+            handle: sym(c"nvmlDeviceGetHandleByPciBusId_v2").map(|p| std::mem::transmute(p)),
+            cap: sym(c"nvmlDeviceGetCudaComputeCapability").map(|p| std::mem::transmute(p)),
+            brand: sym(c"nvmlDeviceGetBrand").map(|p| std::mem::transmute(p)),
+            mig,
+        }
+    }
+
+    /// The GPU's compute capability (`arch`) and brand, where NVML tells them.
+    ///
+    /// # Safety
+    /// `dev` is a handle NVML gave.
+    unsafe fn gpu_facts(&self, dev: *mut c_void, g: &mut GpuFacts) {
+        if let Some(cf) = self.cap {
+            let (mut ma, mut mi) = (0, 0);
+            if cf(dev, &mut ma, &mut mi) == 0 {
+                g.arch = Some(format!("{ma}.{mi}"));
+            }
+        }
+        if let Some(bf) = self.brand {
+            let mut n = 0;
+            if bf(dev, &mut n) == 0 {
+                g.brand = Some(brand_name(n).to_string());
+            }
+        }
+    }
+}
+
+impl MigFns {
+    /// The GPU's MIG devices (at most 64): (`gpu_i`, GPU instance, compute instance, UUID).
+    ///
+    /// # Safety
+    /// `dev` is a handle NVML gave.
+    unsafe fn devices(self, dev: *mut c_void, gpu_i: usize) -> Vec<(usize, u32, u32, String)> {
+        let mut out = Vec::new();
+        let mut n = 0;
+        if (self.count)(dev, &mut n) != 0 {
+            return out;
+        }
+        for i in 0..n.min(64) {
+            let mut m: *mut c_void = std::ptr::null_mut();
+            if (self.handle)(dev, i, &mut m) != 0 {
+                continue;
+            }
+            let mut buf = [0 as c_char; 96];
+            let (mut gi, mut ci) = (0, 0);
+            if (self.uuid)(m, buf.as_mut_ptr(), buf.len() as c_uint) == 0
+                && (self.gi_id)(m, &mut gi) == 0
+                && (self.ci_id)(m, &mut ci) == 0
+            {
+                let u = std::ffi::CStr::from_ptr(buf.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((gpu_i, gi, ci, u));
+            }
+        }
+        out
     }
 }
 
@@ -189,34 +244,75 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
         Ok(nix::unistd::ForkResult::Child) => {
             drop(rd);
-            use nix::unistd::{Gid, Uid};
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let nobody = 65534;
-            if nix::unistd::geteuid().is_root()
-                && (nix::unistd::setgroups(&[]).is_err()
-                    || nix::unistd::setgid(Gid::from_raw(nobody)).is_err()
-                    || nix::unistd::setuid(Uid::from_raw(nobody)).is_err())
-            {
-                // SAFETY: leave the child without running the parent's exit handlers.
-                unsafe { libc::_exit(3) };
-            }
-            let _ = nix::sys::prctl::set_no_new_privs();
-            let out = match ask(&clib, &ids, want_migs) {
-                Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
-                Err(e) => format!("!{e}"),
-            };
-            let mut f = std::fs::File::from(wr);
-            let _ = io::Write::write_all(&mut f, out.as_bytes());
-            // SAFETY: leave the child without running the parent's exit handlers.
-            unsafe { libc::_exit(0) };
+            answer_as_nobody(&clib, &ids, want_migs, wr)
         }
     };
     drop(wr);
     drop(lib_fd);
-    let deadline = Instant::now() + timeout;
+    let Some(out) = read_answer(std::fs::File::from(rd), Instant::now() + timeout) else {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(Error::Timeout {
+            lib: label,
+            timeout,
+        });
+    };
+    let st = nix::sys::wait::waitpid(child, None);
+    let failed = |message: String| Error::Failed {
+        lib: label.clone(),
+        message,
+    };
+    let text = String::from_utf8_lossy(&out);
+    if let Some(msg) = text.strip_prefix('!') {
+        return Err(failed(msg.to_string()));
+    }
+    if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+        return Err(failed(format!("child ended: {st:?}")));
+    }
+    let mut a: Answer =
+        serde_json::from_str(&text).map_err(|e| failed(format!("bad answer: {e}")))?;
+    if a.gpus.len() != bus_ids.len() {
+        return Err(failed("answer for the wrong number of GPUs".into()));
+    }
+    for (g, b) in a.gpus.iter_mut().zip(bus_ids) {
+        g.bus_id = b.to_string(); // nvhook's own spelling in messages
+    }
+    Ok(a)
+}
+
+/// The child: drops to `nobody` with `no_new_privs`, asks NVML, writes the answer as
+/// JSON (or `!` and the error) into `out`, and exits.
+fn answer_as_nobody(
+    lib: &CString,
+    ids: &[CString],
+    want_migs: bool,
+    out: std::os::fd::OwnedFd,
+) -> ! {
+    use nix::unistd::{Gid, Uid};
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let nobody = 65534;
+    if nix::unistd::geteuid().is_root()
+        && (nix::unistd::setgroups(&[]).is_err()
+            || nix::unistd::setgid(Gid::from_raw(nobody)).is_err()
+            || nix::unistd::setuid(Uid::from_raw(nobody)).is_err())
+    {
+        // SAFETY: leave the child without running the parent's exit handlers.
+        unsafe { libc::_exit(3) };
+    }
+    let _ = nix::sys::prctl::set_no_new_privs();
+    let text = match ask(lib, ids, want_migs) {
+        Ok(a) => serde_json::to_string(&a).unwrap_or_default(),
+        Err(e) => format!("!{e}"),
+    };
+    let mut f = std::fs::File::from(out);
+    let _ = io::Write::write_all(&mut f, text.as_bytes());
+    // SAFETY: leave the child without running the parent's exit handlers.
+    unsafe { libc::_exit(0) };
+}
+
+/// The child's output up to EOF (at most 1 MiB kept), or `None` at the deadline.
+fn read_answer(mut f: std::fs::File, deadline: Instant) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
-    let mut f = std::fs::File::from(rd);
-    let mut timed_out = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -225,51 +321,13 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
             .unwrap_or(PollTimeout::MAX);
         let r = poll(&mut p, ms).unwrap_or(1);
         if r == 0 || left.is_zero() {
-            timed_out = true;
-            break;
+            return None;
         }
         let mut chunk = [0u8; 4096];
         match f.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return Some(buf),
             Ok(n) if buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
             Ok(_) => {}
         }
     }
-    if timed_out {
-        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-    }
-    let st = nix::sys::wait::waitpid(child, None);
-    if timed_out {
-        return Err(Error::Timeout {
-            lib: label,
-            timeout,
-        });
-    }
-    let text = String::from_utf8_lossy(&buf);
-    if let Some(msg) = text.strip_prefix('!') {
-        return Err(Error::Failed {
-            lib: label,
-            message: msg.to_string(),
-        });
-    }
-    if !matches!(st, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
-        return Err(Error::Failed {
-            lib: label,
-            message: format!("child ended: {st:?}"),
-        });
-    }
-    let mut a: Answer = serde_json::from_str(&text).map_err(|e| Error::Failed {
-        lib: label.clone(),
-        message: format!("bad answer: {e}"),
-    })?;
-    if a.gpus.len() != bus_ids.len() {
-        return Err(Error::Failed {
-            lib: label,
-            message: "answer for the wrong number of GPUs".into(),
-        });
-    }
-    for (g, b) in a.gpus.iter_mut().zip(bus_ids) {
-        g.bus_id = b.to_string(); // nvhook's own spelling in messages
-    }
-    Ok(a)
 }
