@@ -151,79 +151,21 @@ pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
     let version = version(&base)?;
     let table: toml::Table = toml::from_str(&base).map_err(|e| Error::Parse(e.message().into()))?;
     let path = cri_path(version);
-    let mut rt_path: Vec<&str> = path.to_vec();
-    rt_path.extend(["runtimes", rt.name]);
-    if let Some(existing) = lookup(&table, &rt_path) {
-        let found = existing
-            .get("options")
-            .and_then(|o| o.get("BinaryName"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if !rt.force {
-            return Err(Error::Taken {
-                name: rt.name.into(),
-                found,
-            });
-        }
-    }
+    check_name_free(&table, &path, rt)?;
+    let default_name = default_runtime(&table, &path);
+    let mut d_path: Vec<&str> = path.to_vec();
+    d_path.extend(["runtimes", default_name.as_str()]);
     // The CRI plugin's runtimes table, once the file names one runtime, replaces
     // containerd's built-in one: without the default runtime written out too, a file
     // that relied on the built-in `runc` would lose it.
-    let mut default_path: Vec<&str> = path.to_vec();
-    default_path.push("default_runtime_name");
-    let default_name = lookup(&table, &default_path)
-        .and_then(Value::as_str)
-        .unwrap_or("runc")
-        .to_string();
-    let mut d_path: Vec<&str> = path.to_vec();
-    d_path.extend(["runtimes", default_name.as_str()]);
     let add_default = default_name != rt.name && lookup(&table, &d_path).is_none();
     let header = cri_header(version);
-    let mut out = String::new();
     let mut lines: Vec<String> = base.split_inclusive('\n').map(str::to_owned).collect();
     if rt.force {
         drop_runtime_tables(&mut lines, &format!("{header}.runtimes.{}", rt.name));
     }
-    let mut default_done = !rt.set_default;
-    if rt.set_default {
-        let mut current: Option<String> = None;
-        let mut header_at = None;
-        for (i, l) in lines.iter().enumerate() {
-            if let Some(k) = header_key(l) {
-                if k == header && header_at.is_none() {
-                    header_at = Some(i);
-                }
-                current = Some(k);
-                continue;
-            }
-            let is_default = l.trim_start().starts_with("default_runtime_name")
-                && l.split_once('=')
-                    .is_some_and(|(k, _)| k.trim() == "default_runtime_name");
-            if is_default && current.as_deref() == Some(header.as_str()) {
-                let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
-                lines[i] = format!(
-                    "{REPLACED}{}\n{indent}default_runtime_name = {}\n",
-                    l.trim_end_matches('\n'),
-                    toml_str(rt.name)
-                );
-                default_done = true;
-                break;
-            }
-        }
-        if !default_done {
-            if let Some(i) = header_at {
-                lines.insert(
-                    i + 1,
-                    format!("default_runtime_name = {}  {ADDED}\n", toml_str(rt.name)),
-                );
-                default_done = true;
-            }
-        }
-    }
-    for l in &lines {
-        out.push_str(l);
-    }
+    let default_done = !rt.set_default || set_default_in_place(&mut lines, &header, rt.name);
+    let mut out = lines.concat();
     if table.is_empty() {
         // Nothing but comments (or nothing): containerd would read the file as
         // version 1 and ignore a version 2 block.
@@ -232,18 +174,100 @@ pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
-    out.push_str(&format!(
+    out.push_str(&nvhook_block(
+        &header,
+        rt,
+        !default_done,
+        add_default.then_some(default_name.as_str()),
+    ));
+    check(&out, version, rt).map_err(|why| Error::Unsure(why, block(version, rt)))?;
+    Ok(out)
+}
+
+/// Refuses a runtime of nvhook's name that is someone else's (unless forced).
+fn check_name_free(table: &toml::Table, path: &[&str], rt: &Runtime<'_>) -> Result<()> {
+    let mut rt_path: Vec<&str> = path.to_vec();
+    rt_path.extend(["runtimes", rt.name]);
+    match lookup(table, &rt_path) {
+        Some(existing) if !rt.force => Err(Error::Taken {
+            name: rt.name.into(),
+            found: existing
+                .get("options")
+                .and_then(|o| o.get("BinaryName"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The CRI plugin's default runtime (containerd's built-in `runc` when unset).
+fn default_runtime(table: &toml::Table, path: &[&str]) -> String {
+    let mut default_path: Vec<&str> = path.to_vec();
+    default_path.push("default_runtime_name");
+    lookup(table, &default_path)
+        .and_then(Value::as_str)
+        .unwrap_or("runc")
+        .to_string()
+}
+
+/// Makes `name` the default runtime where the CRI plugin's table is in the file: its
+/// `default_runtime_name` line replaced (the old one kept as a marked comment), or one
+/// added under the table's header. False when the file has no such table.
+fn set_default_in_place(lines: &mut Vec<String>, header: &str, name: &str) -> bool {
+    let mut current: Option<String> = None;
+    let mut header_at = None;
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(k) = header_key(l) {
+            if k == header && header_at.is_none() {
+                header_at = Some(i);
+            }
+            current = Some(k);
+            continue;
+        }
+        let is_default = l.trim_start().starts_with("default_runtime_name")
+            && l.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "default_runtime_name");
+        if is_default && current.as_deref() == Some(header) {
+            let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
+            lines[i] = format!(
+                "{REPLACED}{}\n{indent}default_runtime_name = {}\n",
+                l.trim_end_matches('\n'),
+                toml_str(name)
+            );
+            return true;
+        }
+    }
+    let Some(i) = header_at else { return false };
+    lines.insert(
+        i + 1,
+        format!("default_runtime_name = {}  {ADDED}\n", toml_str(name)),
+    );
+    true
+}
+
+/// nvhook's marked block: the default runtime setting (where the file had no place for
+/// it), the default runtime's own table (where the file relied on the built-in one),
+/// and nvhook's runtime.
+fn nvhook_block(
+    header: &str,
+    rt: &Runtime<'_>,
+    set_default: bool,
+    keep_default: Option<&str>,
+) -> String {
+    let mut out = format!(
         "\n{BEGIN} the {name:?} runtime (RuntimeClass {name:?}); `nvhook uninstall containerd` removes this block\n",
         name = rt.name
-    ));
-    if !default_done {
+    );
+    if set_default {
         out.push_str(&format!(
             "[{header}]\n  default_runtime_name = {}\n",
             toml_str(rt.name)
         ));
     }
-    if add_default {
-        let k = toml_key(&default_name);
+    if let Some(default_name) = keep_default {
+        let k = toml_key(default_name);
         out.push_str(&format!(
             "[{header}.runtimes.{k}]\n  runtime_type = \"io.containerd.runc.v2\"\n[{header}.runtimes.{k}.options]\n"
         ));
@@ -253,8 +277,7 @@ pub fn add(text: &str, rt: &Runtime<'_>) -> Result<String> {
         name = rt.name,
         bin = toml_str(rt.binary)
     ));
-    check(&out, version, rt).map_err(|why| Error::Unsure(why, block(version, rt)))?;
-    Ok(out)
+    out
 }
 
 /// Takes out (with `--force`) an existing runtime's own tables of that name, kept as
