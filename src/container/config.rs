@@ -262,107 +262,33 @@ impl Config {
     /// keys that have no meaning for nvhook, for a warning each.
     pub fn from_nvidia(text: &str, path: &Path) -> Result<(Config, Vec<String>)> {
         use toml::Value;
-        let perr = |m: String| Error::Parse {
-            path: path.to_path_buf(),
-            message: m,
+        let mut tr = Translation {
+            path,
+            warnings: Vec::new(),
         };
-        let table: toml::Table = toml::from_str(text).map_err(|e| perr(e.message().to_string()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| tr.err(e.message().to_string()))?;
         let mut c = Config::default();
-        let mut warnings = Vec::new();
-        let mut ignore = |key: &str| {
-            warnings.push(format!(
-                "{}: {key} is not honoured by nvhook",
-                path.display()
-            ))
-        };
-        let want_str = |k: &str, v: &Value| {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| perr(format!("{k} must be a string")))
-        };
-        let want_bool = |k: &str, v: &Value| {
-            v.as_bool()
-                .ok_or_else(|| perr(format!("{k} must be a boolean")))
-        };
         for (k, v) in &table {
             match (k.as_str(), v) {
                 ("accept-nvidia-visible-devices-envvar-when-unprivileged", v) => {
-                    c.accept_envvar_when_unprivileged = want_bool(k, v)?
+                    c.accept_envvar_when_unprivileged = tr.bool(k, v)?
                 }
                 ("accept-nvidia-visible-devices-as-volume-mounts", v) => {
-                    c.accept_volume_mounts = want_bool(k, v)?
+                    c.accept_volume_mounts = tr.bool(k, v)?
                 }
-                ("disable-require", v) => c.disable_require = want_bool(k, v)?,
+                ("disable-require", v) => c.disable_require = tr.bool(k, v)?,
                 ("supported-driver-capabilities", v) => {
-                    c.supported_driver_capabilities = want_str(k, v)?
+                    c.supported_driver_capabilities = tr.string(k, v)?
                 }
-                ("nvidia-container-cli", Value::Table(t)) => {
-                    for (k2, v2) in t {
-                        let key = format!("nvidia-container-cli.{k2}");
-                        match k2.as_str() {
-                            "root" => c.driver_root = want_str(&key, v2)?.into(),
-                            "ldconfig" => c.ldconfig = want_str(&key, v2)?,
-                            "no-cgroups" => c.no_cgroups = want_bool(&key, v2)?,
-                            "debug" => c.log.file = Some(want_str(&key, v2)?.into()),
-                            _ => ignore(&key),
-                        }
-                    }
-                }
-                ("nvidia-container-runtime", Value::Table(t)) => {
-                    for (k2, v2) in t {
-                        let key = format!("nvidia-container-runtime.{k2}");
-                        match k2.as_str() {
-                            "runtimes" => {
-                                c.runtime.runtimes = v2
-                                    .as_array()
-                                    .map(|a| {
-                                        a.iter()
-                                            .filter_map(|x| x.as_str().map(str::to_owned))
-                                            .collect()
-                                    })
-                                    .ok_or_else(|| {
-                                        perr(format!("{key} must be an array of strings"))
-                                    })?
-                            }
-                            "log-level" => {
-                                c.log.level = match want_str(&key, v2)?.as_str() {
-                                    "debug" | "trace" => Level::Debug,
-                                    "warn" | "warning" => Level::Warn,
-                                    "error" | "fatal" | "panic" => Level::Error,
-                                    _ => Level::Info,
-                                }
-                            }
-                            "mode" if matches!(v2.as_str(), Some("legacy" | "auto")) => {}
-                            _ => ignore(&key),
-                        }
-                    }
-                }
-                ("nvidia-container-runtime-hook", Value::Table(t)) => {
-                    for (k2, v2) in t {
-                        let key = format!("nvidia-container-runtime-hook.{k2}");
-                        match k2.as_str() {
-                            // NVIDIA's hook name: nvhook answers to it through a link.
-                            "path" => c.runtime.hook_path = Some(want_str(&key, v2)?.into()),
-                            "skip-mode-detection" => {}
-                            _ => ignore(&key),
-                        }
-                    }
-                }
-                ("features", Value::Table(t)) => {
-                    for (k2, v2) in t {
-                        let key = format!("features.{k2}");
-                        match k2.as_str() {
-                            "allow-ldconfig-from-container" => {
-                                c.allow_ldconfig_from_container = want_bool(&key, v2)?
-                            }
-                            _ => ignore(&key),
-                        }
-                    }
-                }
-                _ => ignore(k),
+                ("nvidia-container-cli", Value::Table(t)) => tr.cli(&mut c, t)?,
+                ("nvidia-container-runtime", Value::Table(t)) => tr.runtime(&mut c, t)?,
+                ("nvidia-container-runtime-hook", Value::Table(t)) => tr.hook(&mut c, t)?,
+                ("features", Value::Table(t)) => tr.features(&mut c, t)?,
+                _ => tr.ignore(k),
             }
         }
-        Ok((c, warnings))
+        Ok((c, tr.warnings))
     }
 
     /// The request policy these keys describe.
@@ -399,8 +325,6 @@ impl Config {
         std::time::Duration::from_secs(self.ldconfig_timeout.max(1))
     }
 
-    /// The `ldconfig` setting, refused when it names a binary in the container and
-    /// `allow-ldconfig-from-container` is off (NVIDIA refuses the same).
     /// The ldconfig setting the plan carries: checked where it will run
     /// (`ld-cache = "ldconfig"`); with nvhook's own cache update it never runs, and a
     /// setting that would be refused stops nothing.
@@ -411,6 +335,8 @@ impl Config {
         }
     }
 
+    /// The `ldconfig` setting, refused when it names a binary in the container and
+    /// `allow-ldconfig-from-container` is off (NVIDIA refuses the same).
     pub fn ldconfig_checked(&self) -> Result<&str> {
         match split_ldconfig(&self.ldconfig) {
             (false, _) if !self.allow_ldconfig_from_container => {
@@ -455,6 +381,114 @@ pub fn split_ldconfig(spec: &str) -> (bool, &str) {
     match spec.strip_prefix('@') {
         Some(p) => (true, p),
         None => (false, spec),
+    }
+}
+
+/// NVIDIA's `config.toml` being translated: its path (for messages) and the keys that
+/// mean nothing to nvhook, a warning each.
+struct Translation<'a> {
+    path: &'a Path,
+    warnings: Vec<String>,
+}
+
+impl Translation<'_> {
+    fn err(&self, message: String) -> Error {
+        Error::Parse {
+            path: self.path.to_path_buf(),
+            message,
+        }
+    }
+
+    fn ignore(&mut self, key: &str) {
+        self.warnings.push(format!(
+            "{}: {key} is not honoured by nvhook",
+            self.path.display()
+        ))
+    }
+
+    fn string(&self, k: &str, v: &toml::Value) -> Result<String> {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.err(format!("{k} must be a string")))
+    }
+
+    fn bool(&self, k: &str, v: &toml::Value) -> Result<bool> {
+        v.as_bool()
+            .ok_or_else(|| self.err(format!("{k} must be a boolean")))
+    }
+
+    /// `[nvidia-container-cli]`: the driver root, ldconfig, cgroups, the debug log.
+    fn cli(&mut self, c: &mut Config, t: &toml::Table) -> Result<()> {
+        for (k2, v2) in t {
+            let key = format!("nvidia-container-cli.{k2}");
+            match k2.as_str() {
+                "root" => c.driver_root = self.string(&key, v2)?.into(),
+                "ldconfig" => c.ldconfig = self.string(&key, v2)?,
+                "no-cgroups" => c.no_cgroups = self.bool(&key, v2)?,
+                "debug" => c.log.file = Some(self.string(&key, v2)?.into()),
+                _ => self.ignore(&key),
+            }
+        }
+        Ok(())
+    }
+
+    /// `[nvidia-container-runtime]`: the runtimes and the log level (legacy and auto
+    /// modes are what nvhook does anyway).
+    fn runtime(&mut self, c: &mut Config, t: &toml::Table) -> Result<()> {
+        for (k2, v2) in t {
+            let key = format!("nvidia-container-runtime.{k2}");
+            match k2.as_str() {
+                "runtimes" => {
+                    c.runtime.runtimes = v2
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .ok_or_else(|| self.err(format!("{key} must be an array of strings")))?
+                }
+                "log-level" => {
+                    c.log.level = match self.string(&key, v2)?.as_str() {
+                        "debug" | "trace" => Level::Debug,
+                        "warn" | "warning" => Level::Warn,
+                        "error" | "fatal" | "panic" => Level::Error,
+                        _ => Level::Info,
+                    }
+                }
+                "mode" if matches!(v2.as_str(), Some("legacy" | "auto")) => {}
+                _ => self.ignore(&key),
+            }
+        }
+        Ok(())
+    }
+
+    /// `[nvidia-container-runtime-hook]`: the hook's path.
+    fn hook(&mut self, c: &mut Config, t: &toml::Table) -> Result<()> {
+        for (k2, v2) in t {
+            let key = format!("nvidia-container-runtime-hook.{k2}");
+            match k2.as_str() {
+                // NVIDIA's hook name: nvhook answers to it through a link.
+                "path" => c.runtime.hook_path = Some(self.string(&key, v2)?.into()),
+                "skip-mode-detection" => {}
+                _ => self.ignore(&key),
+            }
+        }
+        Ok(())
+    }
+
+    /// `[features]`: only `allow-ldconfig-from-container` means something here.
+    fn features(&mut self, c: &mut Config, t: &toml::Table) -> Result<()> {
+        for (k2, v2) in t {
+            let key = format!("features.{k2}");
+            match k2.as_str() {
+                "allow-ldconfig-from-container" => {
+                    c.allow_ldconfig_from_container = self.bool(&key, v2)?
+                }
+                _ => self.ignore(&key),
+            }
+        }
+        Ok(())
     }
 }
 
