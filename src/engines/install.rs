@@ -370,87 +370,41 @@ fn docker(p: &Paths, o: &Options, runtime: Option<&str>) -> Result<Change> {
     let path = &p.docker_config;
     let ours_path = p.runtime_path.display().to_string();
     let old = read_opt(path)?;
-    let unchanged = |old: &Option<String>| Change {
+    let parse_err = |message: String| Error::Parse {
         path: path.clone(),
-        old: old.clone(),
-        new: old.clone(),
+        message,
     };
     let mut v: Value = match &old {
-        Some(t) if !t.trim().is_empty() => serde_json::from_str(t).map_err(|e| Error::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?,
+        Some(t) if !t.trim().is_empty() => {
+            serde_json::from_str(t).map_err(|e| parse_err(e.to_string()))?
+        }
         _ => Value::Object(Map::new()),
     };
-    let obj = v.as_object_mut().ok_or_else(|| Error::Parse {
-        path: path.clone(),
-        message: "not a JSON object".into(),
-    })?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| parse_err("not a JSON object".into()))?;
     let name = o.runtime_name.as_str();
     match runtime {
-        Some(rt) => {
-            let runtimes = obj.entry("runtimes").or_insert_with(|| json!({}));
-            let r = runtimes.as_object_mut().ok_or_else(|| Error::Parse {
-                path: path.clone(),
-                message: "runtimes is not an object".into(),
-            })?;
-            let found = r
-                .get(name)
-                .map(|x| x["path"].as_str().unwrap_or("").to_string());
-            if let Some(found) = &found {
-                if !is_ours(found, &ours_path) && !o.force {
-                    return Err(Error::Taken {
-                        path: path.clone(),
-                        name: name.into(),
-                        found: found.clone(),
-                    });
-                }
+        Some(rt) => docker_add(obj, path, o, rt, &ours_path)?,
+        None => match docker_remove(obj, name, &ours_path) {
+            Removal::NotOurs => {
+                // absent, or not nvhook's: leave it
+                return Ok(Change {
+                    path: path.clone(),
+                    old: old.clone(),
+                    new: old,
+                });
             }
-            r.insert(name.into(), json!({"path": rt}));
-            if o.set_default {
-                let current = obj
-                    .get("default-runtime")
-                    .and_then(Value::as_str)
-                    .unwrap_or("runc")
-                    .to_string();
-                if current != name && current != "runc" && !o.force {
-                    return Err(Error::DefaultTaken {
-                        path: path.clone(),
-                        name: name.into(),
-                        current,
-                    });
-                }
-                obj.insert("default-runtime".into(), json!(name));
-            }
-        }
-        None => {
-            let theirs = obj
-                .get("runtimes")
-                .and_then(|r| r.get(name))
-                .map(|x| !is_ours(x["path"].as_str().unwrap_or(""), &ours_path));
-            if theirs != Some(false) {
-                return Ok(unchanged(&old)); // absent, or not nvhook's: leave it
-            }
-            let r = obj
-                .get_mut("runtimes")
-                .and_then(Value::as_object_mut)
-                .expect("checked above");
-            r.shift_remove(name);
-            if r.is_empty() {
-                obj.shift_remove("runtimes");
-            }
-            if obj.get("default-runtime").and_then(Value::as_str) == Some(name) {
-                obj.shift_remove("default-runtime");
-            }
-            if obj.is_empty() {
-                // Nothing but nvhook's entry was there: an absent daemon.json is the same.
+            // Nothing but nvhook's entry was there: an absent daemon.json is the same.
+            Removal::Emptied => {
                 return Ok(Change {
                     path: path.clone(),
                     old,
                     new: None,
-                });
+                })
             }
-        }
+            Removal::Done => {}
+        },
     }
     let indent = json_indent(old.as_deref().unwrap_or(""));
     let mut buf = Vec::new();
@@ -463,6 +417,88 @@ fn docker(p: &Paths, o: &Options, runtime: Option<&str>) -> Result<Change> {
         old,
         new: Some(new),
     })
+}
+
+/// nvhook's runtime (at `rt`) in daemon.json's `runtimes`, and as `default-runtime` when
+/// asked: someone else's runtime of that name, or default runtime, only with `--force`.
+fn docker_add(
+    obj: &mut Map<String, Value>,
+    path: &Path,
+    o: &Options,
+    rt: &str,
+    ours_path: &str,
+) -> Result<()> {
+    let name = o.runtime_name.as_str();
+    let runtimes = obj.entry("runtimes").or_insert_with(|| json!({}));
+    let r = runtimes.as_object_mut().ok_or_else(|| Error::Parse {
+        path: path.to_path_buf(),
+        message: "runtimes is not an object".into(),
+    })?;
+    let found = r
+        .get(name)
+        .map(|x| x["path"].as_str().unwrap_or("").to_string());
+    if let Some(found) = found.filter(|f| !is_ours(f, ours_path) && !o.force) {
+        return Err(Error::Taken {
+            path: path.to_path_buf(),
+            name: name.into(),
+            found,
+        });
+    }
+    r.insert(name.into(), json!({"path": rt}));
+    if o.set_default {
+        let current = obj
+            .get("default-runtime")
+            .and_then(Value::as_str)
+            .unwrap_or("runc")
+            .to_string();
+        if current != name && current != "runc" && !o.force {
+            return Err(Error::DefaultTaken {
+                path: path.to_path_buf(),
+                name: name.into(),
+                current,
+            });
+        }
+        obj.insert("default-runtime".into(), json!(name));
+    }
+    Ok(())
+}
+
+/// What removing nvhook's runtime from daemon.json did.
+enum Removal {
+    /// The runtime is absent, or not nvhook's: nothing was touched.
+    NotOurs,
+    /// Removed, with `default-runtime` where it named it; other keys are left.
+    Done,
+    /// Removed, and nothing is left in the file.
+    Emptied,
+}
+
+/// Takes nvhook's runtime `name` out of daemon.json, and `default-runtime` where it
+/// named it; never someone else's runtime of that name.
+fn docker_remove(obj: &mut Map<String, Value>, name: &str, ours_path: &str) -> Removal {
+    let ours = obj
+        .get("runtimes")
+        .and_then(|r| r.get(name))
+        .is_some_and(|x| is_ours(x["path"].as_str().unwrap_or(""), ours_path));
+    let Some(r) = obj
+        .get_mut("runtimes")
+        .and_then(Value::as_object_mut)
+        .filter(|_| ours)
+    else {
+        return Removal::NotOurs;
+    };
+    r.shift_remove(name);
+    if r.is_empty() {
+        obj.shift_remove("runtimes");
+    }
+    if obj.get("default-runtime").and_then(Value::as_str) == Some(name) {
+        obj.shift_remove("default-runtime");
+    }
+    if obj.is_empty() {
+        Removal::Emptied
+    } else {
+        Removal::Done
+    }
 }
 
 /// containerd's main config with nvhook's runtime added (`Some`) or removed (`None`),
