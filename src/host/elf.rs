@@ -153,6 +153,39 @@ struct Dynamic {
 }
 
 fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
+    let (wide, phdrs) = program_headers(f)?;
+    let &(_, dyn_off, _, dyn_size) = phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
+    let DynamicEntries {
+        strtab,
+        soname,
+        needed,
+    } = dynamic_entries(f, dyn_off, dyn_size, wide)?;
+    let none = Dynamic {
+        soname: None,
+        needed: Vec::new(),
+    };
+    // DT_STRTAB is an address: the load segment holding it gives its file offset.
+    let Some(base) = strtab.and_then(|strtab| {
+        phdrs
+            .iter()
+            .filter(|p| p.0 == PT_LOAD)
+            .find(|p| strtab >= p.2 && strtab - p.2 < p.3)
+            .and_then(|p| p.1.checked_add(strtab - p.2))
+    }) else {
+        return Some(none);
+    };
+    Some(Dynamic {
+        soname: soname.and_then(|o| string_at(f, base.checked_add(o)?)),
+        needed: needed
+            .into_iter()
+            .filter_map(|o| string_at(f, base.checked_add(o)?))
+            .collect(),
+    })
+}
+
+/// Whether the file is 64-bit, and its program headers (type, offset, address, size;
+/// at most `LIMIT`), from a little-endian ELF header.
+fn program_headers<F: FileExt>(f: &F) -> Option<(bool, Vec<Phdr>)> {
     let head = {
         let mut b = [0u8; 64];
         f.read_exact_at(&mut b[..52], 0).ok()?;
@@ -167,7 +200,6 @@ fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
         2 => true,
         _ => return None,
     };
-    let r = Reader { f };
     let (phoff, phentsize, phnum) = if wide {
         (
             Reader::<F>::word(&head, 32, true)?,
@@ -185,32 +217,36 @@ fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
     if phentsize != if wide { 56 } else { 32 } {
         return None;
     }
-    let table = r.bytes(phoff, phentsize.checked_mul(phnum)?)?;
-    let phdrs: Vec<Phdr> = (0..phnum)
+    let table = Reader { f }.bytes(phoff, phentsize.checked_mul(phnum)?)?;
+    let (off, addr, size) = if wide { (8, 16, 32) } else { (4, 8, 16) };
+    let phdrs = (0..phnum)
         .filter_map(|i| {
             let p = &table[i * phentsize..(i + 1) * phentsize];
-            let t = Reader::<F>::u32(p, 0)?;
-            if wide {
-                Some((
-                    t,
-                    Reader::<F>::word(p, 8, true)?,
-                    Reader::<F>::word(p, 16, true)?,
-                    Reader::<F>::word(p, 32, true)?,
-                ))
-            } else {
-                Some((
-                    t,
-                    Reader::<F>::word(p, 4, false)?,
-                    Reader::<F>::word(p, 8, false)?,
-                    Reader::<F>::word(p, 16, false)?,
-                ))
-            }
+            Some((
+                Reader::<F>::u32(p, 0)?,
+                Reader::<F>::word(p, off, wide)?,
+                Reader::<F>::word(p, addr, wide)?,
+                Reader::<F>::word(p, size, wide)?,
+            ))
         })
         .collect();
-    let &(_, dyn_off, _, dyn_size) = phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
+    Some((wide, phdrs))
+}
+
+/// What the dynamic segment holds that names are read from, up to `DT_NULL`.
+struct DynamicEntries {
+    /// The string table's address (`DT_STRTAB`).
+    strtab: Option<u64>,
+    /// `DT_SONAME`'s offset in it.
+    soname: Option<u64>,
+    /// `DT_NEEDED` offsets, at most 64.
+    needed: Vec<u64>,
+}
+
+fn dynamic_entries<F: FileExt>(f: &F, off: u64, size: u64, wide: bool) -> Option<DynamicEntries> {
     let ent = if wide { 16 } else { 8 };
-    let n = (dyn_size as usize / ent).min(LIMIT);
-    let dynamic = r.bytes(dyn_off, n * ent)?;
+    let n = (size as usize / ent).min(LIMIT);
+    let dynamic = Reader { f }.bytes(off, n * ent)?;
     let (mut strtab, mut soname, mut needed) = (None, None, Vec::new());
     for i in 0..n {
         let tag = Reader::<F>::word(&dynamic, i * ent, wide)?;
@@ -223,30 +259,10 @@ fn dynamic_names<F: FileExt>(f: &F) -> Option<Dynamic> {
             _ => {}
         }
     }
-    let Some(strtab) = strtab else {
-        return Some(Dynamic {
-            soname: None,
-            needed: Vec::new(),
-        });
-    };
-    // DT_STRTAB is an address: the load segment holding it gives its file offset.
-    let Some(base) = phdrs
-        .iter()
-        .filter(|p| p.0 == PT_LOAD)
-        .find(|p| strtab >= p.2 && strtab - p.2 < p.3)
-        .and_then(|p| p.1.checked_add(strtab - p.2))
-    else {
-        return Some(Dynamic {
-            soname: None,
-            needed: Vec::new(),
-        });
-    };
-    Some(Dynamic {
-        soname: soname.and_then(|o| string_at(f, base.checked_add(o)?)),
-        needed: needed
-            .into_iter()
-            .filter_map(|o| string_at(f, base.checked_add(o)?))
-            .collect(),
+    Some(DynamicEntries {
+        strtab,
+        soname,
+        needed,
     })
 }
 
