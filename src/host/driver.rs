@@ -810,50 +810,15 @@ fn is_elf_executable(p: &Path) -> bool {
 /// The driver's libraries, and the dirs (paths under the driver root) its x86-64
 /// libraries were listed in, most used first.
 fn find_libraries(
-    root: &std::os::fd::OwnedFd,
+    root: &OwnedFd,
     root_path: &Path,
     version: &str,
 ) -> Result<(Vec<Library>, Vec<String>)> {
-    let cache_path = root_path.join("etc/ld.so.cache");
-    let candidates: Vec<(String, Arch)> = match std::fs::read(&cache_path) {
-        Ok(bytes) => ldcache::parse_matching(&bytes, &may_be_driver_library)
-            .map_err(|source| Error::Cache {
-                path: cache_path.clone(),
-                source,
-            })?
-            .into_iter()
-            .map(|e| (e.path, e.arch))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // No cache under the driver root (a driver unpacked in its own tree): scan
-            // the usual library dirs instead.
-            let mut v = Vec::new();
-            for d in LIB_DIRS {
-                if let Ok(rd) = std::fs::read_dir(root_path.join(d)) {
-                    for ent in rd.flatten() {
-                        match ent.file_name().into_string() {
-                            Ok(n) if may_be_driver_library(&n) => {
-                                v.push((format!("/{d}/{n}"), Arch::X8664))
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            v
-        }
-        Err(source) => {
-            return Err(Error::Read {
-                path: cache_path,
-                source,
-            })
-        }
-    };
     let mut out: Vec<Library> = Vec::new();
     let mut dirs: Vec<(String, usize)> = Vec::new();
     // Every candidate already has a driver library's name (picked from the cache or the
     // directory listing before anything was copied or resolved).
-    for (path, arch) in candidates {
+    for (path, arch) in library_candidates(root_path)? {
         let Ok((host_path, st)) = resolve_in(root, &path) else {
             continue;
         };
@@ -870,13 +835,10 @@ fn find_libraries(
         let Some(capability) = classify_library(&file_name, version) else {
             continue;
         };
-        if out.iter().any(|l| l.host_path == host_path) {
-            continue;
-        }
         // One file per name and arch: the cache lists the preferred one first.
         if out
             .iter()
-            .any(|l| l.file_name == file_name && l.arch == arch)
+            .any(|l| l.host_path == host_path || (l.file_name == file_name && l.arch == arch))
         {
             continue;
         }
@@ -901,6 +863,44 @@ fn find_libraries(
         (a.capability, a.arch as u8, &a.file_name).cmp(&(b.capability, b.arch as u8, &b.file_name))
     });
     Ok((out, dirs.into_iter().map(|(d, _)| d).collect()))
+}
+
+/// Paths (under the driver root) and arches of files with a driver library's name:
+/// from the driver root's `ld.so.cache`, or without one (a driver unpacked in its own
+/// tree) from a listing of the usual library dirs.
+fn library_candidates(root_path: &Path) -> Result<Vec<(String, Arch)>> {
+    let cache_path = root_path.join("etc/ld.so.cache");
+    match std::fs::read(&cache_path) {
+        Ok(bytes) => Ok(ldcache::parse_matching(&bytes, &may_be_driver_library)
+            .map_err(|source| Error::Cache {
+                path: cache_path.clone(),
+                source,
+            })?
+            .into_iter()
+            .map(|e| (e.path, e.arch))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut v = Vec::new();
+            for d in LIB_DIRS {
+                let Ok(rd) = std::fs::read_dir(root_path.join(d)) else {
+                    continue;
+                };
+                for n in rd
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                {
+                    if may_be_driver_library(&n) {
+                        v.push((format!("/{d}/{n}"), Arch::X8664));
+                    }
+                }
+            }
+            Ok(v)
+        }
+        Err(source) => Err(Error::Read {
+            path: cache_path,
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
