@@ -1,8 +1,9 @@
 //! The tree is the pipeline: this test keeps it so. It reads the `crate::` and `super::`
 //! paths of every source file under `src/` (test modules aside) and fails on any
 //! import circle between modules, on any arrow between stages that goes up the
-//! pipeline (ARCHITECTURE.md's order), and on a stage folder whose `mod.rs` does not
-//! open with what the stage takes and gives.
+//! pipeline (ARCHITECTURE.md's order), on a stage folder whose `mod.rs` does not open
+//! with what the stage takes and gives, and on a function of more than 80 lines (in the
+//! library and both binaries; a longer one reads better as its named steps).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -217,6 +218,61 @@ fn each_stage_says_what_it_takes_and_gives() {
     }
 }
 
+#[test]
+fn no_function_over_80_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<(String, String)> = modules()
+        .into_iter()
+        .map(|(m, text)| (format!("src: {m}"), text))
+        .collect();
+    for bin in ["hook/src/main.rs", "shim/src/main.rs", "shim/src/args.rs"] {
+        files.push((bin.into(), std::fs::read_to_string(root.join(bin)).unwrap()));
+    }
+    let mut long = Vec::new();
+    for (name, text) in files {
+        for (f, n) in long_functions(&text, 80) {
+            long.push(format!("{name}: fn {f}: {n} lines"));
+        }
+    }
+    assert!(long.is_empty(), "split these into named steps: {long:#?}");
+}
+
+/// Functions (outside test modules) longer than `max` lines: from the `fn` line to the
+/// closing brace at the same indent.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize)> {
+    let end = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
+    let lines: Vec<&str> = text[..end].lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        let indent = l.len() - t.len();
+        let sig = [
+            "pub fn ",
+            "fn ",
+            "pub(crate) fn ",
+            "unsafe fn ",
+            "pub unsafe fn ",
+            "pub extern \"C\" fn ",
+            "const fn ",
+            "pub const fn ",
+        ]
+        .iter()
+        .find_map(|p| t.strip_prefix(p));
+        let Some(sig) = sig else { continue };
+        if l.trim_end().ends_with(';') {
+            continue;
+        }
+        let close = " ".repeat(indent) + "}";
+        if let Some(j) = lines[i + 1..].iter().position(|x| *x == close) {
+            if j + 2 > max {
+                let name = sig.split(['(', '<']).next().unwrap_or(sig).to_string();
+                out.push((name, j + 2));
+            }
+        }
+    }
+    out
+}
+
 /// The checker itself finds a circle, through `super::` and grouped imports too.
 #[test]
 fn the_check_sees_circles() {
@@ -236,4 +292,8 @@ fn the_check_sees_circles() {
     let g: BTreeMap<String, BTreeSet<String>> =
         [("a::x".to_string(), ux), ("a::y".to_string(), uy)].into();
     assert!(circle(&g).is_some());
+    // and a long function
+    let body = "    x();\n".repeat(81);
+    let text = format!("fn short() {{\n}}\n\npub fn long(a: u8) {{\n{body}}}\n");
+    assert_eq!(long_functions(&text, 80), vec![("long".to_string(), 83)]);
 }
