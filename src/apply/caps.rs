@@ -78,6 +78,81 @@ pub fn limit_to(keep: &[Capability]) -> io::Result<()> {
     Ok(())
 }
 
+/// `limit_to` for a forked child (the ldconfig sandbox between clone and exec, where
+/// nothing may allocate): the same drops, by raw `prctl` and `capget`/`capset` over a
+/// mask. Gives the errno of a call that failed.
+pub fn limit_to_mask(keep: u64) -> Result<(), i32> {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    };
+    for c in 0..64 {
+        if keep & (1u64 << c) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only.
+        match unsafe { libc::prctl(libc::PR_CAPBSET_READ, c as libc::c_ulong, 0, 0, 0) } {
+            // EINVAL: past the last capability this kernel knows
+            r if r < 0 => break,
+            // EPERM without SETPCAP: the permitted set below still loses it
+            // SAFETY: as above.
+            1 => unsafe {
+                libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0);
+            },
+            _ => {}
+        }
+    }
+    // Ambient capabilities (Linux 4.3+) would survive exec: none.
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut head = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut now = [Data::default(); 2];
+    // SAFETY: a version 3 header and the two data structs that version reads and writes.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut head, now.as_mut_ptr()) } != 0 {
+        return Err(errno());
+    }
+    let permitted = u64::from(now[0].permitted) | (u64::from(now[1].permitted) << 32);
+    let new = permitted & keep;
+    let half = |bits: u32| Data {
+        effective: bits,
+        permitted: bits,
+        inheritable: 0,
+    };
+    let set = [half(new as u32), half((new >> 32) as u32)];
+    head.version = VERSION_3;
+    head.pid = 0;
+    // SAFETY: as above; effective within permitted, both within the old permitted set.
+    if unsafe { libc::syscall(libc::SYS_capset, &head, set.as_ptr()) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +176,36 @@ mod tests {
     }
 
     /// In a forked child: after limit_to, exactly the kept capabilities remain.
+    /// The raw version leaves exactly what `limit_to` leaves, read from
+    /// `/proc/self/status` in a child.
+    #[test]
+    fn limit_to_mask_is_limit_to_without_allocating() {
+        let sets = |f: fn() -> bool| -> String {
+            let (rd, wr) = nix::unistd::pipe().unwrap();
+            // SAFETY: the child makes system calls, writes to a pipe and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                drop(rd);
+                let ok = f();
+                let status = std::fs::read_to_string("/proc/self/status").unwrap();
+                let caps: Vec<&str> = status.lines().filter(|l| l.starts_with("Cap")).collect();
+                let text = format!("{ok} {}", caps.join(" "));
+                let _ = nix::unistd::write(&wr, text.as_bytes());
+                unsafe { libc::_exit(0) };
+            }
+            drop(wr);
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(rd), &mut out).unwrap();
+            let mut st = 0;
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            out
+        };
+        let by_crate = sets(|| limit_to(LDCONFIG).is_ok());
+        let raw = sets(|| limit_to_mask(mask(LDCONFIG)).is_ok());
+        assert!(raw.starts_with("true CapInh:\t0000000000000000 CapPrm:\t000000000000000a CapEff:\t000000000000000a CapBnd:\t000000000000000a CapAmb:\t0000000000000000"), "{raw}");
+        assert_eq!(raw, by_crate);
+    }
+
     #[test]
     fn limit_in_child() {
         // SAFETY: the child only makes system calls (and allocates, single-threaded

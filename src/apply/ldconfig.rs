@@ -379,7 +379,8 @@ pub fn run(
     args: &[String],
     timeout: Duration,
 ) -> Result<()> {
-    // Everything the child uses is made before the clone: it must not allocate.
+    // Everything the child uses is made before the clone: between clone and exec it
+    // makes system calls only (no allocation: `caps::limit_to_mask`, not `limit_to`).
     let filter = seccomp_program()?;
     let argv = child_argv(args)?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -502,7 +503,8 @@ fn child_fail(msg: &[u8]) -> ! {
 ///
 /// # Safety
 /// Only in the forked child of a single-threaded process: it makes raw system calls on
-/// the given descriptors and never returns.
+/// the given descriptors, allocates nothing, and never returns. The `child_*` steps it
+/// calls share that contract.
 unsafe fn child(
     io: ChildIo,
     sync_wr: OwnedFd,
@@ -543,6 +545,9 @@ unsafe fn child(
 }
 
 /// stdin from /dev/null, stdout and stderr into the parent's pipe; killed with the hook.
+///
+/// # Safety
+/// Only in the forked child, from `child` (see there).
 unsafe fn child_stdio(io: ChildIo) {
     if libc::dup2(io.devnull, 0) < 0 || libc::dup2(io.out, 1) < 0 || libc::dup2(io.out, 2) < 0 {
         libc::_exit(127);
@@ -559,6 +564,9 @@ unsafe fn child_stdio(io: ChildIo) {
 /// Root of the sandbox's user namespace (the container's root where it has a user
 /// namespace of its own: then files ldconfig creates belong to it), in a UTS namespace
 /// named for it, with its mounts private.
+///
+/// # Safety
+/// Only in the forked child, from `child` (see there).
 unsafe fn child_become_root() {
     if libc::setgroups(0, std::ptr::null()) != 0
         || libc::setresgid(0, 0, 0) != 0
@@ -585,6 +593,9 @@ unsafe fn child_become_root() {
 /// tmpfs over the image's /proc, /sys and /dev (where they exist), so nothing under
 /// /proc (such as /proc/1/root: runc's init, whose root is still the host's) is
 /// reachable.
+///
+/// # Safety
+/// Only in the forked child, from `child` (see there).
 unsafe fn child_cover_kernel_dirs() {
     for name in [c"proc", c"sys", c"dev"] {
         let dir = &<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes());
@@ -611,6 +622,9 @@ unsafe fn child_cover_kernel_dirs() {
 /// Resource limits, two capabilities, no descriptor of the hook's (a directory of the
 /// host, say: everything above stdio closes on exec), `no_new_privs`, and the seccomp
 /// filter last.
+///
+/// # Safety
+/// Only in the forked child, from `child` (see there).
 unsafe fn child_confine(filter: &seccompiler::BpfProgram) {
     for (res, lim) in LIMITS {
         let r = libc::rlimit {
@@ -621,7 +635,9 @@ unsafe fn child_confine(filter: &seccompiler::BpfProgram) {
             child_fail(b"nvhook: cannot set ldconfig resource limits\n");
         }
     }
-    if crate::apply::caps::limit_to(crate::apply::caps::LDCONFIG).is_err() {
+    if crate::apply::caps::limit_to_mask(crate::apply::caps::mask(crate::apply::caps::LDCONFIG))
+        .is_err()
+    {
         child_fail(b"nvhook: cannot drop capabilities for ldconfig\n");
     }
     if libc::syscall(

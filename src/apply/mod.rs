@@ -345,26 +345,33 @@ struct HostSide {
 }
 
 impl HostSide {
+    /// In the order the hook always took these: the sources, the `/proc` view, the
+    /// libraries' ELF facts, ldconfig sealed, then the namespaces.
     fn prepare(plan: &Plan, t: &Target<'_>) -> Result<HostSide> {
+        let sources = prepare_sources(plan, t.faults.source)?;
+        let proc_view = plan
+            .proc_driver
+            .as_ref()
+            .map(proc_driver_view)
+            .transpose()?;
+        let ld_libs = mounted_libraries(plan);
+        let exe = ldconfig_exe(plan)?;
         let proc = sys::open(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
             .map_err(|source| Error::Namespace { pid: t.pid, source })?;
         let id_maps = ldconfig::IdMaps::of_process(proc.as_fd(), t.pid);
+        let ns = sys::open(
+            Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
+            libc::O_RDONLY,
+        )
+        .map_err(|source| Error::Namespace { pid: t.pid, source })?;
         Ok(HostSide {
-            sources: prepare_sources(plan, t.faults.source)?,
-            proc_view: plan
-                .proc_driver
-                .as_ref()
-                .map(proc_driver_view)
-                .transpose()?,
-            ld_libs: mounted_libraries(plan),
-            exe: ldconfig_exe(plan)?,
-            ns: sys::open(
-                Path::new(&format!("/proc/{}/ns/mnt", t.pid)),
-                libc::O_RDONLY,
-            )
-            .map_err(|source| Error::Namespace { pid: t.pid, source })?,
+            sources,
+            proc_view,
+            ld_libs,
+            exe,
             proc,
             id_maps,
+            ns,
         })
     }
 }
