@@ -11,9 +11,10 @@
 //! now (a loaded program is immutable, and the check is made on the descriptor that is
 //! then attached). A name collision, a stale or planted program just misses. The
 //! directory must be on bpffs, owned by root and not writable by others, reached
-//! without a symbolic link; anything else turns the cache off for that start, with a
-//! warning, and the program is loaded as without it. Errors of the cache never fail a
-//! start.
+//! without a symbolic link; anything else turns the cache off for that start (with a
+//! warning; only a debug line where no bpffs is mounted at all, the default on hosts
+//! without systemd), and the program is loaded as without it. Errors of the cache never
+//! fail a start.
 
 use crate::apply::bpf::{self, Insn};
 use std::ffi::CString;
