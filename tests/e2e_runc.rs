@@ -35,14 +35,19 @@ impl Seen {
 
 fn run(flavor: Flavor, cg: Cgroup, env: &[&str]) -> (Container, Seen) {
     let c = Container::new(flavor, env, PROBE);
+    let seen = probe(&c, cg);
+    (c, seen)
+}
+
+/// Runs the container (made with `PROBE`) and keeps what it printed.
+fn probe(c: &Container, cg: Cgroup) -> Seen {
     let o = c.run(cg);
     let (out, err) = text(&o);
-    let seen = Seen {
+    Seen {
         out,
         err,
         ok: o.status.success(),
-    };
-    (c, seen)
+    }
 }
 
 fn assert_gpus(c: &Container, s: &Seen, indices: &[u32]) {
@@ -385,13 +390,7 @@ fn create_runtime_stage() {
         .unwrap()
         .replace("[runtime]\n", "[runtime]\nstage = \"createRuntime\"\n");
     std::fs::write(&c.config, cfg).unwrap();
-    let o = c.run(Cgroup::V2);
-    let (out, err) = text(&o);
-    let s = Seen {
-        out,
-        err,
-        ok: o.status.success(),
-    };
+    let s = probe(&c, Cgroup::V2);
     assert_gpus(&c, &s, &[2]);
     let spec = c.spec();
     assert!(spec["hooks"].get("prestart").is_none());
@@ -975,13 +974,7 @@ fn v2_device_program_cache() {
     let start = |env: &str| {
         let c = Container::new(Flavor::Debian, &[env], PROBE);
         c.write_config(&conf);
-        let o = c.run(Cgroup::V2);
-        let (out, err) = text(&o);
-        let s = Seen {
-            out,
-            err,
-            ok: o.status.success(),
-        };
+        let s = probe(&c, Cgroup::V2);
         (c, s)
     };
     let hits = |c: &Container| {
