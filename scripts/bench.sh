@@ -295,7 +295,7 @@ for s in $sections; do
         for k in v1 v2 v2c; do
             paste -d' ' "$work/cg-order" "$work/cg-all.us" | awk -v k=$k '$1 == k {print $2}' >"$work/cg-$k.us"
         done
-        hits=$(grep -c 'device program from the cache' "$work/driver1/nvhook.log" || true)
+        hits=$(grep -c 'device_programs_cached=1' "$work/driver1/nvhook.log" || true)
         echo "cgroup: the hook's device cgroup phase, 1 GPU (nvidiactl, nvidia0, uvm, uvm-tools)"
         line "cgroup v1 (devices.allow)" "$work/cg-v1.us"
         line "cgroup v2 (eBPF program swap, loaded)" "$work/cg-v2.us"

@@ -977,10 +977,19 @@ fn v2_device_program_cache() {
         let s = probe(&c, Cgroup::V2);
         (c, s)
     };
+    // the start's debug record counts them
     let hits = |c: &Container| {
         c.log_text()
-            .matches("device program from the cache")
-            .count()
+            .lines()
+            .filter_map(|l| l.split("device_programs_cached=").nth(1))
+            .map(|v| {
+                v.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+            })
+            .sum::<usize>()
     };
 
     let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");

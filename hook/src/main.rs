@@ -531,6 +531,7 @@ fn hook(
             plan_us = us(t.plan),
             prepare_us = us(t.apply.prepare),
             cgroup_us = us(t.apply.cgroup),
+            device_programs_cached = t.apply.cached_programs,
             mount_us = us(t.apply.mount),
             ldconfig_us = us(t.apply.ldconfig),
             total_us = us(clock.elapsed()),

@@ -201,17 +201,16 @@ impl Cache {
     }
 }
 
-/// The program for `insns`: the cache's when it holds exactly these, else loaded now
-/// (and pinned for the next start; a cache that fails only costs the load).
-pub fn load_cached(insns: &[Insn], cache: Option<&Cache>) -> bpf::Result<OwnedFd> {
+/// The program for `insns`: the cache's when it holds exactly these (then `true`), else
+/// loaded now (and pinned for the next start; a cache that fails only costs the load).
+/// Nothing is logged on a hit: the caller counts hits into the start's debug record, so
+/// no log write lands inside the timed cgroup phase.
+pub fn load_cached(insns: &[Insn], cache: Option<&Cache>) -> bpf::Result<(OwnedFd, bool)> {
     let Some(cache) = cache else {
-        return bpf::load(insns);
+        return Ok((bpf::load(insns)?, false));
     };
     let stale = match cache.get(insns) {
-        Lookup::Hit(fd) => {
-            crate::common::log::debug("device program from the cache");
-            return Ok(fd);
-        }
+        Lookup::Hit(fd) => return Ok((fd, true)),
         Lookup::Miss => false,
         Lookup::Stale => true,
     };
@@ -220,12 +219,12 @@ pub fn load_cached(insns: &[Insn], cache: Option<&Cache>) -> bpf::Result<OwnedFd
     // instructions (zero-extension on some architectures) no pin could ever hit.
     if !bpf::program_of(&fd, insns.len()).is_ok_and(|p| is_ours(&p, insns)) {
         crate::common::log::debug("device program not cached: the kernel's copy differs");
-        return Ok(fd);
+        return Ok((fd, false));
     }
     if let Err(e) = cache.put(insns, &fd, stale) {
         crate::common::log::warn(&e.to_string());
     }
-    Ok(fd)
+    Ok((fd, false))
 }
 
 /// A program nvhook loaded from exactly `insns`, with nothing that could change what it
@@ -357,7 +356,8 @@ mod tests {
         };
         for i in 0..MAX_PINS as i32 {
             let insns = prog(i);
-            let fd = load_cached(&insns, Some(&cache)).unwrap();
+            let (fd, hit) = load_cached(&insns, Some(&cache)).unwrap();
+            assert!(!hit);
             drop(fd);
             assert!(matches!(cache.get(&insns), Lookup::Hit(_)), "pin {i}");
         }

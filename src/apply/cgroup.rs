@@ -202,10 +202,15 @@ pub fn for_pid(pid: i32) -> Result<DeviceCgroup> {
 }
 
 /// Allows the planned devices in the container's cgroup; on v2 through the device
-/// program cache at `program_cache`, when one is configured and usable.
-pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Path>) -> Result<()> {
+/// program cache at `program_cache`, when one is configured and usable. Gives how many
+/// device programs came from that cache.
+pub fn allow(
+    cg: &DeviceCgroup,
+    rules: &[CgroupRule],
+    program_cache: Option<&Path>,
+) -> Result<usize> {
     if rules.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     match cg {
         DeviceCgroup::V1(dir) => {
@@ -228,7 +233,7 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Pat
                         source,
                     })?;
             }
-            Ok(())
+            Ok(0)
         }
         DeviceCgroup::V2(dir) => {
             let cache = program_cache.and_then(|p| {
@@ -246,17 +251,21 @@ pub fn allow(cg: &DeviceCgroup, rules: &[CgroupRule], program_cache: Option<&Pat
             // the same (cached) program: one cannot replace another with a program
             // already attached. The second gets a fresh load.
             let mut served: Vec<Vec<crate::apply::bpf::Insn>> = Vec::new();
+            let mut hits = 0;
             crate::apply::bpf::allow_devices(dir, rules, &mut |insns| {
                 if served.iter().any(|s| s == insns) {
                     return crate::apply::bpf::load(insns);
                 }
                 served.push(insns.to_vec());
-                crate::apply::bpf_cache::load_cached(insns, cache.as_ref())
+                let (fd, hit) = crate::apply::bpf_cache::load_cached(insns, cache.as_ref())?;
+                hits += usize::from(hit);
+                Ok(fd)
             })
             .map_err(|source| Error::Bpf {
                 path: dir.clone(),
                 source,
-            })
+            })?;
+            Ok(hits)
         }
     }
 }

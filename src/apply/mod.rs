@@ -268,6 +268,9 @@ pub struct Timings {
     pub cgroup: Duration,
     pub mount: Duration,
     pub ldconfig: Duration,
+    /// cgroup v2 device programs attached from the device program cache (logged with
+    /// the timings, not during the phase).
+    pub cached_programs: usize,
 }
 
 /// Applies `plan` to the container. Must run single-threaded (it calls `setns`).
@@ -281,7 +284,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     times.prepare = clock.elapsed();
     // 2. The device cgroup, found through the host's view of /proc and mounts.
     let clock = std::time::Instant::now();
-    allow_devices(plan, t)?;
+    times.cached_programs = allow_devices(plan, t)?;
     times.cgroup = clock.elapsed();
     // 3. Into the container's mount namespace; from here on no host path is opened.
     let clock = std::time::Instant::now();
@@ -455,10 +458,11 @@ fn ldconfig_exe(plan: &Plan) -> Result<Option<ldconfig::Exe>> {
     })
 }
 
-/// The plan's cgroup rules, in the container's device cgroup.
-fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<()> {
+/// The plan's cgroup rules, in the container's device cgroup; how many v2 device
+/// programs came from the cache.
+fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<usize> {
     if plan.cgroup.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let cg = cgroup::for_pid(t.pid)?;
     if t.faults.cgroup {
@@ -469,8 +473,7 @@ fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<()> {
         }
         .into());
     }
-    cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?;
-    Ok(())
+    Ok(cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?)
 }
 
 /// Joins the container's mount namespace and opens its root there.
