@@ -192,6 +192,9 @@ fn start() -> libc::c_int {
     // SAFETY: setting a signal disposition before anything else runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     run_main();
+    // std flushes stdout after a Rust `main`; without one, output after the last
+    // newline would be lost at exit.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     0
 }
 
@@ -205,6 +208,7 @@ fn run_main() {
         tracing::error!(error = msg.as_str(), error_chain = ?causes, "failed");
         // One line: runtimes show a failed hook's stderr to the user.
         eprintln!("nvhook: {msg}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         std::process::exit(1);
     }
 }
