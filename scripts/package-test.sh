@@ -39,8 +39,9 @@ out=$(NVHOOK_CONFIG="$work/driver/config.toml" /usr/bin/nvhook-runtime --root "$
 echo "$out" | grep -q "UUID: GPU-00001001" || fail "the container did not see GPU 1: $out"
 grep -q '/usr/bin/nvhook' "$work/bundle/config.json" || fail "the hook entry does not name the installed nvhook"
 /usr/bin/nvhook-runtime --version | head -n1 | grep -q "^nvhook-runtime " || fail "nvhook-runtime --version"
-# the packaged shim is statically linked (no program interpreter)
+# the packaged shim is statically linked (no program interpreter) and a static-pie
 readelf -l /usr/bin/nvhook-runtime | grep -q INTERP && fail "/usr/bin/nvhook-runtime is not static"
+readelf -h /usr/bin/nvhook-runtime | grep -q 'Type:.*DYN' || fail "/usr/bin/nvhook-runtime is not position-independent"
 # the installers point engines at the installed binaries by default
 echo '{}' >"$work/daemon.json"
 /usr/bin/nvhook install docker --docker-config "$work/daemon.json" >/dev/null

@@ -174,7 +174,7 @@ fn shim_version_line() -> String {
 /// The shim has no Rust `main` (std's start-up is skipped for speed), so it opens fds
 /// 0-2 on `/dev/null` itself where the caller closed them, as std would: the runtime
 /// gets them open, and no file the shim opens can take stderr's place. It never execs
-/// itself, even when configured by its own path.
+/// itself: not by its own path or a link (skipped), nor through a wrapper (stopped).
 #[test]
 fn closed_std_fds_are_opened_and_the_shim_never_runs_itself() {
     let f = fixtures();
@@ -232,4 +232,32 @@ fn closed_std_fds_are_opened_and_the_shim_never_runs_itself() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // a wrapper script that runs the shim (its own inode): the second pass stops
+    let wrapper = d.path().join("runc-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+exec {} \"$@\"\n",
+            shim.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("[runtime]\nruntimes = [\"{}\"]\n", wrapper.display()),
+    )
+    .unwrap();
+    let o = Command::new("timeout")
+        .arg("20")
+        .arg(&shim)
+        .args(["state", "x"])
+        .env("NVHOOK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("leads back to nvhook-runtime"), "{err}");
 }

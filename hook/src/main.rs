@@ -2,8 +2,8 @@
 //!
 //! It has no Rust `main`: std's start-up before `main` (a stack guard found by reading
 //! `/proc/self/maps`, stack overflow handlers, `SIGPIPE` ignored, fds 0-2 checked)
-//! cost 0.07 ms of every container start; the hook wants `SIGPIPE` at its default
-//! anyway, and opens fds 0-2 itself.
+//! cost 0.07 ms of every container start; the hook sets `SIGPIPE` itself (ignored as a
+//! hook, default as a command-line tool) and opens fds 0-2 itself.
 // The test harness brings its own `main`.
 #![cfg_attr(not(test), no_main)]
 
@@ -171,8 +171,7 @@ struct InstallArgs {
     force: bool,
 }
 
-/// The C entry point (see the module's doc): output piped into `head` ends quietly, as
-/// for any command-line tool, since `SIGPIPE` keeps its default.
+/// The C entry point (see the module's doc).
 #[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
@@ -187,10 +186,6 @@ fn main() {
 
 fn start() -> libc::c_int {
     nvhook::common::sys::open_std_fds();
-    // Not left to whoever started the hook: a caller that ignores SIGPIPE would make a
-    // write to a closed pipe an error (and a panic in `println!`) instead.
-    // SAFETY: setting a signal disposition before anything else runs.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     run_main();
     // std flushes stdout after a Rust `main`; without one, output after the last
     // newline would be lost at exit.
@@ -200,6 +195,21 @@ fn start() -> libc::c_int {
 
 fn run_main() {
     let cli = Cli::parse();
+    // SIGPIPE, not left to whoever started nvhook: as a hook, ignored (a child that
+    // dies early, such as ldconfig before its sync byte, makes a write fail with EPIPE,
+    // handled, instead of killing the hook mid-apply without its one-line error); as a
+    // command-line tool, the default (output piped into `head` ends quietly).
+    let hook = matches!(
+        cli.command,
+        Command::Prestart { .. } | Command::CreateRuntime { .. } | Command::CdiHook { .. }
+    );
+    // SAFETY: setting a signal disposition; no other thread exists.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            if hook { libc::SIG_IGN } else { libc::SIG_DFL },
+        )
+    };
     // Its own user namespace, read while `/proc` is surely the host's.
     nvhook::common::userns::init();
     if let Err(e) = run(cli) {

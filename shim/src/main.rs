@@ -20,6 +20,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+/// Set for the runtime the shim execs. Seeing it means a configured runtime (a copy of
+/// the shim, a wrapper script that runs it) led back here: without the check, every
+/// runtime call would exec in a circle forever. runc gives its own environment neither
+/// to hooks (their `env` is in config.json) nor to containers, so nothing else sees it.
+const RUNTIME_ENV: &str = "NVHOOK_RUNTIME_SHIM";
+
 /// The environment every inserted hook gets: never the runtime's, never the image's.
 const HOOK_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -47,6 +53,11 @@ fn run() -> ! {
         report(&parsed, Severity::Error, &msg);
         std::process::exit(1)
     };
+    if std::env::var_os(RUNTIME_ENV).is_some() {
+        fail(format!(
+            "the runtime it runs leads back to nvhook-runtime ({RUNTIME_ENV} is set): a runtime in [runtime] runtimes, or on PATH as runc/crun, is a copy of it or a wrapper around it"
+        ));
+    }
     let creating = matches!(parsed.subcommand.as_deref(), Some("create" | "run"));
     let bundle = || {
         parsed
@@ -115,6 +126,7 @@ fn run() -> ! {
     let err = std::process::Command::new(&runtime)
         .arg0(&runtime)
         .args(rest)
+        .env(RUNTIME_ENV, "1")
         .exec();
     fail(format!("cannot execute {}: {err}", runtime.display()))
 }
@@ -288,8 +300,9 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// The first candidate found: absolute paths as they are, names on `PATH`. The shim
-/// itself is skipped (compared by device and inode, which a link or a copy under
-/// another name cannot hide), so a shim installed as `runc` cannot exec itself forever.
+/// itself is skipped (compared by device and inode, so a hard link or a bind mount of
+/// it under another name is seen through); a copy or a wrapper script that leads back
+/// to it is caught by `RUNTIME_ENV` instead.
 fn find_runtime(candidates: &[String]) -> Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata("/proc/self/exe")

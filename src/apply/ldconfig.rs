@@ -544,7 +544,8 @@ unsafe fn child(
     child_fail(b"nvhook: cannot execute ldconfig\n");
 }
 
-/// stdin from /dev/null, stdout and stderr into the parent's pipe; killed with the hook.
+/// stdin from /dev/null, stdout and stderr into the parent's pipe, `SIGPIPE` at its
+/// default; killed with the hook.
 ///
 /// # Safety
 /// Only in the forked child, from `child` (see there).
@@ -552,6 +553,8 @@ unsafe fn child_stdio(io: ChildIo) {
     if libc::dup2(io.devnull, 0) < 0 || libc::dup2(io.out, 1) < 0 || libc::dup2(io.out, 2) < 0 {
         libc::_exit(127);
     }
+    // The hook ignores SIGPIPE; ldconfig gets the default, as any program started anew.
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     libc::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,

@@ -295,23 +295,24 @@ pub fn new_tmpfs_with(size: &CStr, readonly: bool) -> io::Result<OwnedFd> {
     // SAFETY: valid fd.
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
+
 /// Opens fds 0-2 on `/dev/null` where the caller left one closed, so no file opened
 /// later (a replacement config.json, a new ld.so.cache) can become stdin, stdout or
 /// stderr. std does this before `main`; nvhook's binaries have no Rust `main` (see
 /// their module docs) and call this first.
 pub fn open_std_fds() {
     for fd in 0..=2 {
-        if nix::fcntl::fcntl(
-            // SAFETY: only asks whether the number is an open descriptor.
-            unsafe { BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-        {
-            // The lowest free number is `fd`. Without O_CLOEXEC: it is for the program
-            // exec'd next as much as for this one.
-            // SAFETY: a constant path; the descriptor is left open for the process's life.
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        // SAFETY: F_GETFD on a plain number only asks whether it is an open descriptor.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // The lowest free number is `fd` (the lower ones are open by now). Without
+        // O_CLOEXEC: it is for the program exec'd next as much as for this one.
+        // SAFETY: a constant path; the descriptor is left open for the process's life.
+        if unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) } != fd {
+            // As std does: going on with stdio closed would let the next file opened
+            // become stderr.
+            std::process::abort();
         }
     }
 }
