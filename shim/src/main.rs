@@ -87,20 +87,7 @@ fn run() -> ! {
             if creating && asks_for_gpus(&bundle()) {
                 fail(e.to_string());
             }
-            // The file's own runtime list where it can still be read (a container made
-            // with crun must be killed and deleted by crun), else the defaults.
-            let defaults =
-                runtimes_of_broken_config().unwrap_or_else(|| Config::default().runtime.runtimes);
-            report(
-                &parsed,
-                Severity::Warning,
-                &format!(
-                    "{e}; running {} with the default runtimes ({})",
-                    parsed.subcommand.as_deref().unwrap_or("the runtime"),
-                    defaults.join(", ")
-                ),
-            );
-            defaults
+            runtimes_despite(&parsed, &e)
         }
     };
     let runtime = find_runtime(&runtimes).unwrap_or_else(|e| fail(e));
@@ -129,6 +116,24 @@ fn run() -> ! {
         .env(RUNTIME_ENV, "1")
         .exec();
     fail(format!("cannot execute {}: {err}", runtime.display()))
+}
+
+/// The runtimes to try when the configuration cannot be loaded: the file's own list
+/// where it can still be read (a container made with crun must be killed and deleted by
+/// crun), else the defaults; with a warning saying so.
+fn runtimes_despite(parsed: &args::Parsed, e: &nvhook::container::config::Error) -> Vec<String> {
+    let defaults =
+        runtimes_of_broken_config().unwrap_or_else(|| Config::default().runtime.runtimes);
+    report(
+        parsed,
+        Severity::Warning,
+        &format!(
+            "{e}; running {} with the default runtimes ({})",
+            parsed.subcommand.as_deref().unwrap_or("the runtime"),
+            defaults.join(", ")
+        ),
+    );
+    defaults
 }
 
 /// How bad what the shim reports is (runc's log levels for it).
