@@ -2,7 +2,7 @@
 //! hook drops everything else from its bounding, permitted and effective sets right
 //! after parsing; the ldconfig child keeps only file-access capabilities.
 
-use caps::{CapSet, Capability, CapsHashSet};
+use caps::{CapSet, Capability};
 use std::io;
 
 /// What the hook needs, and why:
@@ -57,30 +57,15 @@ pub fn effective() -> io::Result<u64> {
 
 /// Drops every capability not in `keep` from the bounding set, the ambient set and
 /// the permitted/effective/inheritable sets. Capabilities the process did not hold stay
-/// absent; ones the kernel does not know, or that cannot be dropped from the bounding
-/// set without `SETPCAP`, are skipped there (the permitted set still loses them).
+/// absent; ones that cannot be dropped from the bounding set without `SETPCAP` are
+/// skipped there (the permitted set still loses them).
 pub fn limit_to(keep: &[Capability]) -> io::Result<()> {
-    let keep: CapsHashSet = keep.iter().copied().collect();
-    for c in caps::all().difference(&keep) {
-        if caps::has_cap(None, CapSet::Bounding, *c).unwrap_or(false) {
-            // EPERM without SETPCAP: the permitted set below still loses it
-            let _ = caps::drop(None, CapSet::Bounding, *c);
-        }
-    }
-    // Ambient capabilities (Linux 4.3+) would survive exec: none.
-    let _ = caps::clear(None, CapSet::Ambient);
-    let permitted = caps::read(None, CapSet::Permitted).map_err(io_err)?;
-    let new: CapsHashSet = permitted.intersection(&keep).copied().collect();
-    // Effective first: it must stay within the permitted set at every step.
-    caps::set(None, CapSet::Effective, &new).map_err(io_err)?;
-    caps::set(None, CapSet::Permitted, &new).map_err(io_err)?;
-    caps::clear(None, CapSet::Inheritable).map_err(io_err)?;
-    Ok(())
+    limit_to_mask(mask(keep)).map_err(io::Error::from_raw_os_error)
 }
 
-/// `limit_to` for a forked child (the ldconfig sandbox between clone and exec, where
-/// nothing may allocate): the same drops, by raw `prctl` and `capget`/`capset` over a
-/// mask. Gives the errno of a call that failed.
+/// `limit_to` over a mask, by raw `prctl` and `capget`/`capset`: it allocates nothing,
+/// so the forked ldconfig child (between clone and exec) calls it too. Gives the errno
+/// of a call that failed.
 pub fn limit_to_mask(keep: u64) -> Result<(), i32> {
     let errno = || {
         io::Error::last_os_error()
@@ -156,6 +141,7 @@ pub fn limit_to_mask(keep: u64) -> Result<(), i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use caps::CapsHashSet;
 
     #[test]
     fn masks() {
@@ -179,7 +165,7 @@ mod tests {
     /// The raw version leaves exactly what `limit_to` leaves, read from
     /// `/proc/self/status` in a child.
     #[test]
-    fn limit_to_mask_is_limit_to_without_allocating() {
+    fn limit_to_mask_leaves_what_the_caps_crate_would() {
         let sets = |f: fn() -> bool| -> String {
             let (rd, wr) = nix::unistd::pipe().unwrap();
             // SAFETY: the child makes system calls, writes to a pipe and exits.
@@ -200,7 +186,24 @@ mod tests {
             unsafe { libc::waitpid(pid, &mut st, 0) };
             out
         };
-        let by_crate = sets(|| limit_to(LDCONFIG).is_ok());
+        // The same drops through the `caps` crate's calls, as the reference.
+        fn by_the_crate(keep: &[Capability]) -> bool {
+            let keep: CapsHashSet = keep.iter().copied().collect();
+            for c in caps::all().difference(&keep) {
+                if caps::has_cap(None, CapSet::Bounding, *c).unwrap_or(false) {
+                    let _ = caps::drop(None, CapSet::Bounding, *c);
+                }
+            }
+            let _ = caps::clear(None, CapSet::Ambient);
+            let Ok(permitted) = caps::read(None, CapSet::Permitted) else {
+                return false;
+            };
+            let new: CapsHashSet = permitted.intersection(&keep).copied().collect();
+            caps::set(None, CapSet::Effective, &new).is_ok()
+                && caps::set(None, CapSet::Permitted, &new).is_ok()
+                && caps::clear(None, CapSet::Inheritable).is_ok()
+        }
+        let by_crate = sets(|| by_the_crate(LDCONFIG));
         let raw = sets(|| limit_to_mask(mask(LDCONFIG)).is_ok());
         assert!(raw.starts_with("true CapInh:\t0000000000000000 CapPrm:\t000000000000000a CapEff:\t000000000000000a CapBnd:\t000000000000000a CapAmb:\t0000000000000000"), "{raw}");
         assert_eq!(raw, by_crate);

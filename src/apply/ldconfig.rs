@@ -380,7 +380,7 @@ pub fn run(
     timeout: Duration,
 ) -> Result<()> {
     // Everything the child uses is made before the clone: between clone and exec it
-    // makes system calls only (no allocation: `caps::limit_to_mask`, not `limit_to`).
+    // makes system calls only (no allocation: `caps::limit_to_mask` drops capabilities).
     let filter = seccomp_program()?;
     let argv = child_argv(args)?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
