@@ -688,7 +688,7 @@ fn supervise(
     }
     let _ = nix::unistd::write(&sync_wr, b"x");
     drop(sync_wr);
-    let text = read_until(out, Instant::now() + timeout);
+    let text = sys::read_until(out.as_fd(), Instant::now() + timeout, 65536);
     if text.is_none() {
         kill();
         reap();
@@ -712,35 +712,6 @@ fn supervise(
         .take(400)
         .collect();
     Err(Error::Failed { status, stderr })
-}
-
-/// Reads the child's output to EOF, or `None` at the deadline.
-fn read_until(fd: &OwnedFd, deadline: Instant) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        match poll(&mut pfd, ms) {
-            Ok(0) => return None,
-            Err(nix::Error::EINTR) => continue,
-            Err(_) => return Some(out),
-            Ok(_) => {}
-        }
-        let n = match nix::unistd::read(fd, &mut buf) {
-            Ok(n) if n > 0 => n,
-            _ => return Some(out),
-        };
-        if out.len() < 65536 {
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-    }
 }
 
 #[cfg(test)]

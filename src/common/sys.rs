@@ -296,6 +296,41 @@ pub fn new_tmpfs_with(size: &CStr, readonly: bool) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
 
+/// A child's output up to EOF (the first `keep` bytes or so kept, the rest read and
+/// dropped, so the child never blocks on a full pipe), or `None` when `deadline`
+/// passes first: what the ldconfig and NVML children are read with.
+pub fn read_until(
+    fd: BorrowedFd<'_>,
+    deadline: std::time::Instant,
+    keep: usize,
+) -> Option<Vec<u8>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut pfd = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut pfd, ms) {
+            Ok(0) => return None,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return Some(out),
+            Ok(_) => {}
+        }
+        let n = match nix::unistd::read(fd, &mut buf) {
+            Ok(n) if n > 0 => n,
+            _ => return Some(out),
+        };
+        if out.len() < keep {
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
 /// Opens fds 0-2 on `/dev/null` where the caller left one closed, so no file opened
 /// later (a replacement config.json, a new ld.so.cache) can become stdin, stdout or
 /// stderr. std does this before `main`; nvhook's binaries have no Rust `main` (see

@@ -7,7 +7,7 @@
 use crate::container::require::{brand_name, GpuFacts};
 use crate::host::procfs::BusId;
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -249,7 +249,8 @@ pub fn query(lib: &Path, bus_ids: &[BusId], want_migs: bool, timeout: Duration) 
     };
     drop(wr);
     drop(lib_fd);
-    let Some(out) = read_answer(std::fs::File::from(rd), Instant::now() + timeout) else {
+    let Some(out) = crate::common::sys::read_until(rd.as_fd(), Instant::now() + timeout, 1 << 20)
+    else {
         let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
         return Err(Error::Timeout {
@@ -308,26 +309,4 @@ fn answer_as_nobody(
     let _ = io::Write::write_all(&mut f, text.as_bytes());
     // SAFETY: leave the child without running the parent's exit handlers.
     unsafe { libc::_exit(0) };
-}
-
-/// The child's output up to EOF (at most 1 MiB kept), or `None` at the deadline.
-fn read_answer(mut f: std::fs::File, deadline: Instant) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut p = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let r = poll(&mut p, ms).unwrap_or(1);
-        if r == 0 || left.is_zero() {
-            return None;
-        }
-        let mut chunk = [0u8; 4096];
-        match f.read(&mut chunk) {
-            Ok(0) | Err(_) => return Some(buf),
-            Ok(n) if buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
-            Ok(_) => {}
-        }
-    }
 }
