@@ -147,13 +147,7 @@ impl Root {
         let Some((fd, st)) = self.stat(path)? else {
             return Ok(None);
         };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::WrongType {
-                path: path.into(),
-                found: type_name(st.st_mode),
-                expected: "a regular file",
-            });
-        }
+        expect_type(path, &st, libc::S_IFREG, "a regular file")?;
         Ok(Some((self.reopen(fd.as_fd(), flags, path)?, st)))
     }
 
@@ -177,11 +171,7 @@ impl Root {
             RESOLVE,
         ) {
             Ok(fd) => {
-                let st = sys::fstat(fd.as_fd()).map_err(|source| Error::Io {
-                    path: path.into(),
-                    what: "stat",
-                    source,
-                })?;
+                let st = sys::fstat(fd.as_fd()).map_err(io_err(path, "stat"))?;
                 Ok(Some((fd, st)))
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
@@ -325,13 +315,7 @@ impl Root {
             TargetKind::File => (libc::S_IFREG, "a regular file"),
             TargetKind::Dir => (libc::S_IFDIR, "a directory"),
         };
-        if st.st_mode & libc::S_IFMT != want {
-            return Err(Error::WrongType {
-                path: path.into(),
-                found: type_name(st.st_mode),
-                expected,
-            });
-        }
+        expect_type(path, &st, want, expected)?;
         Ok(fd)
     }
 
@@ -362,13 +346,6 @@ impl Root {
     /// never following a symlink and never opening a FIFO or device for writing.
     pub fn write_file(&mut self, path: &str, content: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path)?;
-        let io = |what| {
-            move |source| Error::Io {
-                path: path.into(),
-                what,
-                source,
-            }
-        };
         let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
         let fd = match sys::openat2(
             parent.as_fd(),
@@ -389,28 +366,16 @@ impl Root {
                 // Checked through O_PATH first: an existing device node or FIFO is
                 // never opened for writing.
                 let (p, st) = entry(&parent, name, path, ("open", "stat"))?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                    return Err(Error::WrongType {
-                        path: path.into(),
-                        found: type_name(st.st_mode),
-                        expected: "a regular file",
-                    });
-                }
+                expect_type(path, &st, libc::S_IFREG, "a regular file")?;
                 self.reopen(p.as_fd(), libc::O_WRONLY, path)?
             }
-            Err(e) => return Err(io("create")(e)),
+            Err(e) => return Err(io_err(path, "create")(e)),
         };
-        let st = sys::fstat(fd.as_fd()).map_err(io("stat"))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::WrongType {
-                path: path.into(),
-                found: type_name(st.st_mode),
-                expected: "a regular file",
-            });
-        }
+        let st = sys::fstat(fd.as_fd()).map_err(io_err(path, "stat"))?;
+        expect_type(path, &st, libc::S_IFREG, "a regular file")?;
         let mut f = std::fs::File::from(fd);
-        f.set_len(0).map_err(io("truncate"))?;
-        std::io::Write::write_all(&mut f, content).map_err(io("write"))?;
+        f.set_len(0).map_err(io_err(path, "truncate"))?;
+        std::io::Write::write_all(&mut f, content).map_err(io_err(path, "write"))?;
         Ok(())
     }
 
@@ -441,24 +406,21 @@ impl Root {
         let Some((fd, st)) = self.open_regular(path, libc::O_RDONLY)? else {
             return Ok(None);
         };
-        let io = |what| {
-            move |source| Error::Io {
-                path: path.into(),
-                what,
-                source,
-            }
-        };
         if st.st_size as u64 > limit as u64 {
-            return Err(io("read")(std::io::Error::from_raw_os_error(libc::EFBIG)));
+            return Err(io_err(path, "read")(std::io::Error::from_raw_os_error(
+                libc::EFBIG,
+            )));
         }
         let mut buf = Vec::with_capacity(st.st_size.max(0) as usize);
         std::io::Read::read_to_end(
             &mut std::io::Read::take(std::fs::File::from(fd), limit as u64 + 1),
             &mut buf,
         )
-        .map_err(io("read"))?;
+        .map_err(io_err(path, "read"))?;
         if buf.len() > limit {
-            return Err(io("read")(std::io::Error::from_raw_os_error(libc::EFBIG)));
+            return Err(io_err(path, "read")(std::io::Error::from_raw_os_error(
+                libc::EFBIG,
+            )));
         }
         Ok(Some(buf))
     }
@@ -469,13 +431,6 @@ impl Root {
     /// written through.
     pub fn replace_file(&mut self, path: &str, content: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path)?;
-        let io = |what| {
-            move |source| Error::Io {
-                path: path.into(),
-                what,
-                source,
-            }
-        };
         let tmp = format!(".{name}.nvhook-tmp");
         let ctmp = cname(&tmp);
         let _ = sys::unlinkat(parent.as_fd(), &ctmp, false);
@@ -486,17 +441,17 @@ impl Root {
             0o644,
             BENEATH_NOFOLLOW,
         )
-        .map_err(io("create"))?;
+        .map_err(io_err(path, "create"))?;
         let mut f = std::fs::File::from(fd);
         let written = std::io::Write::write_all(&mut f, content)
             .and_then(|()| {
                 use std::os::unix::fs::PermissionsExt;
                 f.set_permissions(std::fs::Permissions::from_mode(0o644))
             })
-            .map_err(io("write"))
+            .map_err(io_err(path, "write"))
             .and_then(|()| {
                 sys::renameat(parent.as_fd(), &ctmp, parent.as_fd(), &cname(name))
-                    .map_err(io("rename"))
+                    .map_err(io_err(path, "rename"))
             });
         if written.is_err() {
             let _ = sys::unlinkat(parent.as_fd(), &ctmp, false);
@@ -513,13 +468,6 @@ impl Root {
         }
         let (parent, name) = self.parent_of(path)?;
         let c = cname(name);
-        let io = |what| {
-            move |source| Error::Io {
-                path: path.into(),
-                what,
-                source,
-            }
-        };
         let (_, st) = entry(&parent, name, path, ("open", "stat"))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             return Ok(false);
@@ -530,8 +478,8 @@ impl Root {
         let tmp = cname(&format!(".{name}.nvhook-tmp"));
         let _ = sys::unlinkat(parent.as_fd(), &tmp, false);
         let t = CString::new(target).map_err(|_| Error::BadPath(target.into()))?;
-        sys::symlinkat(&t, parent.as_fd(), &tmp).map_err(io("create symlink"))?;
-        sys::renameat(parent.as_fd(), &tmp, parent.as_fd(), &c).map_err(io("rename"))?;
+        sys::symlinkat(&t, parent.as_fd(), &tmp).map_err(io_err(path, "create symlink"))?;
+        sys::renameat(parent.as_fd(), &tmp, parent.as_fd(), &c).map_err(io_err(path, "rename"))?;
         Ok(true)
     }
 
@@ -564,13 +512,6 @@ fn entry(
     path: &str,
     what: (&'static str, &'static str),
 ) -> Result<(OwnedFd, libc::stat)> {
-    let io = |what| {
-        move |source| Error::Io {
-            path: path.into(),
-            what,
-            source,
-        }
-    };
     let fd = sys::openat2(
         parent.as_fd(),
         Path::new(name),
@@ -578,17 +519,39 @@ fn entry(
         0,
         BENEATH_NOFOLLOW,
     )
-    .map_err(io(what.0))?;
-    let st = sys::fstat(fd.as_fd()).map_err(io(what.1))?;
+    .map_err(io_err(path, what.0))?;
+    let st = sys::fstat(fd.as_fd()).map_err(io_err(path, what.1))?;
     Ok((fd, st))
 }
 
-fn dup(fd: &OwnedFd, path: &str) -> Result<OwnedFd> {
-    fd.try_clone().map_err(|source| Error::Io {
+/// An I/O error on `path` while doing `what`.
+fn io_err<'a>(path: &'a str, what: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
         path: path.into(),
-        what: "dup",
+        what,
         source,
+    }
+}
+
+/// Refuses an entry that is not of type `want` (`S_IFREG`, ...), naming what it is.
+fn expect_type(
+    path: &str,
+    st: &libc::stat,
+    want: libc::mode_t,
+    expected: &'static str,
+) -> Result<()> {
+    if st.st_mode & libc::S_IFMT == want {
+        return Ok(());
+    }
+    Err(Error::WrongType {
+        path: path.into(),
+        found: type_name(st.st_mode),
+        expected,
     })
+}
+
+fn dup(fd: &OwnedFd, path: &str) -> Result<OwnedFd> {
+    fd.try_clone().map_err(io_err(path, "dup"))
 }
 
 #[cfg(test)]
