@@ -299,19 +299,26 @@ pub fn run_hook(
     let d = decide(cfg, state, &mut times)?;
     if let Some(plan) = &d.plan {
         let pid = state.pid().ok_or(Error::NoPid)?;
-        times.apply = apply::apply(
-            plan,
-            &apply::Target {
-                pid,
-                rootfs: &d.container.rootfs,
-                ldconfig_timeout: cfg.ldconfig_deadline(),
-                ldconfig_userns: cfg.ldconfig_user_namespace,
-                device_program_cache: cfg.device_program_cache(),
-                faults,
-            },
-        )?;
+        times.apply = apply::apply(plan, &target(cfg, pid, &d.container.rootfs, faults))?;
     }
     Ok((d, times))
+}
+
+/// Where and how to apply a plan to the container of `pid`, as the configuration says.
+fn target<'a>(
+    cfg: &'a Config,
+    pid: i32,
+    rootfs: &'a Path,
+    faults: apply::Faults,
+) -> apply::Target<'a> {
+    apply::Target {
+        pid,
+        rootfs,
+        ldconfig_timeout: cfg.ldconfig_deadline(),
+        ldconfig_userns: cfg.ldconfig_user_namespace,
+        device_program_cache: cfg.device_program_cache(),
+        faults,
+    }
 }
 
 /// A CDI spec is true only for the driver it was generated for: a start on another
@@ -382,14 +389,7 @@ pub fn run_ldconfig_only(
     };
     apply::apply(
         &plan,
-        &apply::Target {
-            pid,
-            rootfs: &spec.rootfs,
-            ldconfig_timeout: cfg.ldconfig_deadline(),
-            ldconfig_userns: cfg.ldconfig_user_namespace,
-            device_program_cache: cfg.device_program_cache(),
-            faults: apply::Faults::default(),
-        },
+        &target(cfg, pid, &spec.rootfs, apply::Faults::default()),
     )?;
     Ok(())
 }
