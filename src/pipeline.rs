@@ -317,6 +317,7 @@ fn target<'a>(
         ldconfig_timeout: cfg.ldconfig_deadline(),
         ldconfig_userns: cfg.ldconfig_user_namespace,
         device_program_cache: cfg.device_program_cache(),
+        systemd_socket: cfg.systemd_socket(),
         faults,
     }
 }
@@ -371,10 +372,19 @@ pub fn run_ldconfig_only(
             .filter(|m| m.destination.starts_with("/dev/nvidia"))
             .map(|m| Path::new(&m.source)),
     );
-    for d in nodes {
-        if d.to_str().is_some_and(|p| p.starts_with("/dev/nvidia")) {
-            apply::check_rootless_device(d)?;
-        }
+    let nodes: Vec<&Path> = nodes
+        .filter(|d| d.to_str().is_some_and(|p| p.starts_with("/dev/nvidia")))
+        .collect();
+    for d in &nodes {
+        apply::check_rootless_device(d)?;
+    }
+    let target = target(cfg, pid, &spec.rootfs, apply::Faults::default());
+    // The engine allowed the spec's nodes in the container's own cgroup; systemd is told
+    // of them too (runc leaves out of a scope's DeviceAllow= a node that has no
+    // /sys/dev/char entry, as NVIDIA's), and a parent's program must not deny them.
+    if !nodes.is_empty() && !cfg.no_cgroups && !rootless_without_device_cgroup() {
+        let cg = apply::cgroup::for_pid(pid).map_err(apply::Error::from)?;
+        apply::keep_and_check(&cg, &nodes, &target)?;
     }
     let mut l = plan::Ldconfig::new(cfg.ldconfig_for_plan()?, folders.to_vec());
     if cfg.ld_cache == crate::container::config::LdCache::Nvhook {
@@ -387,10 +397,7 @@ pub fn run_ldconfig_only(
         ldconfig: Some(l),
         ..Plan::default()
     };
-    apply::apply(
-        &plan,
-        &target(cfg, pid, &spec.rootfs, apply::Faults::default()),
-    )?;
+    apply::apply(&plan, &target)?;
     Ok(())
 }
 

@@ -1036,3 +1036,69 @@ fn v2_device_program_cache() {
     );
     assert_eq!(fs.pins(), before);
 }
+
+/// A cgroup v2 parent with a device program of its own (as systemd puts on the scope
+/// above crun's `container` cgroup): every program in effect must allow a device, so a
+/// GPU its parent denies is a failed start that names the parent, never a container
+/// that starts and cannot open its GPU; a GPU the parent allows starts as usual.
+#[test]
+fn v2_parent_program_that_denies_the_gpu_fails_the_start() {
+    use nvhook::apply::bpf::{self, Insn};
+    let root = if host_is_unified() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
+    let name = format!("nvhook-parent-{}", std::process::id());
+    let parent = std::path::Path::new(root).join(&name);
+    std::fs::create_dir(&parent).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cleanup = Remove(parent.clone());
+    // Denies GPU 0's node (195:minor), allows every other device.
+    let i = |code: u8, regs: u8, off: i16, imm: i32| Insn {
+        code,
+        regs,
+        off,
+        imm,
+    };
+    let deny_gpu0 = [
+        i(0x61, 0x14, 4, 0),                   // r4 = major
+        i(0x61, 0x15, 8, 0),                   // r5 = minor
+        i(0x55, 0x04, 3, 195),                 // major != 195: allow
+        i(0x55, 0x05, 2, gpu_minor(0) as i32), // minor != GPU 0's: allow
+        i(0xb7, 0x00, 0, 0),                   // deny
+        i(0x95, 0, 0, 0),
+        i(0xb7, 0x00, 0, 1), // allow
+        i(0x95, 0, 0, 0),
+    ];
+    let prog = bpf::load(&deny_gpu0).unwrap();
+    bpf::attach_multi(&parent, &prog).unwrap();
+
+    let start = |env: &str| {
+        let c = Container::new(Flavor::Debian, &[env], PROBE);
+        let mut spec = c.spec();
+        spec["linux"]["cgroupsPath"] = format!("/{name}/{}", c.id).into();
+        c.set_spec(&spec);
+        let s = probe(&c, Cgroup::V2);
+        (c, s)
+    };
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=0");
+    assert!(!s.ok, "started with a GPU it cannot open:\n{}", s.out);
+    let node = format!("nvidia{}", gpu_minor(0));
+    assert!(
+        s.err.contains(&node) && s.err.contains("stays denied") && s.err.contains(&name),
+        "the error names the node and the parent cgroup:\n{}\nlog:\n{}",
+        s.err,
+        c.log_text()
+    );
+    // A failure in the cgroup phase comes before any mount: the image is untouched.
+    assert!(!c.rootfs.join("usr/bin/nvidia-smi").exists());
+
+    let (c, s) = start("NVIDIA_VISIBLE_DEVICES=1");
+    assert_gpus(&c, &s, &[1]);
+}

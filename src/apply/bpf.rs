@@ -34,6 +34,7 @@ pub const PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const BPF_F_ALLOW_MULTI: u32 = 2;
 const BPF_F_REPLACE: u32 = 4;
+const BPF_F_QUERY_EFFECTIVE: u32 = 1;
 
 /// One eBPF instruction as the kernel lays it out.
 #[repr(C)]
@@ -178,6 +179,43 @@ fn query(cg: &OwnedFd) -> Result<(Vec<u32>, u32)> {
     bpf(BPF_PROG_QUERY, &mut a, "query attached device programs")?;
     let n = (a.get_u32(24) as usize).min(ids.len());
     Ok((ids[..n].to_vec(), a.get_u32(12)))
+}
+
+/// How many device programs are attached to the cgroup `dir` itself, and how many are
+/// in effect on it (its own and its ancestors'): more in effect than its own means an
+/// ancestor's program must allow a device too.
+pub fn program_counts(dir: &Path) -> Result<(usize, usize)> {
+    let cg = open_cgroup(dir)?;
+    let (own, _) = query(&cg)?;
+    let mut ids = [0u32; 64];
+    let mut a = Attr::new();
+    a.u32(0, cg.as_raw_fd() as u32)
+        .u32(4, BPF_CGROUP_DEVICE)
+        .u32(8, BPF_F_QUERY_EFFECTIVE)
+        .u64(16, ids.as_mut_ptr() as u64)
+        .u32(24, ids.len() as u32);
+    bpf(BPF_PROG_QUERY, &mut a, "query effective device programs")?;
+    Ok((own.len(), a.get_u32(24) as usize))
+}
+
+/// Attaches `prog` to the cgroup `dir` beside what is there (`BPF_F_ALLOW_MULTI`), as
+/// systemd attaches its own: tests use it to stand in for an engine's or systemd's
+/// program on a parent cgroup.
+pub fn attach_multi(dir: &Path, prog: &OwnedFd) -> Result<()> {
+    let cg = open_cgroup(dir)?;
+    let mut a = Attr::new();
+    a.u32(0, cg.as_raw_fd() as u32)
+        .u32(4, prog.as_raw_fd() as u32)
+        .u32(8, BPF_CGROUP_DEVICE)
+        .u32(12, BPF_F_ALLOW_MULTI);
+    bpf(BPF_PROG_ATTACH, &mut a, "attach device program").map(drop)
+}
+
+fn open_cgroup(dir: &Path) -> Result<OwnedFd> {
+    crate::common::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| Error::Sys {
+        what: "open cgroup",
+        source,
+    })
 }
 
 fn prog_fd(id: u32) -> Result<OwnedFd> {
@@ -329,13 +367,7 @@ pub fn allow_devices(
     rules: &[CgroupRule],
     loader: &mut dyn FnMut(&[Insn]) -> Result<OwnedFd>,
 ) -> Result<()> {
-    let cg =
-        crate::common::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|source| {
-            Error::Sys {
-                what: "open cgroup",
-                source,
-            }
-        })?;
+    let cg = open_cgroup(dir)?;
     let (ids, attach_flags) = query(&cg)?;
     for id in ids {
         let old = prog_fd(id)?;

@@ -18,7 +18,9 @@ use std::io;
 ///   kernel asks for it whenever uid 0 is mapped);
 /// - `SETUID`, `SETGID`: let the NVML child become `nobody` before loading NVML, and
 ///   write the ldconfig child's id maps;
-/// - `KILL`: kill that child (no longer root's) when NVML hangs.
+/// - `KILL`: kill that child (no longer root's) when NVML hangs;
+/// - `NET_ADMIN`: `BPF_PROG_QUERY` on a cgroup, which kernels before 6.6 allow only
+///   with it (Debian 12's 6.1, RHEL 9's 5.14): without it no v2 device program is found.
 pub const HOOK: &[Capability] = &[
     Capability::CAP_SYS_ADMIN,
     Capability::CAP_SYS_PTRACE,
@@ -33,6 +35,7 @@ pub const HOOK: &[Capability] = &[
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
     Capability::CAP_KILL,
+    Capability::CAP_NET_ADMIN,
 ];
 
 /// What ldconfig needs: write the container's cache and links whatever their modes.

@@ -20,6 +20,17 @@ pub enum Error {
         rule: String,
         source: std::io::Error,
     },
+    #[error("{node} stays denied in {path} by the device program of {by}: allow it there (a systemd unit: DeviceAllow={node} rw), or ask for no GPU")]
+    AncestorDenies {
+        node: PathBuf,
+        path: PathBuf,
+        by: String,
+    },
+    #[error("cannot check device access in {path}: {source}")]
+    Probe {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cgroup v2 device filter in {path}: {source}")]
     Bpf {
         path: PathBuf,
@@ -268,6 +279,130 @@ pub fn allow(
             Ok(hits)
         }
     }
+}
+
+/// Whether the device nodes at `nodes` (host paths) open for reading and writing from
+/// inside the cgroup `dir`: the index of the first one its device programs deny.
+///
+/// The only way to know what a program on a parent cgroup allows (systemd's, or an
+/// engine's) is to ask the kernel: a child born in the cgroup (`clone3` with
+/// `CLONE_INTO_CGROUP`, no migration of a running process) calls `access(R_OK|W_OK)`,
+/// which runs the cgroup's device check without opening the device (so no driver code
+/// runs); `EPERM` is the device cgroup's answer. Kernels before 5.7: a forked child
+/// moves itself in through `cgroup.procs`.
+pub fn first_denied(dir: &Path, nodes: &[&Path]) -> std::io::Result<Option<usize>> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let cg = crate::common::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::ErrorKind::InvalidInput)
+    };
+    let paths = nodes
+        .iter()
+        .map(|p| c(p))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let procs = c(&dir.join("cgroup.procs"))?;
+    // In the child: only async-signal-safe calls on memory prepared above.
+    let check = |join_by_procs: bool| -> ! {
+        // SAFETY: raw system calls on valid NUL-terminated strings; _exit never returns.
+        unsafe {
+            if join_by_procs {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(255);
+                }
+            }
+            for (i, p) in paths.iter().enumerate().take(250) {
+                if libc::faccessat(libc::AT_FDCWD, p.as_ptr(), libc::R_OK | libc::W_OK, 0) != 0
+                    && *libc::__errno_location() == libc::EPERM
+                {
+                    libc::_exit(1 + i as i32);
+                }
+            }
+            libc::_exit(0)
+        }
+    };
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cg.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is fork with arguments; the child only runs `check`.
+    let mut pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        check(false);
+    }
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+        ) {
+            return Err(e);
+        }
+        // SAFETY: single-threaded (the hook's rule until setns); the child runs `check`.
+        pid = unsafe { libc::fork() } as i64;
+        if pid == 0 {
+            check(true);
+        }
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let status = loop {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
+        if r >= 0 {
+            break st;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(None),
+        Some(n) if (1..=250).contains(&n) => Ok(Some(n as usize - 1)),
+        _ => Err(std::io::Error::other("the device check child failed")),
+    }
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The nearest cgroup at or above `dir` that has a device program of its own, for a
+/// message that says where access is denied.
+pub fn nearest_with_program(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .skip(1)
+        .take_while(|d| d.join("cgroup.procs").exists())
+        .find(|d| crate::apply::bpf::program_counts(d).is_ok_and(|(own, _)| own > 0))
+        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]

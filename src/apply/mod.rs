@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod ldcache_update;
 pub mod ldcache_write;
 pub mod ldconfig;
+pub mod systemd;
 
 use crate::common::rootfs::{self, Root, TargetKind};
 use crate::common::sys;
@@ -221,6 +222,9 @@ pub struct Target<'a> {
     pub ldconfig_userns: bool,
     /// Where loaded cgroup v2 device programs are pinned for reuse (`device-program-cache`).
     pub device_program_cache: Option<&'a Path>,
+    /// systemd's private socket (`systemd-socket`): where a container's scope is told
+    /// of its device nodes.
+    pub systemd_socket: Option<&'a Path>,
     pub faults: Faults,
 }
 
@@ -473,7 +477,57 @@ fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<usize> {
         }
         .into());
     }
-    Ok(cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?)
+    let hits = cgroup::allow(&cg, &plan.cgroup, t.device_program_cache)?;
+    let nodes: Vec<&Path> = plan.devices.iter().map(|d| d.host_path.as_path()).collect();
+    keep_and_check(&cg, &nodes, t)?;
+    Ok(hits)
+}
+
+/// After the container's own cgroup allows `nodes`: systemd is told of them where a
+/// scope owns the cgroup (so a reload keeps them), and on v2, where a parent cgroup
+/// has device programs of its own (systemd's, on the scope above crun's `container`),
+/// the kernel is asked whether the container can now open each node. A start never
+/// succeeds with a GPU that stays denied.
+pub fn keep_and_check(cg: &cgroup::DeviceCgroup, nodes: &[&Path], t: &Target<'_>) -> Result<()> {
+    let dir = match cg {
+        cgroup::DeviceCgroup::V1(d) | cgroup::DeviceCgroup::V2(d) => d,
+    };
+    let told = systemd::keep_devices(t.systemd_socket, dir, nodes);
+    let cgroup::DeviceCgroup::V2(dir) = cg else {
+        // v1 checks a parent's rules when devices.allow is written: a refusal failed above.
+        return Ok(());
+    };
+    let bpf_err = |source| cgroup::Error::Bpf {
+        path: dir.clone(),
+        source,
+    };
+    let (own, effective) = bpf::program_counts(dir).map_err(bpf_err)?;
+    if effective <= own || nodes.is_empty() {
+        return Ok(());
+    }
+    // systemd applies a unit's new DeviceAllow= just after it answers: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_millis(if told { 1000 } else { 0 });
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let denied = cgroup::first_denied(dir, nodes).map_err(|source| cgroup::Error::Probe {
+            path: dir.clone(),
+            source,
+        })?;
+        let Some(i) = denied else {
+            return Ok(());
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(cgroup::Error::AncestorDenies {
+                node: nodes[i].to_path_buf(),
+                path: dir.clone(),
+                by: cgroup::nearest_with_program(dir)
+                    .map_or_else(|| "a parent cgroup".into(), |p| p.display().to_string()),
+            }
+            .into());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// Joins the container's mount namespace and opens its root there.

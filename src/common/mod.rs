@@ -7,6 +7,7 @@
 //! are built from (no path is resolved outside `rootfs`/`sys::openat2`, no binary runs
 //! without `trust`).
 
+pub mod dbus;
 pub mod log;
 pub mod rootfs;
 pub mod sys;

@@ -120,6 +120,9 @@ pub struct Config {
     /// A bpffs directory where cgroup v2 device programs, once loaded, are pinned for
     /// the next start with the same devices (empty: load every time).
     pub device_program_cache: String,
+    /// systemd's private D-Bus socket: a container's scope is told of its GPU nodes
+    /// there (`DeviceAllow=`), so `systemctl daemon-reload` keeps them (empty: never).
+    pub systemd_socket: String,
     /// Skip all `NVIDIA_REQUIRE_*` checks (as `NVIDIA_DISABLE_REQUIRE` does per container).
     pub disable_require: bool,
     /// NVIDIA's policy keys for where a device list may come from (see `request::Policy`).
@@ -151,6 +154,7 @@ impl Default for Config {
             ldconfig_user_namespace: true,
             no_cgroups: false,
             device_program_cache: "/sys/fs/bpf/nvhook".into(),
+            systemd_socket: "/run/systemd/private".into(),
             disable_require: false,
             accept_envvar_when_unprivileged: true,
             accept_volume_mounts: false,
@@ -211,6 +215,15 @@ impl Config {
                 message: format!(
                     "device-program-cache = {:?}: must be an absolute path, or \"\" for none",
                     self.device_program_cache
+                ),
+            });
+        }
+        if !(self.systemd_socket.is_empty() || self.systemd_socket.starts_with('/')) {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "systemd-socket = {:?}: must be an absolute path, or \"\" for none",
+                    self.systemd_socket
                 ),
             });
         }
@@ -318,6 +331,10 @@ impl Config {
     /// The device program cache's directory; `None` when turned off.
     pub fn device_program_cache(&self) -> Option<&Path> {
         Some(Path::new(&self.device_program_cache)).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    pub fn systemd_socket(&self) -> Option<&Path> {
+        Some(Path::new(&self.systemd_socket)).filter(|p| !p.as_os_str().is_empty())
     }
 
     /// How long ldconfig may run (at least a second).
