@@ -20,7 +20,12 @@ pub enum Error {
     Unprivileged(&'static str),
     #[error("bad IMEX channel {0:?} in NVIDIA_IMEX_CHANNELS (numbers, comma separated)")]
     Imex(String),
+    #[error("more than {max} {what} asked for: refused (a host has far fewer)")]
+    TooManyIds { what: &'static str, max: usize },
 }
+
+/// The most IMEX channels a list may name (the driver makes 2048 channel nodes).
+pub const MAX_IMEX_CHANNELS: usize = 4096;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -320,13 +325,20 @@ impl Source {
         } else {
             Vec::new()
         };
+        if list.len() > MAX_IMEX_CHANNELS {
+            return Err(Error::TooManyIds {
+                what: "IMEX channels",
+                max: MAX_IMEX_CHANNELS,
+            });
+        }
         let mut channels = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for c in list {
             if c.is_empty() || c == "all" || c == "none" {
                 continue;
             }
             let n: u32 = c.parse().map_err(|_| Error::Imex(c.clone()))?;
-            if !channels.contains(&n) {
+            if seen.insert(n) {
                 channels.push(n);
             }
         }
@@ -435,14 +447,32 @@ fn default_caps() -> BTreeSet<Capability> {
         .collect()
 }
 
+/// The most ids a device list may hold. A host has at most a few dozen GPUs and MIG
+/// devices; the bound keeps a hostile list (an image or pod spec is megabytes) from
+/// costing root CPU on every start attempt.
+pub const MAX_DEVICE_IDS: usize = 1024;
+
+/// Splits a device list, duplicates dropped (first kept), in linear time.
 fn parse_devices(v: &str) -> Result<Devices> {
     let mut ids: Vec<String> = Vec::new();
-    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+    let mut seen = std::collections::HashSet::new();
+    for (n, d) in v
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .enumerate()
+    {
+        if n >= MAX_DEVICE_IDS {
+            return Err(Error::TooManyIds {
+                what: "device ids",
+                max: MAX_DEVICE_IDS,
+            });
+        }
         match d {
             "all" => return Ok(Devices::All),
             "none" => continue,
             _ => {
-                if !ids.iter().any(|x| x == d) {
+                if seen.insert(d) {
                     ids.push(d.to_string())
                 }
             }
@@ -521,6 +551,43 @@ mod tests {
 
     fn req(v: &[&str]) -> Option<Request> {
         Request::from_env(&env(v)).unwrap()
+    }
+
+    /// A hostile list (150,000 ids, 830 KB, as fits in a Kubernetes object) is refused
+    /// at the bound, before any quadratic work; a list at the bound keeps its order
+    /// with duplicates dropped (a hash set, not a scan of what was kept).
+    #[test]
+    fn long_device_and_imex_lists_are_bounded() {
+        let huge: Vec<String> = (0..150_000).map(|i| format!("GPU-{i:08}")).collect();
+        let v = format!("NVIDIA_VISIBLE_DEVICES={}", huge.join(","));
+        let e = Request::from_env(&env(&[&v])).unwrap_err();
+        assert_eq!(
+            e,
+            Error::TooManyIds {
+                what: "device ids",
+                max: MAX_DEVICE_IDS
+            }
+        );
+        assert!(e.to_string().contains("more than 1024 device ids"), "{e}");
+        // duplicates count toward the bound too: they are what a hostile list repeats
+        let dup = format!("NVIDIA_VISIBLE_DEVICES={}", vec!["0"; 2000].join(","));
+        assert!(Request::from_env(&env(&[&dup])).is_err());
+        let mut ok: Vec<String> = (0..MAX_DEVICE_IDS / 2).map(|i| i.to_string()).collect();
+        ok.extend((0..MAX_DEVICE_IDS / 2).rev().map(|i| i.to_string()));
+        let v = format!("NVIDIA_VISIBLE_DEVICES={}", ok.join(","));
+        let r = Request::from_env(&env(&[&v])).unwrap().unwrap();
+        let want: Vec<String> = (0..MAX_DEVICE_IDS / 2).map(|i| i.to_string()).collect();
+        assert_eq!(r.devices, Devices::List(want));
+
+        let chans: Vec<String> = (0..150_000).map(|i| i.to_string()).collect();
+        let v = format!("NVIDIA_IMEX_CHANNELS={}", chans.join(","));
+        let e = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0", &v])).unwrap_err();
+        assert!(matches!(e, Error::TooManyIds { what: "IMEX channels", .. }), "{e}");
+        let v = "NVIDIA_IMEX_CHANNELS=3,1,3,2,1";
+        let r = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0", v]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.imex_channels, vec![3, 1, 2]);
     }
 
     #[test]
