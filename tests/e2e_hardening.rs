@@ -488,6 +488,10 @@ fn injected_faults_leave_nothing_behind() {
         ("mount:6", "injected fault"),
         ("cgroup", "cannot write \"c 195:255 rw\""),
         ("ldconfig", "ldconfig failed (not started): injected fault"),
+        (
+            "panic",
+            "internal error (a bug, please report it): injected panic",
+        ),
     ] {
         let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
         let before = std::fs::read_dir(c.rootfs.join("usr/lib/x86_64-linux-gnu"))

@@ -250,6 +250,36 @@ fn compare(hwcaps: &[Vec<u8>], e1: &RawEntry, e2: &RawEntry) -> Ordering {
         .then(e2.osversion.cmp(&e1.osversion))
 }
 
+/// A stable merge sort that never panics, whatever `cmp` says. glibc's comparison
+/// (`libcmp`, copied for the loader's sake) wraps its digit arithmetic, so on names
+/// such as `lib3000000000.so` it is not a total order, and the standard library's sort
+/// may panic on such a comparison ("does not correctly implement a total order"): an
+/// image's names must not be able to abort the hook. Here any answer gives some
+/// permutation, the loader's own order wherever the comparison is sane.
+pub fn merge_sort<T>(v: &mut Vec<T>, cmp: &dyn Fn(&T, &T) -> Ordering) {
+    if v.len() < 2 {
+        return;
+    }
+    let mut right = v.split_off(v.len() / 2);
+    merge_sort(v, cmp);
+    merge_sort(&mut right, cmp);
+    let left = std::mem::take(v);
+    v.reserve(left.len() + right.len());
+    let mut l = left.into_iter().peekable();
+    let mut r = right.into_iter().peekable();
+    while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+        // stable: the left one first unless the right one is strictly less
+        let next = if cmp(b, a) == Ordering::Less {
+            r.next()
+        } else {
+            l.next()
+        };
+        v.extend(next);
+    }
+    v.extend(l);
+    v.extend(r);
+}
+
 /// The string table (each string where it is used: the loader needs no sharing).
 struct Strings {
     buf: Vec<u8>,
@@ -278,22 +308,24 @@ impl Cache {
         rescanned: &[&[u8]],
         rank: &dyn Fn(&[u8]) -> usize,
     ) {
-        let mut seen = std::collections::HashSet::new();
+        use std::collections::HashSet;
+        let mut seen = HashSet::new();
         let new: Vec<RawEntry> = new
             .into_iter()
             .filter(|n| seen.insert((n.key.clone(), n.flags, n.value.clone())))
             .collect();
         {
-            let keys: std::collections::HashSet<&[u8]> = new.iter().map(|n| &n.key[..]).collect();
+            // Hash sets, so the cost is old + new entries, not old x new (a 16 MiB image
+            // cache against 4096 compat names took seconds with a scan per entry).
+            let news: HashSet<(&[u8], i32, &[u8])> = new
+                .iter()
+                .map(|n| (&n.key[..], n.flags, &n.value[..]))
+                .collect();
+            let rescanned: HashSet<&[u8]> = rescanned.iter().copied().collect();
             // An existing entry of a new entry's name, kind and path is replaced by it.
-            let replaced = |e: &RawEntry| {
-                keys.contains(&e.key[..])
-                    && new
-                        .iter()
-                        .any(|n| n.key == e.key && n.flags == e.flags && n.value == e.value)
-            };
-            self.entries
-                .retain(|e| !rescanned.contains(&e.dir()) && !replaced(e));
+            self.entries.retain(|e| {
+                !rescanned.contains(e.dir()) && !news.contains(&(&e.key[..], e.flags, &e.value[..]))
+            });
         }
         // ldconfig's order, then its scan order (the directories it is given first),
         // then the order entries came in (the image's own, then nvhook's). An image
@@ -309,7 +341,7 @@ impl Cache {
             .map(|e| (key(&e), e))
             .collect();
         let mut added: Vec<(usize, RawEntry)> = new.into_iter().map(|e| (key(&e), e)).collect();
-        added.sort_by(|(ra, a), (rb, b)| order(a, *ra, b, *rb));
+        merge_sort(&mut added, &|(ra, a), (rb, b)| order(a, *ra, b, *rb));
         let in_order = old
             .windows(2)
             .all(|w| order(&w[0].1, w[0].0, &w[1].1, w[1].0) != Ordering::Greater);
@@ -326,7 +358,7 @@ impl Cache {
         } else {
             out = old;
             out.extend(added);
-            out.sort_by(|(ra, a), (rb, b)| order(a, *ra, b, *rb));
+            merge_sort(&mut out, &|(ra, a), (rb, b)| order(a, *ra, b, *rb));
         }
         self.entries = out.into_iter().map(|(_, e)| e).collect();
         self.hwcaps = hwcaps;
@@ -466,6 +498,69 @@ mod tests {
         };
         shuffled.merge(vec![], &[], &|_| 0);
         assert_eq!(shuffled, sorted);
+    }
+
+    /// Names whose digit runs overflow glibc's `int` make its comparison non-transitive;
+    /// the standard library's sort panicked on a shuffled cache of them (and a panic
+    /// aborts the hook). Every shuffle merges without a panic, keeps every entry, and
+    /// the sane names still come out in the loader's order.
+    #[test]
+    fn hostile_names_never_panic_the_merge() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Numbers all over 0..2^32: glibc's int wraps, and the comparison has cycles.
+        // The standard sort's checks fire on some sizes only: several are tried.
+        for n in [20usize, 33, 40, 50, 64, 100, 300] {
+            for _ in 0..40 {
+                let mut names: Vec<String> = (0..n)
+                    .map(|i| {
+                        if i % 10 == 0 {
+                            format!("libsane{i}.so.1")
+                        } else {
+                            format!("lib{}.so", next() % 4_294_967_296)
+                        }
+                    })
+                    .collect();
+                names.push("lib3000000000.so".into());
+                let entries: Vec<RawEntry> = names
+                    .iter()
+                    .map(|n| RawEntry::new(FLAGS_X8664, n, &format!("/lib/{n}")))
+                    .collect();
+                let mut c = Cache {
+                    entries: entries.clone(),
+                    ..Default::default()
+                };
+                c.merge(entries[..3].to_vec(), &[], &|_| 0);
+                assert_eq!(c.entries.len(), names.len());
+                let sane: Vec<&[u8]> = c
+                    .entries
+                    .iter()
+                    .map(|e| &e.key[..])
+                    .filter(|k| k.starts_with(b"libsane"))
+                    .collect();
+                let mut want = sane.clone();
+                want.sort_by(|a, b| libcmp(b, a));
+                assert_eq!(sane, want);
+            }
+        }
+        // a comparison that answers at random still gives a permutation
+        let mut v: Vec<u32> = (0..1000).collect();
+        let state = std::cell::Cell::new(7u64);
+        merge_sort(&mut v, &|_, _| {
+            let x = state
+                .get()
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1);
+            state.set(x);
+            [Ordering::Less, Ordering::Equal, Ordering::Greater][(x >> 62) as usize % 3]
+        });
+        v.sort();
+        assert_eq!(v, (0..1000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Cgroup(#[from] cgroup::Error),
+    #[error(
+        "internal error (a bug, please report it): {0}; what was done in the container is undone"
+    )]
+    Panic(String),
     #[error(transparent)]
     Ldconfig(#[from] ldconfig::Error),
     #[error(transparent)]
@@ -239,10 +243,12 @@ pub struct Faults {
     pub mount: Option<usize>,
     pub cgroup: bool,
     pub ldconfig: bool,
+    /// A panic in the loader cache's update, after the mounts.
+    pub panic: bool,
 }
 
 impl Faults {
-    /// `source:N`, `mount:N`, `cgroup` or `ldconfig`.
+    /// `source:N`, `mount:N`, `cgroup`, `ldconfig` or `panic`.
     pub fn parse(s: &str) -> std::result::Result<Faults, String> {
         let mut f = Faults::default();
         let n = |v: &str| v.parse::<usize>().map_err(|_| format!("bad fault {s:?}"));
@@ -251,9 +257,10 @@ impl Faults {
             Some(("mount", v)) => f.mount = Some(n(v)?),
             None if s == "cgroup" => f.cgroup = true,
             None if s == "ldconfig" => f.ldconfig = true,
+            None if s == "panic" => f.panic = true,
             _ => {
                 return Err(format!(
-                    "unknown fault {s:?} (source:N, mount:N, cgroup, ldconfig)"
+                    "unknown fault {s:?} (source:N, mount:N, cgroup, ldconfig, panic)"
                 ))
             }
         }
@@ -294,30 +301,49 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     let clock = std::time::Instant::now();
     let mut root = enter_container(t, &host)?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
-    let result = fill(
-        plan,
-        t,
-        &mut root,
-        host.sources,
-        host.proc_view,
-        &host.id_maps,
-        &mut mounted,
-    );
-    times.mount = clock.elapsed();
-    // 4. The container's loader cache.
-    let clock = std::time::Instant::now();
-    let result = result.and_then(|()| {
-        update_loader_cache(plan, t, &mut root, &host.ld_libs, &host.id_maps)?;
-        run_ldconfig(
+    // A panic (a bug; no input may cause one) must not leave mounts and files in the
+    // image either: it is caught here and undone as any error is.
+    let hook = std::process::id();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let result = fill(
             plan,
             t,
             &mut root,
-            host.exe.as_ref(),
-            host.proc.as_fd(),
+            host.sources,
+            host.proc_view,
             &host.id_maps,
-        )
+            &mut mounted,
+        );
+        times.mount = clock.elapsed();
+        // 4. The container's loader cache.
+        let clock = std::time::Instant::now();
+        let result = result.and_then(|()| {
+            update_loader_cache(plan, t, &mut root, &host.ld_libs, &host.id_maps)?;
+            run_ldconfig(
+                plan,
+                t,
+                &mut root,
+                host.exe.as_ref(),
+                host.proc.as_fd(),
+                &host.id_maps,
+            )
+        });
+        times.ldconfig = clock.elapsed();
+        result
+    }))
+    .unwrap_or_else(|p| {
+        if std::process::id() != hook {
+            // a forked child (ldconfig's, NVML's) never runs the parent's undo
+            // SAFETY: _exit ends this process at once.
+            unsafe { libc::_exit(127) }
+        }
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::Panic(what))
     });
-    times.ldconfig = clock.elapsed();
     match result {
         Ok(()) => {
             root.commit();
@@ -584,6 +610,9 @@ fn update_loader_cache(
 ) -> Result<()> {
     let _as_container_root = FsIds::container_root(id_maps);
     // The loader cache's update fails here when a test asks, whichever way it is made.
+    if t.faults.panic {
+        panic!("injected panic");
+    }
     if t.faults.ldconfig && plan.ldconfig.is_some() {
         return Err(ldconfig::Error::Failed {
             status: "not started".into(),

@@ -582,7 +582,16 @@ mod tests {
         let chans: Vec<String> = (0..150_000).map(|i| i.to_string()).collect();
         let v = format!("NVIDIA_IMEX_CHANNELS={}", chans.join(","));
         let e = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0", &v])).unwrap_err();
-        assert!(matches!(e, Error::TooManyIds { what: "IMEX channels", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::TooManyIds {
+                    what: "IMEX channels",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let v = "NVIDIA_IMEX_CHANNELS=3,1,3,2,1";
         let r = Request::from_env(&env(&["NVIDIA_VISIBLE_DEVICES=0", v]))
             .unwrap()
