@@ -3,7 +3,7 @@
 # interleaved, with medians and min-max over RUNS runs. Run as root:
 #
 #   scripts/bench.sh [RUNS] [SECTION...] [--nvidia-runtime DIR]
-#             sections: start shim scaling ldconfig hostcache cgroup (default: all), and
+#             sections: start shim scaling ldconfig hostcache cgroup merge (default: all), and
 #             nvidia (only with --nvidia-runtime; then part of the default)
 #
 #   start     `runc run` of a tiny container through the shim with 1 GPU and all
@@ -20,6 +20,9 @@
 #             v2 both loading its program every time and with the device program cache
 #             (on a bpffs the script mounts in its work dir); v2 runs inside `unshare -m` with the unified hierarchy bound over
 #             /sys/fs/cgroup (needs a hybrid host; on a v2-only host both are v2).
+#   merge     nvhook's merge of 4096 CUDA compat names into a 16 MiB image ld.so.cache
+#             whose entries share those names (the worst case) vs one whose names are
+#             all distinct (cargo bench --bench ldcache_merge).
 #   nvidia    `create` of the same bundle (GPU 0, all capabilities): plain `runc create`,
 #             nvhook (`nvhook-runtime create`: the shim and its hook, default config), and
 #             NVIDIA's `nvidia-container-runtime create` in CDI mode with the spec its own
@@ -48,7 +51,7 @@ if [ -n "$nvidia" ]; then
 fi
 runs=${1:-40}
 [ $# -gt 0 ] && shift
-sections=${*:-start shim scaling ldconfig hostcache cgroup${nvidia:+ nvidia}}
+sections=${*:-start shim scaling ldconfig hostcache cgroup merge${nvidia:+ nvidia}}
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 scripts/ci-deps.sh
@@ -356,6 +359,10 @@ EOF
         ratio "ratio nvhook / runc" "$(med "$work/create-nvhook.us")" "$(med "$work/create-runc.us")"
         ratio "ratio NVIDIA CDI / runc" "$(med "$work/create-nvidia.us")" "$(med "$work/create-runc.us")"
         ratio "ratio NVIDIA CDI / nvhook" "$(med "$work/create-nvidia.us")" "$(med "$work/create-nvhook.us")"
+        ;;
+    merge)
+        # no container: the image cache's merge alone, worst case against its baseline
+        RUNS=$runs cargo bench -q --bench ldcache_merge
         ;;
     *) echo "bench: unknown section $s" >&2; exit 2 ;;
     esac

@@ -9,6 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::process::Command;
 
 const ENXIO: &str = "No such device or address";
 
@@ -504,7 +505,7 @@ fn mps_pipe_dir_is_checked() {
         if bound {
             let opts = seen[0].split_whitespace().nth(5).unwrap_or("");
             assert!(
-                opts.starts_with("rw") && opts.contains("nosuid"),
+                opts.starts_with("ro") && opts.contains("nosuid"),
                 "{case}: {opts}"
             );
         } else {
@@ -516,6 +517,116 @@ fn mps_pipe_dir_is_checked() {
         }
     }
     let _ = std::fs::remove_dir_all(root.join(format!("tmp/{base}")));
+}
+
+/// The MPS pipe directory is bound read-only, and only into a container that got a GPU:
+/// a client opens the daemon's FIFO for writing (what a read-only mount allows), and a
+/// container's root can create, chmod or set-uid nothing in the host's directory.
+#[test]
+fn mps_pipe_dir_is_read_only() {
+    let dir = fixtures().driver.join("root/tmp/nvidia-mps");
+    let fifo = dir.join(format!("control-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let name = fifo.file_name().unwrap().to_str().unwrap().to_string();
+    let before = |p: &Path| std::fs::metadata(p).map(|m| (m.mode(), m.uid()));
+    let (dir_before, fifo_before) = (before(&dir).unwrap(), before(&fifo).unwrap());
+    let script = format!(
+        "cd /tmp/nvidia-mps || exit 9; \
+         exec 3<>{name} && echo 'start' >&3 && echo client-ok; \
+         touch planted 2>&1; cp /bin/busybox planted-suid 2>&1; \
+         chmod 4755 {name} 2>&1; chmod 0777 . 2>&1; mkdir sub 2>&1; echo done"
+    );
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], &script);
+    let out = c.run_ok(Cgroup::V1);
+    assert!(
+        out.contains("client-ok"),
+        "the FIFO did not open for writing: {out}"
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!out.contains("mps-unbound"), "{out}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("planted") || n == "sub"),
+        "the container wrote in the host's MPS dir: {names:?}"
+    );
+    assert_eq!(before(&dir).unwrap(), dir_before, "its mode changed");
+    assert_eq!(
+        before(&fifo).unwrap(),
+        fifo_before,
+        "the FIFO's mode changed"
+    );
+
+    // No GPU (`none`: the driver's files, no device), no MPS directory.
+    let c = Container::new(
+        Flavor::Debian,
+        &["NVIDIA_VISIBLE_DEVICES=none"],
+        "grep ' /tmp/nvidia-mps ' /proc/self/mountinfo || echo mps-unbound",
+    );
+    let out = c.run_ok(Cgroup::V1);
+    assert!(out.contains("mps-unbound"), "{out}");
+    std::fs::remove_file(&fifo).unwrap();
+}
+
+/// What nvhook writes in a container (the loader cache, the CUDA compat drop-in, links,
+/// mount targets) lands on the container's own file system: an image whose `/etc` is a
+/// link into a directory the engine bound from the host (a volume) fails the start,
+/// naming the path, and the host directory is untouched, although the hook is host
+/// root and the container's user could not write there.
+#[test]
+fn writes_never_land_on_a_host_mount() {
+    let vol = tempfile::tempdir().unwrap();
+    let c = Container::new(Flavor::Debian, &["NVIDIA_VISIBLE_DEVICES=0"], "true");
+    // the image's /etc moves into the volume, and /etc becomes a link to it
+    let etc = c.rootfs.join("etc");
+    Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", etc.display()))
+        .arg(vol.path())
+        .status()
+        .unwrap();
+    std::fs::remove_dir_all(&etc).unwrap();
+    std::os::unix::fs::symlink("/hostvol", &etc).unwrap();
+    let listing = |p: &Path| {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().mtime() as u64,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(vol.path());
+    let mut spec = c.spec();
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/hostvol",
+        "type": "bind",
+        "source": vol.path().display().to_string(),
+        "options": ["rbind", "rw"],
+    }));
+    c.set_spec(&spec);
+    let o = c.run(Cgroup::V1);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "started: {out}");
+    assert!(
+        err.contains(" /etc/") && err.contains("resolves onto a mount from the host"),
+        "{err}\nlog:\n{}",
+        c.log_text()
+    );
+    assert_eq!(listing(vol.path()), before, "the host directory changed");
+    assert!(!c.rootfs.join("usr/bin/nvidia-smi").exists(), "not undone");
 }
 
 /// The shim keeps numbers exactly and refuses a symlinked config.json.

@@ -233,6 +233,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         // twice: the first run makes SONAME links that development links point at
         run_ldconfig(&tree, format, &[]);
         run_ldconfig(&tree, format, &[]);
+        let stale = make_stale(&tree, &t, layout, &mut rng, round);
 
         // What nvhook mounts and links, and where ldconfig would be told to look
         let mut libs = Vec::new();
@@ -352,7 +353,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         assert_eq!(
             show(&ca),
             show(&cb),
-            "round {round} ({}, {format}, compat {compat})",
+            "round {round} ({}, {format}, compat {compat}, stale: {stale})",
             layout.name
         );
         assert_eq!(links_of(&a), links_of(&b), "round {round}: links");
@@ -393,6 +394,67 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         cases += 1;
     }
     assert_eq!(cases, 24);
+}
+
+/// Makes the image's cache stale the ways an image build does, without running
+/// ldconfig after: libraries added to a listed directory, a directory added through
+/// `/etc/ld.so.conf.d`, or no cache at all; or leaves it current. Times are set, not
+/// waited for: everything the cache describes is older than it, then the change is made.
+fn make_stale(tree: &Path, t: &Path, layout: &Layout, rng: &mut Rng, round: usize) -> &'static str {
+    let set_time = |p: &Path, when: &str| {
+        let st = Command::new("touch")
+            .args(["-h", "-d", when])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    // the cache an hour ago, everything else two hours ago
+    let mut stack = vec![tree.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            set_time(&e.path(), "2 hours ago");
+        }
+    }
+    set_time(&tree.join("etc/ld.so.cache"), "1 hour ago");
+    let lib = |soname: &str| template(t, Some(soname), false);
+    match (round / 2) % 4 {
+        0 => "current",
+        1 => {
+            // a library put in a listed directory by a later step
+            let dir = if rng.chance(50) {
+                "/usr/local/lib"
+            } else {
+                layout.lib_dir
+            };
+            let soname = format!("liblate{round}.so.1");
+            put(&lib(&soname), tree, &format!("{dir}/{soname}.2.0"));
+            "a library added to a listed directory"
+        }
+        2 => {
+            // a directory listed by a later step, with its libraries
+            let soname = format!("libaddon{round}.so.3");
+            put(&lib(&soname), tree, &format!("/opt/addon/lib/{soname}.1"));
+            put(
+                &lib("libapp0.so.0"),
+                tree,
+                "/opt/addon/lib/libapp0.so.0.77.1",
+            );
+            std::fs::write(
+                tree.join("etc/ld.so.conf.d/zz-addon.conf"),
+                "/opt/addon/lib\n",
+            )
+            .unwrap();
+            "a directory added to ld.so.conf.d"
+        }
+        _ => {
+            std::fs::remove_file(tree.join("etc/ld.so.cache")).unwrap();
+            "no cache"
+        }
+    }
 }
 
 #[test]

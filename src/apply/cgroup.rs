@@ -292,7 +292,6 @@ pub fn allow(
 /// moves itself in through `cgroup.procs`.
 pub fn first_denied(dir: &Path, nodes: &[&Path]) -> std::io::Result<Option<usize>> {
     use std::ffi::CString;
-    use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
     let cg = crate::common::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let c = |p: &Path| {
@@ -304,7 +303,7 @@ pub fn first_denied(dir: &Path, nodes: &[&Path]) -> std::io::Result<Option<usize
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let procs = c(&dir.join("cgroup.procs"))?;
     // In the child: only async-signal-safe calls on memory prepared above.
-    let check = |join_by_procs: bool| -> ! {
+    let check = |join_by_procs: bool| {
         // SAFETY: raw system calls on valid NUL-terminated strings; _exit never returns.
         unsafe {
             if join_by_procs {
@@ -323,14 +322,27 @@ pub fn first_denied(dir: &Path, nodes: &[&Path]) -> std::io::Result<Option<usize
             libc::_exit(0)
         }
     };
+    let pid = spawn_in(&cg, &|by_procs| check(by_procs))?;
+    match wait_exit(pid)? {
+        0 => Ok(None),
+        n @ 1..=250 => Ok(Some(n as usize - 1)),
+        _ => Err(std::io::Error::other("the device check child failed")),
+    }
+}
+
+/// Starts a child in the cgroup `cg` that runs `child` (given whether it must join the
+/// cgroup itself): born there with `clone3(CLONE_INTO_CGROUP)`, or forked where that
+/// is missing (before 5.7). Gives the child's pid.
+fn spawn_in(cg: &std::os::fd::OwnedFd, child: &dyn Fn(bool)) -> std::io::Result<libc::pid_t> {
+    use std::os::fd::AsRawFd;
     let mut args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cg.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: clone3 without CLONE_VM is fork with arguments; the child only runs `check`.
-    let mut pid = unsafe {
+    // SAFETY: clone3 without CLONE_VM is fork with arguments; the child only runs `child`.
+    let pid = unsafe {
         libc::syscall(
             libc::SYS_clone3,
             std::ptr::addr_of_mut!(args),
@@ -338,41 +350,49 @@ pub fn first_denied(dir: &Path, nodes: &[&Path]) -> std::io::Result<Option<usize
         )
     };
     if pid == 0 {
-        check(false);
+        child(false);
+        // SAFETY: a child never returns into the hook's code.
+        unsafe { libc::_exit(255) }
+    }
+    if pid > 0 {
+        return Ok(pid as libc::pid_t);
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+    ) {
+        return Err(e);
+    }
+    // SAFETY: single-threaded (the hook's rule until setns); the child runs `child`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child(true);
+        // SAFETY: as above.
+        unsafe { libc::_exit(255) }
     }
     if pid < 0 {
-        let e = std::io::Error::last_os_error();
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
-        ) {
-            return Err(e);
-        }
-        // SAFETY: single-threaded (the hook's rule until setns); the child runs `check`.
-        pid = unsafe { libc::fork() } as i64;
-        if pid == 0 {
-            check(true);
-        }
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        return Err(std::io::Error::last_os_error());
     }
-    let status = loop {
+    Ok(pid)
+}
+
+/// The exit status of child `pid` (256 if it did not exit normally).
+fn wait_exit(pid: libc::pid_t) -> std::io::Result<i32> {
+    loop {
         let mut st = 0;
         // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
-        if r >= 0 {
-            break st;
+        if unsafe { libc::waitpid(pid, &mut st, 0) } >= 0 {
+            return Ok(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                256
+            });
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(e);
         }
-    };
-    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-        Some(0) => Ok(None),
-        Some(n) if (1..=250).contains(&n) => Ok(Some(n as usize - 1)),
-        _ => Err(std::io::Error::other("the device check child failed")),
     }
 }
 

@@ -18,6 +18,7 @@
 //! - a directory where an engine mounted the driver from a CDI spec (the spec's hook
 //!   names it): scanned the same way for the driver's library names only.
 
+use crate::apply::ldcache_stale;
 use crate::apply::ldcache_write::{self, Cache, RawEntry};
 use crate::common::rootfs::{self, Root};
 use crate::common::sys;
@@ -251,6 +252,55 @@ fn choose(chosen: &mut Vec<Candidate>, index: &mut HashMap<(String, i32), usize>
     }
 }
 
+/// What `refresh_stale` found and scanned.
+struct Refreshed {
+    /// The cache is rebuilt from scratch.
+    whole: bool,
+    /// Directories whose entries the new ones replace (nvhook's rescans, stale ones).
+    rescanned: Vec<String>,
+    /// ldconfig's scan order of the image's directories.
+    order: Vec<String>,
+}
+
+/// Scans again what an image cache older than its configuration or directories misses
+/// (`ldcache_stale`), adding the entries to `new`.
+fn refresh_stale(root: &mut Root, u: &Update<'_>, new: &mut Vec<RawEntry>) -> Result<Refreshed> {
+    let conf = ldcache_stale::read_conf(root);
+    let order = ldcache_stale::scan_order(root, u.dirs, &conf);
+    let stale = ldcache_stale::staleness(root, CACHE, &conf, &order);
+    let mut rescanned: Vec<String> = u
+        .rescan
+        .iter()
+        .map(|d| d.trim_end_matches('/').to_string())
+        .collect();
+    let stale_dirs: &[String] = match &stale {
+        ldcache_stale::Staleness::Current => &[],
+        ldcache_stale::Staleness::Dirs(d) => d,
+        ldcache_stale::Staleness::Whole => &order,
+    };
+    for d in stale_dirs {
+        if rescanned.contains(d) {
+            continue;
+        }
+        match scan(root, d, None) {
+            Ok(entries) => {
+                new.extend(entries);
+                rescanned.push(d.clone());
+            }
+            // Too big to scan at a start: its entries stay as the image had them.
+            Err(Error::TooMany { .. }) => crate::common::log::warn(&format!(
+                "{d} in the container changed after its {CACHE} was written, and is too big to scan again at a start: its new libraries stay unlisted (ld-cache = \"ldconfig\" rebuilds the cache)"
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Refreshed {
+        whole: stale == ldcache_stale::Staleness::Whole,
+        rescanned,
+        order,
+    })
+}
+
 /// Makes the links and writes the cache.
 pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
     let mut new = Vec::new();
@@ -279,13 +329,7 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
     for d in u.rescan {
         new.extend(scan(root, d, None)?);
     }
-    for d in u.driver_named {
-        new.extend(scan(
-            root,
-            d,
-            Some(&crate::host::driver::may_be_driver_library),
-        )?);
-    }
+    let stale = refresh_stale(root, u, &mut new)?;
     let cache_err = |source| Error::Cache {
         path: CACHE.into(),
         source,
@@ -306,15 +350,21 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
             Cache::default()
         }
     };
-    let rescanned: Vec<&[u8]> = u
-        .rescan
-        .iter()
-        .map(|d| d.trim_end_matches('/').as_bytes())
-        .collect();
+    if stale.whole {
+        // From scratch, as ldconfig: entries of directories it no longer scans go too.
+        // Those of glibc-hwcaps subdirectories (which nvhook does not scan) stay.
+        cache
+            .entries
+            .retain(|e| e.dir().windows(14).any(|w| w == b"/glibc-hwcaps/"));
+    }
+    let rescanned: Vec<&[u8]> = stale.rescanned.iter().map(|d| d.as_bytes()).collect();
+    // ldconfig's scan order: its command line, its configuration, its built-in dirs.
     let rank = |d: &[u8]| {
         u.dirs
             .iter()
-            .position(|x| x.trim_end_matches('/').as_bytes() == d)
+            .map(|x| x.trim_end_matches('/'))
+            .chain(stale.order.iter().map(String::as_str))
+            .position(|x| x.as_bytes() == d)
             .unwrap_or(usize::MAX)
     };
     cache.merge(new, &rescanned, &rank);

@@ -15,6 +15,7 @@ pub mod bpf;
 pub mod bpf_cache;
 pub mod caps;
 pub mod cgroup;
+pub mod ldcache_stale;
 pub mod ldcache_update;
 pub mod ldcache_write;
 pub mod ldconfig;
@@ -375,6 +376,9 @@ struct HostSide {
     id_maps: ldconfig::IdMaps,
     /// The container's mount namespace.
     ns: OwnedFd,
+    /// The file systems mounted on the host: nvhook writes on none of them in the
+    /// container (an image's link into a host volume leads nowhere).
+    host_devs: std::collections::HashSet<u64>,
 }
 
 impl HostSide {
@@ -397,6 +401,8 @@ impl HostSide {
             libc::O_RDONLY,
         )
         .map_err(|source| Error::Namespace { pid: t.pid, source })?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|source| Error::Namespace { pid: t.pid, source })?;
         Ok(HostSide {
             sources,
             proc_view,
@@ -405,6 +411,7 @@ impl HostSide {
             proc,
             id_maps,
             ns,
+            host_devs: rootfs::mounted_devices(&mountinfo),
         })
     }
 }
@@ -573,6 +580,11 @@ fn enter_container(t: &Target<'_>, host: &HostSide) -> Result<Root> {
             .try_clone()
             .map_err(|source| Error::Namespace { pid: t.pid, source })?,
     );
+    root.keep_off_host_mounts(host.host_devs.clone())
+        .map_err(|source| Error::Root {
+            path: t.rootfs.into(),
+            source,
+        })?;
     Ok(root)
 }
 

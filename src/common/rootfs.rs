@@ -26,6 +26,10 @@ pub enum Error {
     },
     #[error("{0:?} is not a clean absolute container path")]
     BadPath(String),
+    /// A write that would land on a host file system mounted into the container (an
+    /// engine's volume, or a mount nvhook made), e.g. through an image's symlink.
+    #[error("{path} in the container resolves onto a mount from the host, not the container's own file system: nvhook writes nothing there")]
+    HostMount { path: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -55,6 +59,55 @@ pub struct Root {
     /// node or FIFO the image put there is never opened. Set by [`Root::set_proc`];
     /// else `/proc` is opened when first needed (a root used from the host's view).
     proc: Option<OwnedFd>,
+    /// Set by [`Root::keep_off_host_mounts`]: the root's own mount and the devices of
+    /// the host's file systems; a directory nvhook writes in must be on the first, or
+    /// on a file system the host does not have (the container's own `/dev` tmpfs).
+    guard: Option<MountGuard>,
+}
+
+#[derive(Debug)]
+struct MountGuard {
+    root_mnt: u64,
+    host_devs: std::collections::HashSet<u64>,
+}
+
+/// The mount id and device of an open file (`statx`, Linux 5.8 for the mount id).
+fn mount_of(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx fills the zeroed buffer; the fd and the empty path are valid.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok((
+        stx.stx_mnt_id,
+        libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+    ))
+}
+
+/// The devices (`st_dev`) of the file systems mounted in the caller's mount namespace,
+/// from its `mountinfo` text (field 3, `major:minor`).
+pub fn mounted_devices(mountinfo: &str) -> std::collections::HashSet<u64> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2))
+        .filter_map(|d| {
+            let (a, b) = d.split_once(':')?;
+            Some(libc::makedev(a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
 }
 
 const RESOLVE: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS;
@@ -99,7 +152,36 @@ impl Root {
             fd: sys::open(path, libc::O_PATH | libc::O_DIRECTORY)?,
             created: Vec::new(),
             proc: None,
+            guard: None,
         })
+    }
+
+    /// From now on, nothing is created or written in a directory that is not on the
+    /// root's own mount, unless its file system is none of `host_devs` (those mounted
+    /// in the host's namespace, read before joining the container's).
+    pub fn keep_off_host_mounts(
+        &mut self,
+        host_devs: std::collections::HashSet<u64>,
+    ) -> io::Result<()> {
+        let (root_mnt, _) = mount_of(self.fd.as_fd())?;
+        self.guard = Some(MountGuard {
+            root_mnt,
+            host_devs,
+        });
+        Ok(())
+    }
+
+    /// Whether writing in directory `dir` (open) keeps to the container's own file
+    /// systems; `path` names the entry in the error.
+    fn check_own(&self, dir: &OwnedFd, path: &str) -> Result<()> {
+        let Some(g) = &self.guard else {
+            return Ok(());
+        };
+        let (mnt, dev) = mount_of(dir.as_fd()).map_err(io_err(path, "statx"))?;
+        if mnt == g.root_mnt || !g.host_devs.contains(&dev) {
+            return Ok(());
+        }
+        Err(Error::HostMount { path: path.into() })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -217,6 +299,7 @@ impl Root {
         for (i, name) in parts.iter().enumerate().skip(have) {
             let path = format!("/{}", parts[..=i].join("/"));
             let c = cname(name);
+            self.check_own(&cur, &path)?;
             match sys::mkdirat(cur.as_fd(), &c, 0o755) {
                 Ok(()) => self.created.push(Created {
                     parent: dup(&cur, &path)?,
@@ -270,6 +353,7 @@ impl Root {
         let parts = components(path)?;
         let (name, parent_parts) = parts.split_last().expect("components are never empty");
         let parent = self.mkdir_all(&format!("/{}", parent_parts.join("/")))?;
+        self.check_own(&parent, path)?;
         Ok((parent, name))
     }
 

@@ -259,8 +259,16 @@ const SOCK_FLAGS: &[MountFlag] = &[
     MountFlag::Nodev,
     MountFlag::Noexec,
 ];
-/// The MPS pipe directory: clients create their pipes in it.
-const IPC_DIR_FLAGS: &[MountFlag] = &[MountFlag::Nosuid, MountFlag::Nodev, MountFlag::Noexec];
+/// The MPS pipe directory, read-only: clients open the daemon's FIFOs and connect to its
+/// sockets there, which a read-only mount allows, and no container writes a file on
+/// the host (a set-uid binary there is set-uid on the host's file system, whatever
+/// the container's mount says; a full directory is a full host disk).
+const IPC_DIR_FLAGS: &[MountFlag] = &[
+    MountFlag::Ro,
+    MountFlag::Nosuid,
+    MountFlag::Nodev,
+    MountFlag::Noexec,
+];
 
 /// Options that come from configuration rather than the container.
 #[derive(Debug, Clone)]
@@ -358,7 +366,12 @@ pub fn build(req: &Request, driver: &Driver, image: &ImageFacts, opts: &Options)
     let mut devices = gpu_devices(driver, &chosen, &chosen_migs, caps)?;
     let mig_files = managed_mig_devices(req, driver, &chosen_migs, &mut devices)?;
     devices.extend(imex_channels(req, driver)?);
-    let mounts = driver_mounts(driver, image, caps);
+    let mut mounts = driver_mounts(driver, image, caps);
+    // The MPS pipe directory serves clients of a GPU: a container given none gets no
+    // way to reach (or fill) the host's directory.
+    if chosen.is_empty() && chosen_migs.is_empty() {
+        mounts.retain(|m| m.kind != MountKind::IpcDir);
+    }
     let symlinks = library_links(&mounts, image, caps);
     let cgroup = cgroup_rules(&devices, opts);
     let compat = cuda_compat(image, driver, caps);
