@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite, as CI runs it (as root): dependencies, formatting, lints,
-# the build, then unit and end-to-end tests against real runc on a synthetic driver.
+# the build, then unit and end-to-end tests against real runc on a synthetic driver,
+# then the systemd suite in VMs it builds (debootstrap, cached in /var/cache/nvhook-vm).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/ci-deps.sh
@@ -11,6 +12,10 @@ cargo build --workspace
 NVHOOK_BIN_DIR=$(pwd)/target/debug cargo test --workspace -- --test-threads=2
 # The .deb: built, installed, a GPU container through the installed binaries, removed.
 scripts/package-test.sh
+# systemd hosts: whole Debian 12 (cgroup v2 and v1) and Debian 13 VMs, every engine on
+# systemd's cgroup driver, GPUs kept across daemon-reload (scripts/systemd-host/).
+cargo build --release --workspace -q
+scripts/systemd-host/suite.sh target/release
 # Coverage-guided fuzzing of every parser of outside input, briefly (longer: scripts/fuzz.sh 600).
 scripts/fuzz.sh "${NVHOOK_FUZZ_SECONDS:-10}"
 echo "nvhook: all tests passed"

@@ -17,7 +17,6 @@ set -u
 P=/payload
 O=$P/out
 ENGINES=${ENGINES:-runc crun podman-hooks podman-cdi docker containerd}
-WANT="/dev/nvidia1=allowed /dev/nvidiactl=allowed /gpu/nvidia1=allowed /gpu/nvidia0=denied"
 fail=0
 
 result() { # ENGINE STEP ok|FAIL DETAIL
@@ -47,16 +46,22 @@ conf crun >/etc/nvhook/config-crun.toml
 echo "== $(uname -r), $(systemctl --version | head -n1), cgroup fs $(stat -fc %T /sys/fs/cgroup)"
 echo "== runc $(runc --version | head -n1 | cut -d' ' -f3), crun $(crun --version | head -n1 | cut -d' ' -f3), $(podman --version), $(docker --version 2>/dev/null | cut -d, -f1), containerd $(containerd --version | cut -d' ' -f3)"
 
-PROBE='for d in /dev/nvidia1 /dev/nvidiactl /gpu/nvidia1 /gpu/nvidia0; do
-  r=$(head -c1 $d 2>&1 >/dev/null)
-  case "$r" in
-  *"No such device or address"*) s=allowed ;;
-  *"Operation not permitted"*) s=denied ;;
-  *"No such file"*) s=missing ;;
-  *) s="other:$r" ;;
+gpu() { # INDEX: what the container given synthetic GPU INDEX must see (GPU i is minor
+    # 1-i): its node in /dev and in /gpu opens (ENXIO), the other GPU's node is refused
+    m=$((1 - $1)) other=$1
+    WANT="/dev/nvidia$m=allowed /dev/nvidiactl=allowed /gpu/nvidia$m=allowed /gpu/nvidia$other=denied"
+    NODE=/dev/nvidia$m OTHER=/dev/nvidia$other
+    PROBE="for d in /dev/nvidia$m /dev/nvidiactl /gpu/nvidia$m /gpu/nvidia$other; do
+  r=\$(head -c1 \$d 2>&1 >/dev/null)
+  case \"\$r\" in
+  *'No such device or address'*) s=allowed ;;
+  *'Operation not permitted'*) s=denied ;;
+  *'No such file'*) s=missing ;;
+  *) s=\"other:\$r\" ;;
   esac
-  printf "%s=%s " $d "$s"
-done'
+  printf '%s=%s ' \$d \"\$s\"
+done"
+}
 
 unit_of() { # PID: the systemd scope its cgroup belongs to
     sed -n -e 's|^0::||p' -e 's|^[0-9]*:name=systemd:||p' "/proc/$1/cgroup" 2>/dev/null |
@@ -68,19 +73,32 @@ check() { # ENGINE STEP: probe through $EXEC and compare
     if [ "$got" = "$WANT" ]; then result "$1" "$2" ok "$got"; else result "$1" "$2" FAIL "$got"; fi
 }
 
-scope_state() { # ENGINE UNIT: what systemd holds for the scope
-    echo "  $(systemctl show "$2" -p DevicePolicy -p DeviceAllow 2>&1 | tr '\n' ' ')"
-    if systemctl show "$2" -p DeviceAllow | grep -q '/dev/nvidia1 rw'; then
-        result "$1" device-allow ok "$2"
-    else
-        result "$1" device-allow FAIL "$2 lists no /dev/nvidia1"
-    fi
-    if systemctl show "$2" -p DeviceAllow | grep -q '/dev/nvidia0 '; then
-        result "$1" only-its-gpu FAIL "$2 lists GPU 1's node"
+scope_state() { # ENGINE UNIT: what systemd holds for the scope. A scope that restricts
+    # devices must list the GPU (else a reload takes it away); one that restricts none
+    # (crun before 1.9 leaves device control to its own program below the scope) has no
+    # program for systemd to rewrite, and nvhook must not give it one.
+    show=$(systemctl show "$2" -p DevicePolicy -p DeviceAllow 2>&1)
+    echo "  $(echo "$show" | tr '\n' ' ')"
+    case $show in
+    *DevicePolicy=strict* | *DevicePolicy=closed*)
+        if echo "$show" | grep -q "$NODE rw"; then
+            result "$1" device-allow ok "$2 lists $NODE"
+        else
+            result "$1" device-allow FAIL "$2 lists no $NODE"
+        fi ;;
+    *)
+        if echo "$show" | grep -q "DeviceAllow=."; then
+            result "$1" device-allow FAIL "a scope without a policy got a DeviceAllow list"
+        else
+            result "$1" device-allow ok "$2 restricts no device: nothing to keep"
+        fi ;;
+    esac
+    if echo "$show" | grep -q "$OTHER "; then
+        result "$1" only-its-gpu FAIL "$2 lists the other GPU's node"
     fi
 }
 
-leftovers() { # ENGINE KEY: nothing of the container left in systemd
+leftovers() { # ENGINE KEY: nothing of the container (its scope's name) left in systemd
     sleep 1
     left=$(
         systemctl list-units --all --plain --no-legend 2>/dev/null | grep -F "$2"
@@ -111,11 +129,14 @@ run_case() { # ENGINE START EXEC PID STOP KEY: the whole life of one container
     sleep 2
     check "$e" after-2-reloads
     timeout 120 sh -c "$5" >/dev/null 2>&1
-    leftovers "$e" "$6"
+    leftovers "$e" "${unit:-$6}"
 }
 
 for e in $ENGINES; do
     id=nv$e$$
+    # the synthetic GPU 0 has MIG on: a CDI spec names it by its MIG devices only, as
+    # NVIDIA's does, so the CDI case asks for GPU 1
+    if [ $e = podman-cdi ]; then gpu 1; else gpu 0; fi
     case $e in
     runc | crun)
         cfg=/etc/nvhook/config.toml
@@ -137,14 +158,14 @@ for e in $ENGINES; do
         rm -rf $r && cp -a $P/rootfs $r
         if [ $e = podman-hooks ]; then
             nvhook install podman >/dev/null || result $e install FAIL "nvhook install podman"
-            gpu="-e NVIDIA_VISIBLE_DEVICES=0"
+            ask="-e NVIDIA_VISIBLE_DEVICES=0"
         else
             rm -f /usr/share/containers/oci/hooks.d/*nvhook* /etc/containers/oci/hooks.d/*nvhook*
             mkdir -p /etc/cdi
             nvhook cdi generate --output /etc/cdi/nvidia.json >/dev/null || result $e cdi FAIL "cdi generate"
-            gpu="--device nvidia.com/gpu=0"
+            ask="--device nvidia.com/gpu=1"
         fi
-        run_case $e "podman run -d --name $id --cgroup-manager systemd --network none $gpu --rootfs $r sleep 3600" \
+        run_case $e "podman run -d --name $id --cgroup-manager systemd --network none $ask --rootfs $r sleep 3600" \
             "podman exec $id" "podman inspect -f '{{.State.Pid}}' $id" \
             "podman rm -f -t 0 $id" "$id"
         rm -f /etc/cdi/nvidia.json
@@ -161,7 +182,7 @@ for e in $ENGINES; do
         docker import $P/rootfs.tar nvtest >/dev/null
         run_case docker "docker run -d --name $id --runtime nvidia --network none -e NVIDIA_VISIBLE_DEVICES=0 nvtest sleep 3600" \
             "docker exec $id" "docker inspect -f '{{.State.Pid}}' $id" \
-            "docker rm -f $id" "$(docker inspect -f '{{.Id}}' $id 2>/dev/null || echo $id)"
+            "docker rm -f $id" "$id"
         ;;
     containerd)
         nvhook install containerd >/dev/null || result containerd install FAIL "nvhook install containerd"
@@ -171,7 +192,7 @@ for e in $ENGINES; do
         fi
         r=/var/tmp/r-$e
         rm -rf $r && cp -a $P/rootfs $r
-        run_case containerd "ctr run -d --rootfs --runtime io.containerd.runc.v2 --runc-binary /usr/local/bin/nvhook-runtime --runc-systemd-cgroup --cgroup system.slice:ctr:$id --env NVIDIA_VISIBLE_DEVICES=0 $r $id sleep 3600" \
+        run_case containerd "ctr run -d --rootfs --runtime io.containerd.runc.v2 --runc-binary /usr/local/bin/nvhook-runtime --runc-systemd-cgroup --cgroup system.slice:ctr:$id --env PATH=/usr/bin:/bin --env NVIDIA_VISIBLE_DEVICES=0 $r $id /bin/sleep 3600" \
             "ctr task exec --exec-id p\$(date +%N) $id" "ctr task ls | awk '\$1==\"$id\"{print \$2}'" \
             "ctr task kill -s KILL $id; sleep 1; ctr task rm -f $id; ctr container rm $id" "$id"
         ;;
