@@ -29,6 +29,7 @@ mkdir -p "$p/rootfs/gpu"
 mknod -m 666 "$p/rootfs/gpu/nvidia0" c 195 0
 mknod -m 666 "$p/rootfs/gpu/nvidia1" c 195 1
 tar -C "$p/rootfs" -cf "$p/rootfs.tar" .
+mkdir -p "$out"
 fail=0
 for h in $hosts; do
     dist=${h%%:*} cg=${h#*:}
