@@ -303,3 +303,45 @@ fn hostile_image_cache() {
         "the link is replaced by the container's own cache"
     );
 }
+
+/// An image whose last build step listed a directory in `/etc/ld.so.conf.d` without
+/// running ldconfig: its library resolves in the container (the loader finds it only
+/// through the cache), as it does under NVIDIA's toolkit, which runs ldconfig at every
+/// start. An image whose cache is current is not scanned again (nvhook's own mount
+/// targets and drop-in, made before the cache update, do not count).
+#[test]
+fn a_stale_image_cache_gets_the_images_own_libraries() {
+    for flavor in [Flavor::Debian, Flavor::Rhel] {
+        let c = container(flavor, "nvhook", &|root| {
+            let late = root.join("opt/late/lib");
+            std::fs::create_dir_all(&late).unwrap();
+            std::fs::copy(
+                fixtures()
+                    .driver
+                    .join("root/usr/lib/x86_64-linux-gnu/libz-fake.so.1.2.3"),
+                late.join("libz-fake.so.1.2.3"),
+            )
+            .unwrap();
+            std::fs::write(root.join("etc/ld.so.conf.d/late.conf"), "/opt/late/lib\n").unwrap();
+        });
+        let mut spec = c.spec();
+        spec["process"]["args"] = serde_json::json!(["/usr/bin/dlprobe", "libz-fake.so.1"]);
+        c.set_spec(&spec);
+        let out = c.run_ok(Cgroup::V1);
+        assert!(
+            out.contains("libz-fake.so.1: /opt/late/lib/libz-fake.so.1"),
+            "{flavor:?}: the image's library did not resolve: {out}\nlog:\n{}",
+            c.log_text()
+        );
+        assert!(c.log_text().contains("is older than what it describes"));
+
+        // the same image, current: no second scan
+        let c = container(flavor, "nvhook", &|_| {});
+        c.run_ok(Cgroup::V1);
+        assert!(
+            !c.log_text().contains("is older than what it describes"),
+            "{flavor:?}: a current cache was judged stale:\n{}",
+            c.log_text()
+        );
+    }
+}

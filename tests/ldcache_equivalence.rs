@@ -311,6 +311,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             links: &links,
             rescan: &rescan,
             driver_named: &[],
+            staleness: None,
         };
         let mut root = Root::open(&a).unwrap();
         ldcache_update::update(&mut root, &update).unwrap();
@@ -368,6 +369,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
                 links: &[],
                 rescan: &rescan,
                 driver_named: &driver_dirs,
+                staleness: None,
             },
         )
         .unwrap();
@@ -476,6 +478,7 @@ fn a_directory_too_big_to_scan_is_refused() {
             links: &[],
             rescan: &rescan,
             driver_named: &[],
+            staleness: None,
         },
     )
     .unwrap_err()

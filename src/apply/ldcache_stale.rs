@@ -132,7 +132,7 @@ pub fn system_dirs(root: &Root) -> &'static [&'static str] {
 }
 
 /// What must be scanned again.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Staleness {
     /// The cache is newer than everything it describes.
     Current,
@@ -173,6 +173,14 @@ pub fn staleness(root: &Root, cache: &str, conf: &ImageConf, dirs: &[String]) ->
     } else {
         Staleness::Dirs(newer)
     }
+}
+
+/// Judges the image's cache as it is now, with `first` (ldconfig's command line) ahead
+/// of its configuration: called before nvhook changes anything in the image.
+pub fn judge(root: &Root, first: &[String]) -> Staleness {
+    let conf = read_conf(root);
+    let order = scan_order(root, first, &conf);
+    staleness(root, crate::apply::ldcache_update::CACHE, &conf, &order)
 }
 
 /// The directories ldconfig scans, in its order, each once: `first` (its command

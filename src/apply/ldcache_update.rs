@@ -73,6 +73,9 @@ pub struct Update<'a> {
     /// Directories to scan for the driver's library names only (where an engine
     /// mounted the driver's files from a CDI spec): their other entries stay.
     pub driver_named: &'a [String],
+    /// The image cache's staleness, judged before nvhook changed the image
+    /// (`ldcache_stale::judge`); `None`: judged here, on the image as it is.
+    pub staleness: Option<ldcache_stale::Staleness>,
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -267,12 +270,20 @@ struct Refreshed {
 fn refresh_stale(root: &mut Root, u: &Update<'_>, new: &mut Vec<RawEntry>) -> Result<Refreshed> {
     let conf = ldcache_stale::read_conf(root);
     let order = ldcache_stale::scan_order(root, u.dirs, &conf);
-    let stale = ldcache_stale::staleness(root, CACHE, &conf, &order);
+    let stale = match &u.staleness {
+        Some(s) => s.clone(),
+        None => ldcache_stale::staleness(root, CACHE, &conf, &order),
+    };
     let mut rescanned: Vec<String> = u
         .rescan
         .iter()
         .map(|d| d.trim_end_matches('/').to_string())
         .collect();
+    if stale != ldcache_stale::Staleness::Current {
+        crate::common::log::debug(&format!(
+            "{CACHE} in the container is older than what it describes ({stale:?}): scanned again as ldconfig would"
+        ));
+    }
     let stale_dirs: &[String] = match &stale {
         ldcache_stale::Staleness::Current => &[],
         ldcache_stale::Staleness::Dirs(d) => d,

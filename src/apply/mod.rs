@@ -305,6 +305,13 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     // A panic (a bug; no input may cause one) must not leave mounts and files in the
     // image either: it is caught here and undone as any error is.
     let hook = std::process::id();
+    // Whether the image's loader cache is stale is judged on the image as it came, before
+    // nvhook's own mount targets and drop-in make its directories newer than its cache.
+    let judged = plan
+        .ldconfig
+        .as_ref()
+        .filter(|l| l.by_nvhook)
+        .map(|l| ldcache_stale::judge(&root, &l.dirs));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let result = fill(
             plan,
@@ -319,7 +326,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
         // 4. The container's loader cache.
         let clock = std::time::Instant::now();
         let result = result.and_then(|()| {
-            update_loader_cache(plan, t, &mut root, &host.ld_libs, &host.id_maps)?;
+            update_loader_cache(plan, t, &mut root, &host.ld_libs, &host.id_maps, judged)?;
             run_ldconfig(
                 plan,
                 t,
@@ -619,6 +626,7 @@ fn update_loader_cache(
     root: &mut Root,
     ld_libs: &[ldcache_update::Mounted],
     id_maps: &ldconfig::IdMaps,
+    staleness: Option<ldcache_stale::Staleness>,
 ) -> Result<()> {
     let _as_container_root = FsIds::container_root(id_maps);
     // The loader cache's update fails here when a test asks, whichever way it is made.
@@ -642,6 +650,7 @@ fn update_loader_cache(
                     links: &plan.symlinks,
                     rescan: &l.rescan,
                     driver_named: &l.driver_named,
+                    staleness,
                 },
             )?;
         }
