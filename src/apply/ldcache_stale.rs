@@ -11,6 +11,8 @@ use crate::common::rootfs::Root;
 use crate::common::sys;
 use std::os::fd::AsFd;
 
+/// Where the loader's cache is in the root.
+pub const CACHE: &str = "/etc/ld.so.cache";
 /// The main configuration file, as ldconfig reads it in the root.
 pub const CONF: &str = "/etc/ld.so.conf";
 /// Include depth and files read at most: a real image has a dozen files, one level.
@@ -180,7 +182,7 @@ pub fn staleness(root: &Root, cache: &str, conf: &ImageConf, dirs: &[String]) ->
 pub fn judge(root: &Root, first: &[String]) -> Staleness {
     let conf = read_conf(root);
     let order = scan_order(root, first, &conf);
-    staleness(root, crate::apply::ldcache_update::CACHE, &conf, &order)
+    staleness(root, CACHE, &conf, &order)
 }
 
 /// The directories ldconfig scans, in its order, each once: `first` (its command

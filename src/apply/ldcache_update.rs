@@ -44,7 +44,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Where the cache is, and how large a cache nvhook reads (a real one is a few MiB).
-pub const CACHE: &str = "/etc/ld.so.cache";
+pub const CACHE: &str = ldcache_stale::CACHE;
 const CACHE_LIMIT: usize = 16 << 20;
 
 /// A library nvhook mounted: `dir/file` in the container, and what its ELF says.
