@@ -7,6 +7,7 @@
 //! command line, as nvhook runs it. The container test in e2e_hosts.rs runs the loader
 //! itself over both.
 
+use nvhook::apply::ldcache_stale;
 use nvhook::apply::ldcache_update::{self, Mounted, Update};
 use nvhook::apply::ldcache_write;
 use nvhook::common::rootfs::Root;
@@ -234,6 +235,9 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         run_ldconfig(&tree, format, &[]);
         run_ldconfig(&tree, format, &[]);
         let stale = make_stale(&tree, &t, layout, &mut rng, round);
+        // judged as the hook judges it: on the image as it came, before the driver's
+        // files (nvhook's mounts, or an engine's from a CDI spec) make its dirs newer
+        let judged = ldcache_stale::judge(&Root::open(&tree).unwrap(), &[]);
 
         // What nvhook mounts and links, and where ldconfig would be told to look
         let mut libs = Vec::new();
@@ -311,7 +315,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             links: &links,
             rescan: &rescan,
             driver_named: &[],
-            staleness: None,
+            staleness: Some(judged.clone()),
         };
         let mut root = Root::open(&a).unwrap();
         ldcache_update::update(&mut root, &update).unwrap();
@@ -369,7 +373,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
                 links: &[],
                 rescan: &rescan,
                 driver_named: &driver_dirs,
-                staleness: None,
+                staleness: Some(judged.clone()),
             },
         )
         .unwrap();

@@ -340,6 +340,13 @@ pub fn update(root: &mut Root, u: &Update<'_>) -> Result<()> {
     for d in u.rescan {
         new.extend(scan(root, d, None)?);
     }
+    for d in u.driver_named {
+        new.extend(scan(
+            root,
+            d,
+            Some(&crate::host::driver::may_be_driver_library),
+        )?);
+    }
     let stale = refresh_stale(root, u, &mut new)?;
     let cache_err = |source| Error::Cache {
         path: CACHE.into(),
