@@ -315,7 +315,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             links: &links,
             rescan: &rescan,
             driver_named: &[],
-            staleness: Some(judged.clone()),
+            judged: Some(judged.clone()),
         };
         let mut root = Root::open(&a).unwrap();
         ldcache_update::update(&mut root, &update).unwrap();
@@ -373,7 +373,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
                 links: &[],
                 rescan: &rescan,
                 driver_named: &driver_dirs,
-                staleness: Some(judged.clone()),
+                judged: Some(judged.clone()),
             },
         )
         .unwrap();
@@ -482,7 +482,7 @@ fn a_directory_too_big_to_scan_is_refused() {
             links: &[],
             rescan: &rescan,
             driver_named: &[],
-            staleness: None,
+            judged: None,
         },
     )
     .unwrap_err()

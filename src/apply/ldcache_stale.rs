@@ -177,12 +177,22 @@ pub fn staleness(root: &Root, cache: &str, conf: &ImageConf, dirs: &[String]) ->
     }
 }
 
+/// The image's cache judged: what is stale, and ldconfig's scan order it was judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub staleness: Staleness,
+    pub order: Vec<String>,
+}
+
 /// Judges the image's cache as it is now, with `first` (ldconfig's command line) ahead
 /// of its configuration: called before nvhook changes anything in the image.
-pub fn judge(root: &Root, first: &[String]) -> Staleness {
+pub fn judge(root: &Root, first: &[String]) -> Judgement {
     let conf = read_conf(root);
     let order = scan_order(root, first, &conf);
-    staleness(root, CACHE, &conf, &order)
+    Judgement {
+        staleness: staleness(root, CACHE, &conf, &order),
+        order,
+    }
 }
 
 /// The directories ldconfig scans, in its order, each once: `first` (its command

@@ -73,9 +73,9 @@ pub struct Update<'a> {
     /// Directories to scan for the driver's library names only (where an engine
     /// mounted the driver's files from a CDI spec): their other entries stay.
     pub driver_named: &'a [String],
-    /// The image cache's staleness, judged before nvhook changed the image
+    /// The image cache, judged before nvhook changed the image
     /// (`ldcache_stale::judge`); `None`: judged here, on the image as it is.
-    pub staleness: Option<ldcache_stale::Staleness>,
+    pub judged: Option<ldcache_stale::Judgement>,
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -268,11 +268,12 @@ struct Refreshed {
 /// Scans again what an image cache older than its configuration or directories misses
 /// (`ldcache_stale`), adding the entries to `new`.
 fn refresh_stale(root: &mut Root, u: &Update<'_>, new: &mut Vec<RawEntry>) -> Result<Refreshed> {
-    let conf = ldcache_stale::read_conf(root);
-    let order = ldcache_stale::scan_order(root, u.dirs, &conf);
-    let stale = match &u.staleness {
-        Some(s) => s.clone(),
-        None => ldcache_stale::staleness(root, CACHE, &conf, &order),
+    let ldcache_stale::Judgement {
+        staleness: stale,
+        order,
+    } = match &u.judged {
+        Some(j) => j.clone(),
+        None => ldcache_stale::judge(root, u.dirs),
     };
     let mut rescanned: Vec<String> = u
         .rescan

@@ -626,7 +626,7 @@ fn update_loader_cache(
     root: &mut Root,
     ld_libs: &[ldcache_update::Mounted],
     id_maps: &ldconfig::IdMaps,
-    staleness: Option<ldcache_stale::Staleness>,
+    judged: Option<ldcache_stale::Judgement>,
 ) -> Result<()> {
     let _as_container_root = FsIds::container_root(id_maps);
     // The loader cache's update fails here when a test asks, whichever way it is made.
@@ -650,7 +650,7 @@ fn update_loader_cache(
                     links: &plan.symlinks,
                     rescan: &l.rescan,
                     driver_named: &l.driver_named,
-                    staleness,
+                    judged,
                 },
             )?;
         }
