@@ -168,12 +168,14 @@ fn fd_of(r: i64) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(r as i32) }
 }
 
-/// Ids of the device programs attached to a cgroup, and the flags they were attached with.
-fn query(cg: &OwnedFd) -> Result<(Vec<u32>, u32)> {
+/// Ids of the device programs attached to a cgroup (`flags` 0), or in effect on it
+/// (`BPF_F_QUERY_EFFECTIVE`), and the flags they were attached with.
+fn query(cg: &OwnedFd, flags: u32) -> Result<(Vec<u32>, u32)> {
     let mut ids = [0u32; 64];
     let mut a = Attr::new();
     a.u32(0, cg.as_raw_fd() as u32)
         .u32(4, BPF_CGROUP_DEVICE)
+        .u32(8, flags)
         .u64(16, ids.as_mut_ptr() as u64)
         .u32(24, ids.len() as u32);
     bpf(BPF_PROG_QUERY, &mut a, "query attached device programs")?;
@@ -186,16 +188,9 @@ fn query(cg: &OwnedFd) -> Result<(Vec<u32>, u32)> {
 /// ancestor's program must allow a device too.
 pub fn program_counts(dir: &Path) -> Result<(usize, usize)> {
     let cg = open_cgroup(dir)?;
-    let (own, _) = query(&cg)?;
-    let mut ids = [0u32; 64];
-    let mut a = Attr::new();
-    a.u32(0, cg.as_raw_fd() as u32)
-        .u32(4, BPF_CGROUP_DEVICE)
-        .u32(8, BPF_F_QUERY_EFFECTIVE)
-        .u64(16, ids.as_mut_ptr() as u64)
-        .u32(24, ids.len() as u32);
-    bpf(BPF_PROG_QUERY, &mut a, "query effective device programs")?;
-    Ok((own.len(), a.get_u32(24) as usize))
+    let (own, _) = query(&cg, 0)?;
+    let (effective, _) = query(&cg, BPF_F_QUERY_EFFECTIVE)?;
+    Ok((own.len(), effective.len()))
 }
 
 /// Attaches `prog` to the cgroup `dir` beside what is there (`BPF_F_ALLOW_MULTI`), as
@@ -368,7 +363,7 @@ pub fn allow_devices(
     loader: &mut dyn FnMut(&[Insn]) -> Result<OwnedFd>,
 ) -> Result<()> {
     let cg = open_cgroup(dir)?;
-    let (ids, attach_flags) = query(&cg)?;
+    let (ids, attach_flags) = query(&cg, 0)?;
     for id in ids {
         let old = prog_fd(id)?;
         let original = dump(&old)?;

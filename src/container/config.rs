@@ -209,23 +209,18 @@ impl Config {
                 ),
             }
         })?;
-        if !(self.device_program_cache.is_empty() || self.device_program_cache.starts_with('/')) {
-            return Err(Error::Parse {
-                path: path.to_path_buf(),
-                message: format!(
-                    "device-program-cache = {:?}: must be an absolute path, or \"\" for none",
-                    self.device_program_cache
-                ),
-            });
-        }
-        if !(self.systemd_socket.is_empty() || self.systemd_socket.starts_with('/')) {
-            return Err(Error::Parse {
-                path: path.to_path_buf(),
-                message: format!(
-                    "systemd-socket = {:?}: must be an absolute path, or \"\" for none",
-                    self.systemd_socket
-                ),
-            });
+        for (key, value) in [
+            ("device-program-cache", &self.device_program_cache),
+            ("systemd-socket", &self.systemd_socket),
+        ] {
+            if !(value.is_empty() || value.starts_with('/')) {
+                return Err(Error::Parse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "{key} = {value:?}: must be an absolute path, or \"\" for none"
+                    ),
+                });
+            }
         }
         Ok(())
     }
