@@ -207,9 +207,14 @@ pub fn is_unified() -> bool {
 
 /// Finds `pid`'s device cgroup in the caller's (host) namespaces.
 pub fn for_pid(pid: i32) -> Result<DeviceCgroup> {
-    let pc = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
     let mi = read(Path::new("/proc/self/mountinfo"))?;
-    locate(&pc, &mi, is_unified())
+    for_pid_in(pid, &mi)
+}
+
+/// As [`for_pid`], with the caller's `mountinfo` already read.
+pub fn for_pid_in(pid: i32, mountinfo: &str) -> Result<DeviceCgroup> {
+    let pc = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
+    locate(&pc, mountinfo, is_unified())
 }
 
 /// Allows the planned devices in the container's cgroup; on v2 through the device

@@ -296,7 +296,7 @@ pub fn apply(plan: &Plan, t: &Target<'_>) -> Result<Timings> {
     times.prepare = clock.elapsed();
     // 2. The device cgroup, found through the host's view of /proc and mounts.
     let clock = std::time::Instant::now();
-    times.cached_programs = allow_devices(plan, t)?;
+    times.cached_programs = allow_devices(plan, t, &host.mountinfo)?;
     times.cgroup = clock.elapsed();
     // 3. Into the container's mount namespace; from here on no host path is opened.
     let clock = std::time::Instant::now();
@@ -383,9 +383,10 @@ struct HostSide {
     id_maps: ldconfig::IdMaps,
     /// The container's mount namespace.
     ns: OwnedFd,
-    /// The file systems mounted on the host: nvhook writes on none of them in the
-    /// container (an image's link into a host volume leads nowhere).
-    host_devs: std::collections::HashSet<u64>,
+    /// The host's mount table, read once: for the device cgroup's mount, and for the
+    /// file systems nvhook writes on none of in the container (an image's link into a
+    /// host volume leads nowhere).
+    mountinfo: String,
 }
 
 impl HostSide {
@@ -418,7 +419,7 @@ impl HostSide {
             proc,
             id_maps,
             ns,
-            host_devs: rootfs::mounted_devices(&mountinfo),
+            mountinfo,
         })
     }
 }
@@ -504,11 +505,11 @@ fn ldconfig_exe(plan: &Plan) -> Result<Option<ldconfig::Exe>> {
 
 /// The plan's cgroup rules, in the container's device cgroup; how many v2 device
 /// programs came from the cache.
-fn allow_devices(plan: &Plan, t: &Target<'_>) -> Result<usize> {
+fn allow_devices(plan: &Plan, t: &Target<'_>, mountinfo: &str) -> Result<usize> {
     if plan.cgroup.is_empty() {
         return Ok(0);
     }
-    let cg = cgroup::for_pid(t.pid)?;
+    let cg = cgroup::for_pid_in(t.pid, mountinfo)?;
     if t.faults.cgroup {
         return Err(cgroup::Error::Write {
             path: "devices cgroup".into(),
@@ -587,7 +588,7 @@ fn enter_container(t: &Target<'_>, host: &HostSide) -> Result<Root> {
             .try_clone()
             .map_err(|source| Error::Namespace { pid: t.pid, source })?,
     );
-    root.keep_off_host_mounts(host.host_devs.clone())
+    root.keep_off_host_mounts(rootfs::mounted_devices(&host.mountinfo))
         .map_err(|source| Error::Root {
             path: t.rootfs.into(),
             source,
