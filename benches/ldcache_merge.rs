@@ -4,7 +4,7 @@
 //! different, in the same process, interleaved. `scripts/bench.sh merge` runs it.
 
 use nvhook::apply::ldcache_write::{Cache, RawEntry};
-use nvhook::host::ldcache::FLAGS_X8664;
+use nvhook::host::ldcache::FLAGS_NATIVE;
 use std::time::{Duration, Instant};
 
 const COMPAT: usize = 4096;
@@ -20,7 +20,7 @@ fn image_cache(shared_names: bool) -> Cache {
                 format!("libimage{i}.so.1")
             };
             RawEntry::new(
-                FLAGS_X8664,
+                FLAGS_NATIVE,
                 &key,
                 &format!("/opt/image/dir{}/{key}", i / COMPAT),
             )
@@ -38,7 +38,7 @@ fn compat_entries() -> Vec<RawEntry> {
     (0..COMPAT)
         .map(|i| {
             let key = format!("libcompat{i}.so.1");
-            RawEntry::new(FLAGS_X8664, &key, &format!("/usr/local/cuda/compat/{key}"))
+            RawEntry::new(FLAGS_NATIVE, &key, &format!("/usr/local/cuda/compat/{key}"))
         })
         .collect()
 }

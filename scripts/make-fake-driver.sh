@@ -14,6 +14,10 @@
 # /etc/ld.so.conf.d, ELF tools in /usr/local/nvidia/bin with a wrapper script
 # /usr/bin/nvidia-smi, GSP firmware in /usr/local/nvidia/firmware named by the
 # kernel's firmware search path (OUT/sys/module/firmware_class/parameters/path).
+#
+# ARCH=arm64 builds an arm64 (Grace, "sbsa") driver on any machine: its files built by
+# aarch64-linux-gnu-gcc, no i386 libraries, the cache made by arm64 glibc's ldconfig
+# (run through qemu-user where the machine is not arm64: scripts/arm64.sh tools).
 set -eu
 out=${1:?usage: make-fake-driver.sh OUT [NGPUS] [VERSION]}
 ngpus=${2:-4}
@@ -26,9 +30,26 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 root=$out/root
 layout=${LAYOUT:-debian}
+native=$(dpkg --print-architecture)
+arch=${ARCH:-$native}
+case $arch in
+amd64) triplet=x86_64-linux-gnu kmod_arch=x86_64 ;;
+arm64) triplet=aarch64-linux-gnu kmod_arch=aarch64 ;;
+*) echo "make-fake-driver.sh: ARCH must be amd64 or arm64" >&2; exit 2 ;;
+esac
+# gcc for what runs here (mksock makes the socket now), CC for the driver's files.
+hostcc=gcc
+ldconfig=ldconfig
+if [ "$arch" = "$native" ]; then
+    target_cc=${CC:-gcc}
+else
+    target_cc=${CC:-$triplet-gcc}
+    ldconfig=${LDCONFIG:-$here/../target/$arch-tools/sbin/ldconfig}
+    [ -x "$ldconfig" ] || { echo "make-fake-driver.sh: no $arch ldconfig at $ldconfig (scripts/arm64.sh tools)" >&2; exit 1; }
+fi
 case $layout in
 debian)
-    lib=$root/usr/lib/x86_64-linux-gnu
+    lib=$root/usr/lib/$triplet
     bindir=$root/usr/bin
     fwdir=$root/lib/firmware/nvidia/$ver
     ;;
@@ -97,7 +118,7 @@ mknod -m 666 "$out/dev/nvidia-modeset" c 195 254
 mknod -m 666 "$out/dev/nvidia-uvm" c $uvm_major 0
 mknod -m 666 "$out/dev/nvidia-uvm-tools" c $uvm_major 1
 
-printf 'NVRM version: NVIDIA UNIX x86_64 Kernel Module  %s  Thu Feb 22 01:44:30 UTC 2024\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n' "$ver" \
+printf 'NVRM version: NVIDIA UNIX %s Kernel Module  %s  Thu Feb 22 01:44:30 UTC 2024\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n' "$kmod_arch" "$ver" \
     >"$out/proc/driver/nvidia/version"
 printf 'ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n' \
     >"$out/proc/driver/nvidia/params"
@@ -109,7 +130,7 @@ mknod -m 666 "$out/dev/nvidia-caps-imex-channels/channel0" c $((uvm_major + 1)) 
 mknod -m 666 "$out/dev/nvidia-caps-imex-channels/channel1" c $((uvm_major + 1)) 1
 
 # Libraries: name:soname (soname empty = versioned name).
-cc=${CC:-gcc}
+cc=$target_cc
 for spec in nvidia-ml:libnvidia-ml.so.1 nvidia-cfg:libnvidia-cfg.so.1 \
     cuda:libcuda.so.1 nvidia-ptxjitcompiler:libnvidia-ptxjitcompiler.so.1 nvidia-nvvm:libnvidia-nvvm.so.4 \
     nvidia-opencl:libnvidia-opencl.so.1 \
@@ -125,10 +146,12 @@ for spec in nvidia-ml:libnvidia-ml.so.1 nvidia-cfg:libnvidia-cfg.so.1 \
     $cc -shared -fPIC -O1 -I"$out/build" -Wl,-soname,"$soname" -o "$lib/$file" "$src"
     [ "$soname" = "$file" ] || ln -sf "$file" "$lib/$soname"
 done
-# i386 builds of two libraries, for the compat32 capability (needs gcc-multilib).
+# (x86-64 only: an arm64 driver has no 32-bit libraries.)
+# i386 builds of two libraries, for the compat32 capability (gcc -m32: lib32gcc-N-dev
+# and libc6-dev-i386, which scripts/ci-deps.sh installs).
 lib32=$root/usr/lib/i386-linux-gnu
-mkdir -p "$lib32"
-for spec in cuda:libcuda.so.1 nvidia-ml:libnvidia-ml.so.1; do
+[ "$arch" = amd64 ] && mkdir -p "$lib32"
+[ "$arch" = amd64 ] && for spec in cuda:libcuda.so.1 nvidia-ml:libnvidia-ml.so.1; do
     name=${spec%%:*}
     soname=${spec#*:}
     $cc -m32 -shared -fPIC -O1 -Wl,-soname,"$soname" -o "$lib32/lib$name.so.$ver" "$here/fake/lib.c" -Wl,--no-as-needed -lc
@@ -160,7 +183,7 @@ echo libnvidia-opencl.so.1 >"$root/etc/OpenCL/vendors/nvidia.icd"
 
 head -c 4096 /dev/zero >"$fwdir/gsp_ga10x.bin"
 head -c 4096 /dev/zero >"$fwdir/gsp_tu10x.bin"
-$cc -O1 -o "$out/build/mksock" "$here/fake/mksock.c"
+$hostcc -O1 -o "$out/build/mksock" "$here/fake/mksock.c"
 "$out/build/mksock" "$root/var/run/nvidia-persistenced/socket"
 
 # Static stand-ins for ldconfig that tests configure to probe the sandbox and faults.
@@ -171,17 +194,18 @@ done
 $cc -shared -fPIC -o "$out/tools/evil.so" "$here/fake/evil.c"
 # What a CUDA image ships in /usr/local/cuda/compat (forward compatibility).
 $cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$out/tools/libcuda-compat.so" "$here/fake/lib.c"
-cp "$out/build/mksock" "$out/tools/mksock"
+$cc -O1 -o "$out/tools/mksock" "$here/fake/mksock.c"
 
 if [ "$layout" = ubuntu ]; then
     mkdir -p "$root/etc/ld.so.conf.d"
     printf 'include /etc/ld.so.conf.d/*.conf\n' >"$root/etc/ld.so.conf"
     printf '/usr/local/nvidia/lib64\n' >"$root/etc/ld.so.conf.d/000_nvidia.conf"
-    printf '/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf.d/i386.conf"
+    [ "$arch" = amd64 ] && printf '/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf.d/i386.conf"
 else
-    printf '/usr/lib/x86_64-linux-gnu\n/usr/lib/i386-linux-gnu\n' >"$root/etc/ld.so.conf"
+    printf '/usr/lib/%s\n' "$triplet" >"$root/etc/ld.so.conf"
+    [ "$arch" = amd64 ] && printf '/usr/lib/i386-linux-gnu\n' >>"$root/etc/ld.so.conf"
 fi
-ldconfig -r "$root"
+"$ldconfig" -r "$root"
 
 cat >"$out/config.toml" <<CONF
 # nvhook configuration for the synthetic driver in $out
@@ -193,4 +217,4 @@ sys-root = "$out/sys"
 [runtime]
 runtimes = ["runc"]
 CONF
-echo "synthetic driver $ver with $ngpus GPUs ($layout layout) in $out"
+echo "synthetic $arch driver $ver with $ngpus GPUs ($layout layout) in $out"

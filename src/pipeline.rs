@@ -207,7 +207,7 @@ fn ask_nvml(
         .libraries
         .iter()
         .find(|l| {
-            l.arch == crate::host::ldcache::Arch::X8664
+            l.arch == crate::host::ldcache::Arch::Native
                 && l.file_name.starts_with("libnvidia-ml.so.")
         })
         .ok_or(Error::NoNvml)?;

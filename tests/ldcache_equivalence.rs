@@ -1,5 +1,6 @@
 //! nvhook's own ld.so.cache update against a real ldconfig run, on many random
-//! library sets in Debian- and RHEL-style trees: x86-64 and i386 libraries, links,
+//! library sets in Debian- and RHEL-style trees: native (x86-64 or arm64) and, on
+//! x86-64, i386 libraries, links,
 //! libraries without a SONAME, several versions of one, the CUDA forward-compatibility
 //! directory, caches written in the new and the compat format. After the same driver
 //! files are put in place, the entries (names, kinds, paths, order) and the SONAME
@@ -10,6 +11,7 @@
 use nvhook::apply::ldcache_stale;
 use nvhook::apply::ldcache_update::{self, Mounted, Update};
 use nvhook::apply::ldcache_write;
+use nvhook::common::arch::NATIVE;
 use nvhook::common::rootfs::Root;
 use nvhook::host::elf;
 use nvhook::plan::Symlink;
@@ -57,7 +59,7 @@ fn template(dir: &Path, soname: Option<&str>, m32: bool) -> PathBuf {
     }
     let src = dir.join(format!("{tag}.c"));
     std::fs::write(&src, format!("int f_{}(void) {{ return 1; }}\n", tag.len())).unwrap();
-    let mut cmd = Command::new("gcc");
+    let mut cmd = Command::new(NATIVE.cc);
     cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src);
     if let Some(s) = soname {
         cmd.arg(format!("-Wl,-soname,{s}"));
@@ -68,7 +70,7 @@ fn template(dir: &Path, soname: Option<&str>, m32: bool) -> PathBuf {
     let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
-        "gcc (gcc-multilib for -m32; scripts/ci-deps.sh installs it): {}",
+        "gcc (-m32 needs lib32gcc-N-dev and libc6-dev-i386; scripts/ci-deps.sh installs them): {}",
         String::from_utf8_lossy(&o.stderr)
     );
     out
@@ -138,8 +140,11 @@ struct Layout {
 const LAYOUTS: [Layout; 2] = [
     Layout {
         name: "debian",
-        lib_dir: "/usr/lib/x86_64-linux-gnu",
-        lib32_dir: "/usr/lib/i386-linux-gnu",
+        lib_dir: NATIVE.debian_lib_dir,
+        lib32_dir: match &NATIVE.compat32 {
+            Some(c) => c.debian_lib_dir,
+            None => "/usr/lib/no-32-bit",
+        },
         conf: "include /etc/ld.so.conf.d/*.conf\n",
     },
     Layout {
@@ -151,6 +156,8 @@ const LAYOUTS: [Layout; 2] = [
 ];
 
 const DRIVER: &str = "550.54.14";
+/// Whether the architecture has 32-bit libraries (i386 beside x86-64; arm64 has none).
+const HAS32: bool = NATIVE.compat32.is_some();
 const COMPAT: &str = "/usr/local/cuda/compat";
 
 #[test]
@@ -173,21 +180,25 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
         w("/etc/ld.so.conf.d/local.conf", "/usr/local/lib\n");
         w("/etc/ld.so.conf.d/app.conf", "/opt/app/lib\n");
         if layout.name == "debian" {
+            let triplet = NATIVE.debian_lib_dir.trim_start_matches("/usr/lib/");
             w(
-                "/etc/ld.so.conf.d/x86_64-linux-gnu.conf",
-                "/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n",
+                &format!("/etc/ld.so.conf.d/{triplet}.conf"),
+                &format!("/usr/local/lib/{triplet}\n/lib/{triplet}\n/usr/lib/{triplet}\n"),
             );
-            w(
-                "/etc/ld.so.conf.d/i386-linux-gnu.conf",
-                "/usr/lib/i386-linux-gnu\n",
-            );
+            if HAS32 {
+                w(
+                    "/etc/ld.so.conf.d/i386-linux-gnu.conf",
+                    "/usr/lib/i386-linux-gnu\n",
+                );
+            }
         }
         // The image's own libraries, in several file versions, some with development
         // links, some of one SONAME in two directories (ldconfig given the driver's
         // dirs first prefers the copy there: so does nvhook).
         let dirs = ["/usr/local/lib", "/opt/app/lib", layout.lib_dir];
         for i in 0..(4 + rng.below(10)) {
-            let m32 = rng.chance(20);
+            // the draw is made on every architecture: the same sets follow
+            let m32 = rng.chance(20) && HAS32;
             let soname = format!("libapp{i}.so.{}", rng.below(3));
             let dir = if m32 {
                 layout.lib32_dir
@@ -252,7 +263,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
             ("libGLX_nvidia.so.0", "libGLX_nvidia.so", false),
             ("libcuda.so.1", "libcuda.so", true),
         ] {
-            if m32 && !rng.chance(60) {
+            if m32 && (!HAS32 || !rng.chance(60)) {
                 continue;
             }
             let dir = if m32 {

@@ -118,18 +118,14 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 /// The directories ldconfig scans besides its configuration's: those built into it.
 /// nvhook's cache equals the host ldconfig's (what NVIDIA's toolkit runs), and which
-/// ones a glibc has depends on its distribution: Debian's multiarch set where the image
-/// is laid out so, RHEL's `lib64` set otherwise.
+/// ones a glibc has depends on its distribution and architecture: Debian's multiarch
+/// set where the image is laid out so, RHEL's `lib64` set otherwise.
 pub fn system_dirs(root: &Root) -> &'static [&'static str] {
-    if matches!(root.stat("/usr/lib/x86_64-linux-gnu"), Ok(Some(_))) {
-        &[
-            "/lib/x86_64-linux-gnu",
-            "/usr/lib/x86_64-linux-gnu",
-            "/lib",
-            "/usr/lib",
-        ]
+    let native = &crate::common::arch::NATIVE;
+    if matches!(root.stat(native.debian_lib_dir), Ok(Some(_))) {
+        native.debian_system_dirs
     } else {
-        &["/lib64", "/usr/lib64"]
+        native.rhel_system_dirs
     }
 }
 

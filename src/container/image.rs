@@ -1,15 +1,17 @@
 //! Facts about the image that decide where driver files go, read through the
 //! scoped resolver so a hostile image cannot point the checks at the host.
 
+use crate::common::arch::NATIVE;
 use crate::common::rootfs::{self, Root};
 use serde::Serialize;
 
 /// What nvhook needs to know about the image to place files (read safely by `read`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageFacts {
-    /// The image's x86-64 library dir.
+    /// The image's library dir for the architecture nvhook is built for.
     pub lib_dir: String,
-    /// The image's i386 library dir, if it has one that is not the 64-bit one.
+    /// The image's i386 library dir, if it has one that is not the 64-bit one (never
+    /// on arm64: it has no 32-bit driver libraries).
     pub lib32_dir: Option<String>,
     /// Version of the newest CUDA forward-compatibility `libcuda.so` the image ships.
     pub cuda_compat: Option<String>,
@@ -18,15 +20,15 @@ pub struct ImageFacts {
 impl ImageFacts {
     pub fn debian() -> ImageFacts {
         ImageFacts {
-            lib_dir: "/usr/lib/x86_64-linux-gnu".into(),
-            lib32_dir: Some("/usr/lib/i386-linux-gnu".into()),
+            lib_dir: NATIVE.debian_lib_dir.into(),
+            lib32_dir: NATIVE.compat32.as_ref().map(|c| c.debian_lib_dir.into()),
             cuda_compat: None,
         }
     }
     pub fn rhel() -> ImageFacts {
         ImageFacts {
             lib_dir: "/usr/lib64".into(),
-            lib32_dir: Some("/usr/lib".into()),
+            lib32_dir: NATIVE.compat32.as_ref().map(|_| "/usr/lib".into()),
             cuda_compat: None,
         }
     }
@@ -53,7 +55,9 @@ pub fn inspect(root: &Root) -> rootfs::Result<ImageFacts> {
             ..ImageFacts::debian()
         });
     }
-    let lib32_dir = if dir("/usr/lib32")?.is_some() {
+    let lib32_dir = if NATIVE.compat32.is_none() {
+        None
+    } else if dir("/usr/lib32")?.is_some() {
         Some("/usr/lib32".to_string())
     } else {
         match (dir("/usr/lib")?, dir("/usr/lib64")?) {

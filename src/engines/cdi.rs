@@ -147,7 +147,7 @@ fn driver_mounts(driver: &Driver, opts: &Options) -> (Vec<Value>, BTreeSet<Strin
     let mut mounts = Vec::new();
     let mut folders = BTreeSet::new();
     let mut links = Vec::new();
-    for l in driver.libraries.iter().filter(|l| l.arch == Arch::X8664) {
+    for l in driver.libraries.iter().filter(|l| l.arch == Arch::Native) {
         let c = container_path(&opts.driver_root, &l.host_path);
         if let Some(dir) = Path::new(&c).parent() {
             folders.insert(dir.display().to_string());
@@ -361,7 +361,7 @@ mod tests {
             nvidiactl: Some(n("nvidiactl", 195, 255)),
             libraries: vec![Library {
                 capability: Capability::Compute,
-                arch: Arch::X8664,
+                arch: Arch::Native,
                 host_path: "/run/nvidia/driver/usr/lib64/libcuda.so.550.54.14".into(),
                 file_name: "libcuda.so.550.54.14".into(),
             }],

@@ -331,14 +331,6 @@ const SOCKETS: &[(Capability, &str)] = &[
 ];
 
 const BIN_DIRS: &[&str] = &["usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin"];
-/// Searched for libraries only when the driver root has no `etc/ld.so.cache`.
-const LIB_DIRS: &[&str] = &[
-    "usr/lib/x86_64-linux-gnu",
-    "usr/lib64",
-    "lib64",
-    "usr/lib",
-    "lib",
-];
 
 /// The character device `dev/<name>` if it is one, with the expected major and minor
 /// where known (a node that is something else is left out, with a warning).
@@ -801,13 +793,22 @@ fn is_elf_executable(p: &Path) -> bool {
     let Ok(fd) = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW) else {
         return false;
     };
-    let mut head = [0u8; 18];
+    let mut head = [0u8; 20];
     let f = std::fs::File::from(fd);
     let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
     crate::host::elf::is_elf_executable_header(&head[..n])
 }
 
-/// The driver's libraries, and the dirs (paths under the driver root) its x86-64
+/// The kind of library the file at `p` is by its ELF header: `Some(Some(_))` a kind this
+/// host runs (native, i386), `Some(None)` another architecture's, `None` no ELF file.
+fn library_arch(p: &Path) -> Option<Option<Arch>> {
+    let f = std::fs::File::open(p).ok()?;
+    let mut head = [0u8; 20];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).ok()?;
+    (head[..4] == *b"\x7fELF").then(|| crate::host::elf::arch_of_header(&head))
+}
+
+/// The driver's libraries, and the dirs (paths under the driver root) its native
 /// libraries were listed in, most used first.
 fn find_libraries(
     root: &OwnedFd,
@@ -818,13 +819,23 @@ fn find_libraries(
     let mut dirs: Vec<(String, usize)> = Vec::new();
     // Every candidate already has a driver library's name (picked from the cache or the
     // directory listing before anything was copied or resolved).
-    for (path, arch) in library_candidates(root_path)? {
+    for (path, listed) in library_candidates(root_path)? {
         let Ok((host_path, st)) = resolve_in(root, &path) else {
             continue;
         };
         if !is_type(&st, libc::S_IFREG) {
             continue;
         }
+        // The file's own header has the last word: another architecture's build (an
+        // x86-64 copy on an arm64 host, a cache entry that lies) is never a library. A
+        // file that is no ELF at all keeps the cache's word: loading it (NVML) then
+        // names what is wrong with it, where leaving it out would hide it.
+        let arch = match (library_arch(&host_path), listed) {
+            (Some(Some(a)), l) if l.is_none_or(|l| l == a) => a,
+            (Some(_), _) => continue,
+            (None, Some(l)) => l,
+            (None, None) => continue,
+        };
         let Some(file_name) = host_path
             .file_name()
             .and_then(|n| n.to_str())
@@ -842,7 +853,7 @@ fn find_libraries(
         {
             continue;
         }
-        if arch == Arch::X8664 {
+        if arch == Arch::Native {
             if let Some(d) = Path::new(&path).parent().and_then(Path::to_str) {
                 match dirs.iter_mut().find(|(x, _)| x == d) {
                     Some((_, n)) => *n += 1,
@@ -865,10 +876,10 @@ fn find_libraries(
     Ok((out, dirs.into_iter().map(|(d, _)| d).collect()))
 }
 
-/// Paths (under the driver root) and arches of files with a driver library's name:
-/// from the driver root's `ld.so.cache`, or without one (a driver unpacked in its own
-/// tree) from a listing of the usual library dirs.
-fn library_candidates(root_path: &Path) -> Result<Vec<(String, Arch)>> {
+/// Paths (under the driver root) of files with a driver library's name, with the kind
+/// the driver root's `ld.so.cache` gives them; without a cache (a driver unpacked in
+/// its own tree), from a listing of the usual library dirs, of no kind yet.
+fn library_candidates(root_path: &Path) -> Result<Vec<(String, Option<Arch>)>> {
     let cache_path = root_path.join("etc/ld.so.cache");
     match std::fs::read(&cache_path) {
         Ok(bytes) => Ok(ldcache::parse_matching(&bytes, &may_be_driver_library)
@@ -877,11 +888,11 @@ fn library_candidates(root_path: &Path) -> Result<Vec<(String, Arch)>> {
                 source,
             })?
             .into_iter()
-            .map(|e| (e.path, e.arch))
+            .map(|e| (e.path, Some(e.arch)))
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut v = Vec::new();
-            for d in LIB_DIRS {
+            for d in crate::common::arch::NATIVE.driver_lib_dirs {
                 let Ok(rd) = std::fs::read_dir(root_path.join(d)) else {
                     continue;
                 };
@@ -890,7 +901,7 @@ fn library_candidates(root_path: &Path) -> Result<Vec<(String, Arch)>> {
                     .filter_map(|e| e.file_name().into_string().ok())
                 {
                     if may_be_driver_library(&n) {
-                        v.push((format!("/{d}/{n}"), Arch::X8664));
+                        v.push((format!("/{d}/{n}"), None));
                     }
                 }
             }

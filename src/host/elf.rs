@@ -4,6 +4,7 @@
 //! driver's and, in the directories nvhook scans, the image's: every offset and count
 //! is checked, and a bad file gives `None`, never a panic.
 
+use crate::common::arch::NATIVE;
 use std::os::unix::fs::FileExt;
 
 const PT_LOAD: u32 = 1;
@@ -104,7 +105,7 @@ pub struct Info {
 }
 
 /// The kind and `DT_SONAME` of ELF file `f`; `None` when it is not an ELF file of a
-/// kind an x86 loader cache lists.
+/// kind this architecture's loader cache lists.
 pub fn info<F: FileExt>(f: &F) -> Option<Info> {
     // One read of the file's start serves the headers, the dynamic segment and its
     // strings of a small library; what lies beyond is read where it is.
@@ -134,10 +135,13 @@ pub fn info<F: FileExt>(f: &F) -> Option<Info> {
         .map(|n| known(n))
         .find(|k| *k != 0)
         .unwrap_or(0x0001);
+    // Only the kinds this architecture's loader runs: an x86-64 library on an arm64
+    // host (or the reverse) is no library of the driver's at all.
+    let x86 = NATIVE.compat32.is_some();
     let flags = match (head[4], machine) {
-        (2, 62) => crate::host::ldcache::FLAGS_X8664,
-        (1, 3) => libc_kind,
-        (1, 62) => 0x0803, // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
+        (2, m) if m == NATIVE.elf_machine => crate::host::ldcache::FLAGS_NATIVE,
+        (1, 3) if x86 => libc_kind,
+        (1, 62) if x86 => 0x0803, // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
         _ => return None,
     };
     Some(Info {
@@ -286,10 +290,30 @@ fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
     None
 }
 
-/// True when the first bytes of a file are an ELF header of an executable or a shared
-/// object (`e_type` 2 or 3): what the driver's tools are, and a `#!` wrapper is not.
+/// The kind of library a loader of this architecture runs that an ELF header is: a
+/// native one, or on x86-64 an i386 one; `None` for another architecture's.
+pub fn arch_of_header(b: &[u8]) -> Option<crate::host::ldcache::Arch> {
+    use crate::host::ldcache::Arch;
+    if b.len() < 20 || b[..4] != *b"\x7fELF" || b[5] != 1 {
+        return None;
+    }
+    match (b[4], u16::from_le_bytes([b[18], b[19]])) {
+        (2, m) if m == NATIVE.elf_machine => Some(Arch::Native),
+        (1, m) if NATIVE.compat32.as_ref().is_some_and(|c| c.elf_machine == m) => Some(Arch::I386),
+        _ => None,
+    }
+}
+
+/// True when the first bytes of a file are an ELF header of a 64-bit little-endian
+/// executable or shared object (`e_type` 2 or 3) for this architecture: what the
+/// driver's tools are, and a `#!` wrapper or another architecture's build is not.
 pub fn is_elf_executable_header(b: &[u8]) -> bool {
-    b.len() >= 18 && b[..4] == *b"\x7fELF" && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
+    b.len() >= 20
+        && b[..4] == *b"\x7fELF"
+        && b[4] == 2
+        && b[5] == 1
+        && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
+        && u16::from_le_bytes([b[18], b[19]]) == NATIVE.elf_machine
 }
 
 /// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
@@ -340,7 +364,7 @@ mod tests {
         let src = dir.join("l.c");
         std::fs::write(&src, "int f(void) { return 1; }\n").unwrap();
         let out = dir.join(name);
-        let mut cmd = std::process::Command::new("gcc");
+        let mut cmd = std::process::Command::new(NATIVE.cc);
         cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src);
         if let Some(s) = soname {
             cmd.arg(format!("-Wl,-soname,{s}"));
@@ -361,7 +385,18 @@ mod tests {
         assert_eq!(soname(&f).as_deref(), Some("libx.so.1"));
         let f = build(d.path(), "liby.so", None, false);
         assert_eq!(soname(&f), None);
-        // gcc-multilib is installed by scripts/ci-deps.sh
+        let libc = std::fs::File::open(format!("{}/libc.so.6", NATIVE.debian_lib_dir)).unwrap();
+        assert_eq!(
+            info(&libc),
+            Some(Info {
+                flags: crate::host::ldcache::FLAGS_NATIVE,
+                soname: Some("libc.so.6".into())
+            })
+        );
+        if NATIVE.compat32.is_none() {
+            return; // no 32-bit libraries to read on this architecture
+        }
+        // gcc -m32's libraries (lib32gcc, libc6-dev-i386) come from scripts/ci-deps.sh
         let f = build(d.path(), "libz32.so.3.1", Some("libz32.so.3"), true);
         assert_eq!(soname(&f).as_deref(), Some("libz32.so.3"));
         // a 32-bit library is glibc's (as ldconfig flags it) only by needing libc
@@ -374,14 +409,24 @@ mod tests {
             &["-Wl,--no-as-needed", "-lc"],
         );
         assert_eq!(info(&f).unwrap().flags, crate::host::ldcache::FLAGS_I386);
-        let libc = std::fs::File::open("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
-        assert_eq!(
-            info(&libc),
-            Some(Info {
-                flags: crate::host::ldcache::FLAGS_X8664,
-                soname: Some("libc.so.6".into())
-            })
-        );
+    }
+
+    #[test]
+    fn another_architectures_build_is_neither_library_nor_tool() {
+        use crate::common::arch::{AARCH64, X86_64};
+        let d = tempfile::tempdir().unwrap();
+        drop(build(d.path(), "libx.so.1.2", Some("libx.so.1"), false));
+        let mut b = std::fs::read(d.path().join("libx.so.1.2")).unwrap();
+        let p = d.path().join("foreign.so");
+        std::fs::write(&p, &b).unwrap();
+        assert!(info(&std::fs::File::open(&p).unwrap()).is_some());
+        assert!(is_elf_executable_header(&b));
+        // the same file claiming to be the other 64-bit architecture's
+        let other = if NATIVE == X86_64 { &AARCH64 } else { &X86_64 };
+        b[18..20].copy_from_slice(&other.elf_machine.to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        assert_eq!(info(&std::fs::File::open(&p).unwrap()), None);
+        assert!(!is_elf_executable_header(&b));
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! `glibc-ld.so.cache1.1` table, or the new table alone. The file is outside input:
 //! every offset and length is checked, and a bad file is an error, never a panic.
 
-/// `FLAG_ELF_LIBC6 | FLAG_X8664_LIB64`: an x86-64 glibc library.
-pub const FLAGS_X8664: i32 = 0x0303;
-/// `FLAG_ELF_LIBC6`: an i386 glibc library.
+use crate::common::arch::NATIVE;
+
+/// The flags of a glibc library of the architecture nvhook is built for (`0x0303` on
+/// x86-64, `0x0a03` on arm64): the entries the container's loader uses.
+pub const FLAGS_NATIVE: i32 = NATIVE.cache_flags;
+/// `FLAG_ELF_LIBC6`: an i386 glibc library (listed on x86-64 hosts only).
 pub const FLAGS_I386: i32 = 0x0003;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,20 +66,30 @@ pub(crate) fn layout(b: &[u8]) -> Result<Layout> {
 const FLAG_TYPE_MASK: i32 = 0x00ff;
 const FLAG_ELF_LIBC6: i32 = 0x0003;
 const FLAG_REQUIRED_MASK: i32 = 0xff00;
-const FLAG_X8664_LIB64: i32 = 0x0300;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+/// The kinds of library a loader cache lists that nvhook serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
-    X8664,
+    /// The architecture nvhook is built for (`common::arch::NATIVE`).
+    Native,
+    /// i386, beside x86-64 (the `compat32` capability).
     I386,
+}
+
+impl serde::Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Arch::Native => NATIVE.name,
+            Arch::I386 => "i386",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The key, normally the SONAME (`libcuda.so.1`).
     pub name: String,
-    /// The path ldconfig recorded (`/usr/lib/x86_64-linux-gnu/libcuda.so.1`).
+    /// The path ldconfig recorded (`/usr/lib/aarch64-linux-gnu/libcuda.so.1`).
     pub path: String,
     pub arch: Arch,
 }
@@ -109,13 +122,13 @@ fn arch_of(flags: i32) -> Option<Arch> {
         return None;
     }
     match flags & FLAG_REQUIRED_MASK {
-        FLAG_X8664_LIB64 => Some(Arch::X8664),
-        0 => Some(Arch::I386),
+        f if f == NATIVE.cache_flags & FLAG_REQUIRED_MASK => Some(Arch::Native),
+        0 if NATIVE.compat32.is_some() => Some(Arch::I386),
         _ => None,
     }
 }
 
-/// Parses a cache and returns its x86-64 and i386 glibc entries, in file order
+/// Parses a cache and returns its native (and on x86-64 i386) glibc entries, in file order
 /// (ldconfig sorts them so that the preferred entry for a name comes first).
 pub fn parse(b: &[u8]) -> Result<Vec<Entry>> {
     parse_matching(b, &|_| true)
@@ -219,27 +232,40 @@ pub fn build_new(entries: &[(i32, &str, &str)]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const X64: i32 = 0x0303;
+    use crate::common::arch::{AARCH64, X86_64};
+
+    const X64: i32 = FLAGS_NATIVE;
     const I386: i32 = 0x0003;
 
     #[test]
     fn new_format() {
+        let other = if NATIVE == X86_64 { &AARCH64 } else { &X86_64 };
         let b = build_new(&[
-            (
-                X64,
-                "libcuda.so.1",
-                "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
-            ),
+            (X64, "libcuda.so.1", "/usr/lib/native/libcuda.so.1"),
             (I386, "libcuda.so.1", "/usr/lib/i386-linux-gnu/libcuda.so.1"),
-            (0x0a03, "libaarch.so", "/x"), // another arch: skipped
-            (0x0001, "libc5.so", "/y"),    // not libc6: skipped
+            (other.cache_flags, "libcuda.so.1", "/x"), // another arch: skipped
+            (0x0001, "libc5.so", "/y"),                // not libc6: skipped
+            (0x0903, "libarmhf.so", "/z"),             // 32-bit arm: not served
         ]);
         let e = parse(&b).unwrap();
-        assert_eq!(e.len(), 2);
         assert_eq!(e[0].name, "libcuda.so.1");
-        assert_eq!(e[0].path, "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
-        assert_eq!(e[0].arch, Arch::X8664);
-        assert_eq!(e[1].arch, Arch::I386);
+        assert_eq!(e[0].path, "/usr/lib/native/libcuda.so.1");
+        assert_eq!(e[0].arch, Arch::Native);
+        // i386 entries only where there is an i386 beside the native arch
+        if NATIVE.compat32.is_some() {
+            assert_eq!(e.len(), 2);
+            assert_eq!(e[1].arch, Arch::I386);
+        } else {
+            assert_eq!(e.len(), 1, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn arch_names_are_the_kernels() {
+        assert_eq!(
+            serde_json::to_string(&[Arch::Native, Arch::I386]).unwrap(),
+            format!("[\"{}\",\"i386\"]", NATIVE.name)
+        );
     }
 
     #[test]
@@ -285,7 +311,7 @@ mod tests {
         std::fs::create_dir_all(t.path().join("etc")).unwrap();
         std::fs::create_dir_all(t.path().join("lib")).unwrap();
         std::fs::copy(
-            "/lib/x86_64-linux-gnu/libc.so.6",
+            format!("{}/libc.so.6", NATIVE.debian_lib_dir),
             t.path().join("lib/libc.so.6"),
         )
         .unwrap();
@@ -306,7 +332,7 @@ mod tests {
                 [Entry {
                     name: "libc.so.6".into(),
                     path: "/lib/libc.so.6".into(),
-                    arch: Arch::X8664
+                    arch: Arch::Native
                 }],
                 "{format}"
             );
@@ -322,7 +348,7 @@ mod tests {
         let e = parse(&b).unwrap();
         assert!(
             e.iter()
-                .any(|e| e.name == "libc.so.6" && e.arch == Arch::X8664),
+                .any(|e| e.name == "libc.so.6" && e.arch == Arch::Native),
             "{e:?}"
         );
     }

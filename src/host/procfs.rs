@@ -177,6 +177,15 @@ mod tests {
             parse_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build  (dvs-builder@U16)  Sun Jul 27 2025\n").unwrap(),
             "580.65.06"
         );
+        // arm64 (sbsa) drivers: the architecture's name has digits too
+        assert_eq!(
+            parse_version("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  570.133.20  Release Build  (dvs-builder@U16-I3-B03-4-3)  Tue Mar 25 2025\n").unwrap(),
+            "570.133.20"
+        );
+        assert_eq!(
+            parse_version("NVRM version: NVIDIA UNIX aarch64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n").unwrap(),
+            "550.54.14"
+        );
         assert!(parse_version("nothing here").is_err());
         assert!(parse_version("NVRM version: no numbers").is_err());
     }

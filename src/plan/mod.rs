@@ -505,7 +505,7 @@ fn driver_mounts(driver: &Driver, image: &ImageFacts, caps: Caps) -> Vec<Mount> 
     let mut mounts = Vec::new();
     for lib in driver.libraries.iter().filter(|l| caps.has(l.capability)) {
         let dir = match lib.arch {
-            Arch::X8664 => &image.lib_dir,
+            Arch::Native => &image.lib_dir,
             Arch::I386 if caps.has(Capability::Compat32) => match &image.lib32_dir {
                 Some(d) => d,
                 None => continue,
@@ -719,6 +719,7 @@ fn selected_mig(m: &Mig) -> SelectedMig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::common::arch::NATIVE;
     use crate::container::request::Request;
     use crate::host::driver::{Binary, Firmware, Library};
 
@@ -758,11 +759,11 @@ mod tests {
             uvm_tools: Some(node("nvidia-uvm-tools", 508, 1)),
             modeset: Some(node("nvidia-modeset", 195, 254)),
             libraries: vec![
-                lib(Capability::Compute, Arch::X8664, "cuda"),
+                lib(Capability::Compute, Arch::Native, "cuda"),
                 lib(Capability::Compute, Arch::I386, "cuda"),
-                lib(Capability::Utility, Arch::X8664, "nvidia-ml"),
-                lib(Capability::Video, Arch::X8664, "nvidia-encode"),
-                lib(Capability::Graphics, Arch::X8664, "GLX_nvidia"),
+                lib(Capability::Utility, Arch::Native, "nvidia-ml"),
+                lib(Capability::Video, Arch::Native, "nvidia-encode"),
+                lib(Capability::Graphics, Arch::Native, "GLX_nvidia"),
             ],
             binaries: vec![Binary {
                 capability: Capability::Utility,
@@ -791,6 +792,11 @@ mod tests {
         build(&req, &driver(), &image, &opts())
     }
 
+    /// Where a Debian image's libraries of this architecture are.
+    fn native_lib(name: &str) -> String {
+        format!("{}/{name}", NATIVE.debian_lib_dir)
+    }
+
     fn targets(p: &Plan) -> Vec<&str> {
         p.mounts.iter().map(|m| m.target.as_str()).collect()
     }
@@ -812,8 +818,8 @@ mod tests {
         assert_eq!(
             targets(&p),
             [
-                "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14",
-                "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.550.54.14",
+                native_lib("libcuda.so.550.54.14").as_str(),
+                native_lib("libnvidia-ml.so.550.54.14").as_str(),
                 "/usr/bin/nvidia-smi",
                 "/lib/firmware/nvidia/550.54.14/gsp_ga10x.bin",
             ]
@@ -828,7 +834,7 @@ mod tests {
         assert_eq!(
             p.symlinks,
             [Symlink {
-                path: "/usr/lib/x86_64-linux-gnu/libcuda.so".into(),
+                path: native_lib("libcuda.so"),
                 target: "libcuda.so.1".into()
             }]
         );
@@ -840,7 +846,7 @@ mod tests {
         let l = p.ldconfig.unwrap();
         assert!(l.host);
         assert_eq!(l.path, "/sbin/ldconfig");
-        assert_eq!(l.args.last().unwrap(), "/usr/lib/x86_64-linux-gnu");
+        assert_eq!(l.args.last().unwrap(), NATIVE.debian_lib_dir);
     }
 
     #[test]
@@ -909,11 +915,20 @@ mod tests {
         .unwrap();
         assert_eq!(p.gpus.len(), 2);
         assert!(p.devices.iter().any(|d| d.path == "/dev/nvidia-modeset"));
-        assert!(targets(&p).contains(&"/usr/lib/i386-linux-gnu/libcuda.so.550.54.14"));
-        assert_eq!(
-            p.ldconfig.unwrap().args.last().unwrap(),
-            "/usr/lib/i386-linux-gnu"
-        );
+        if NATIVE.compat32.is_some() {
+            assert!(targets(&p).contains(&"/usr/lib/i386-linux-gnu/libcuda.so.550.54.14"));
+            assert_eq!(
+                p.ldconfig.as_ref().unwrap().args.last().unwrap(),
+                "/usr/lib/i386-linux-gnu"
+            );
+        } else {
+            // arm64: the driver's i386 files are never mounted, compat32 or not
+            assert!(!targets(&p).iter().any(|t| t.contains("i386")));
+            assert_eq!(
+                p.ldconfig.as_ref().unwrap().args.last().unwrap(),
+                NATIVE.debian_lib_dir
+            );
+        }
         assert!(p
             .symlinks
             .iter()
@@ -969,7 +984,7 @@ mod tests {
         let args = p.ldconfig.unwrap().args;
         assert_eq!(
             &args[4..],
-            ["/usr/local/cuda/compat", "/usr/lib/x86_64-linux-gnu"]
+            ["/usr/local/cuda/compat", NATIVE.debian_lib_dir]
         );
         let older = ImageFacts {
             cuda_compat: Some("550.99.01".into()),
