@@ -3,6 +3,9 @@
 # start a GPU container (synthetic driver) through the installed /usr/bin/nvhook-runtime
 # and /usr/bin/nvhook, check versions, man pages and completions, then `dpkg -r` leaves
 # only the conffile and `dpkg -P` leaves nothing. Fails loudly on any step.
+#
+#   scripts/package-test.sh [--deb FILE]   # FILE: a .deb built before, for this machine
+#                                          # (the arm64 test host is given the arm64 one)
 set -eu
 cd "$(dirname "$0")/.."
 fail() { echo "package-test: $*" >&2; exit 1; }
@@ -10,7 +13,11 @@ fail() { echo "package-test: $*" >&2; exit 1; }
 if dpkg-query -W -f='${Status}' nvhook 2>/dev/null | grep -q "install ok installed"; then
     fail "nvhook is installed on this machine already; remove it first (dpkg -P nvhook)"
 fi
-deb=$(scripts/package.sh | tail -n1)
+if [ "${1:-}" = --deb ]; then
+    deb=${2:?--deb needs a file}
+else
+    deb=$(scripts/package.sh | tail -n1)
+fi
 work=$(mktemp -d /tmp/nvhook-pkg.XXXXXX)
 trap 'dpkg -P nvhook >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|; s|/$||' | grep -v '^/$' >"$work/files"
@@ -32,15 +39,24 @@ mkdir -p "$work/bundle"
 scripts/make-rootfs.sh "$work/bundle/rootfs" debian >/dev/null
 (cd "$work/bundle" && runc spec)
 sed -i -e 's/"terminal": true/"terminal": false/' \
-    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; ls /dev \| grep nvidia"|' \
+    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; ls /dev \| grep nvidia; LD_TRACE_LOADED_OBJECTS=1 nvidia-smi"|' \
     -e 's|"TERM=xterm"|"TERM=xterm", "NVIDIA_VISIBLE_DEVICES=1"|' "$work/bundle/config.json"
 out=$(NVHOOK_CONFIG="$work/driver/config.toml" /usr/bin/nvhook-runtime --root "$work/runc" run --bundle "$work/bundle" "nvhook-pkg-$$" </dev/null 2>&1) \
     || fail "GPU container through the installed shim failed: $out"
 echo "$out" | grep -q "UUID: GPU-00001001" || fail "the container did not see GPU 1: $out"
+# GPU 1 of two is minor 0: its node only, not GPU 0's
+echo "$out" | grep -qx nvidia0 && ! echo "$out" | grep -qx nvidia1 || fail "not exactly GPU 1's node: $out"
+# the image's loader finds the driver's library where nvhook put it, for this machine's
+# architecture (x86_64-linux-gnu, aarch64-linux-gnu)
+triplet=$(gcc -dumpmachine)
+echo "$out" | grep -q "libnvidia-ml.so.1 => /usr/lib/$triplet/libnvidia-ml.so.1" ||
+    fail "the loader did not resolve libnvidia-ml.so.1 in /usr/lib/$triplet: $out"
 grep -q '/usr/bin/nvhook' "$work/bundle/config.json" || fail "the hook entry does not name the installed nvhook"
 /usr/bin/nvhook-runtime --version | head -n1 | grep -q "^nvhook-runtime " || fail "nvhook-runtime --version"
-# the packaged shim is statically linked (no program interpreter) and a static-pie
-readelf -l /usr/bin/nvhook-runtime | grep -q INTERP && fail "/usr/bin/nvhook-runtime is not static"
+# the packaged shim is position-independent, and on x86-64 statically linked (no program
+# interpreter: a static-pie; arm64 has no static-pie glibc build, see package.sh)
+[ "$(dpkg --print-architecture)" = amd64 ] && readelf -l /usr/bin/nvhook-runtime | grep -q INTERP &&
+    fail "/usr/bin/nvhook-runtime is not static"
 readelf -h /usr/bin/nvhook-runtime | grep -q 'Type:.*DYN' || fail "/usr/bin/nvhook-runtime is not position-independent"
 # the installers point engines at the installed binaries by default
 echo '{}' >"$work/daemon.json"

@@ -4,20 +4,46 @@
 # --gpus looks for that name), a commented default /etc/nvhook/config.toml (a conffile),
 # man pages and shell completions generated from the command definitions, the CDI
 # refresh units, the licence and changelog. Needs cargo and dpkg-deb.
+#
+#   scripts/package.sh [--arch amd64|arm64]   # default: this machine's architecture
+#
+# --arch arm64 on an x86-64 machine cross-builds (scripts/arm64.sh deps installs the
+# toolchain) and runs the arm64 nvhook through qemu-user for the version and the docs.
 set -eu
 umask 022
 cd "$(dirname "$0")/.."
-cargo build --release --workspace
-bin=target/release
+native=$(dpkg --print-architecture)
+arch=$native
+[ "${1:-}" = --arch ] && arch=${2:?--arch needs amd64 or arm64}
+case $arch in
+"$native")
+    cargo build --release --workspace
+    bin=target/release
+    triple=
+    ;;
+arm64)
+    scripts/arm64.sh deps >&2
+    scripts/arm64.sh binfmt >&2
+    triple=aarch64-unknown-linux-gnu
+    RUSTC=/usr/bin/rustc /usr/bin/cargo build --release --workspace --target $triple
+    bin=target/$triple/release
+    ;;
+*) echo "package.sh: --arch must be amd64 or arm64 (this machine is $native)" >&2; exit 2 ;;
+esac
 version=$("$bin/nvhook" --version | awk '{print $2}')
-arch=$(dpkg --print-architecture)
 out=target/debian
 stage=$out/stage
 rm -rf "$stage" "$out/docs"
 mkdir -p "$stage/DEBIAN"
 install -D -m 755 "$bin/nvhook" "$stage/usr/bin/nvhook"
-# the shim statically linked: it is exec'd on every runtime call
-install -D -m 755 "$(scripts/build-static-shim.sh)" "$stage/usr/bin/nvhook-runtime"
+# the shim statically linked: it is exec'd on every runtime call. Not on arm64: Rust
+# links aarch64 glibc programs static only as fixed-address executables (no static-pie
+# there), and a root program without address randomisation is not worth ~0.3 ms.
+if [ "$arch" = arm64 ]; then
+    install -D -m 755 "$bin/nvhook-runtime" "$stage/usr/bin/nvhook-runtime"
+else
+    install -D -m 755 "$(scripts/build-static-shim.sh)" "$stage/usr/bin/nvhook-runtime"
+fi
 ln -s nvhook "$stage/usr/bin/nvidia-container-runtime-hook"
 install -D -m 644 deploy/config.toml "$stage/etc/nvhook/config.toml"
 "$bin/nvhook" generate-docs --out "$out/docs"

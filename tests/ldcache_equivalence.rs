@@ -405,7 +405,7 @@ fn nvhook_update_equals_ldconfig_on_random_library_sets() {
                 .len(),
             ca.entries
                 .iter()
-                .filter(|e| e.flags == 0x0303 || e.flags == 0x0003)
+                .filter(|e| e.flags == NATIVE.cache_flags || (HAS32 && e.flags == 0x0003))
                 .count()
         );
         cases += 1;

@@ -4,7 +4,10 @@
 # must work under (runc, crun, podman, docker, containerd), plus the kernel and initrd
 # to boot it directly with qemu -kernel (no bootloader, no partition table).
 #
-#   scripts/systemd-host/build-image.sh DIST        # DIST = bookworm | trixie
+#   scripts/systemd-host/build-image.sh DIST   # DIST = bookworm | trixie | bookworm-arm64
+#
+# bookworm-arm64 is an arm64 host (Grace-like, booted by qemu-system-aarch64): systemd
+# and runc only, its package set-up run emulated through qemu-user (binfmt_misc).
 #
 # Output (cached): $NVHOOK_VM_CACHE/DIST/{rootfs.ext4,vmlinuz,initrd.img,stamp}
 # ($NVHOOK_VM_CACHE defaults to /var/cache/nvhook-vm). The stamp holds this script's
@@ -12,8 +15,12 @@
 # below is all it takes to invalidate every cache. Needs root and network access to a
 # Debian mirror ($DEBIAN_MIRROR, default http://deb.debian.org/debian).
 set -eu
-dist=${1:?usage: build-image.sh bookworm|trixie}
-case $dist in bookworm | trixie) ;; *) echo "build-image.sh: DIST must be bookworm or trixie" >&2; exit 2 ;; esac
+dist=${1:?usage: build-image.sh bookworm|trixie|bookworm-arm64}
+case $dist in
+bookworm | trixie) release=$dist arch=amd64 ;;
+bookworm-arm64) release=bookworm arch=arm64 ;;
+*) echo "build-image.sh: DIST must be bookworm, trixie or bookworm-arm64" >&2; exit 2 ;;
+esac
 cache=${NVHOOK_VM_CACHE:-/var/cache/nvhook-vm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -51,11 +58,18 @@ command -v debootstrap >/dev/null || need="$need debootstrap"
 command -v mke2fs >/dev/null || need="$need e2fsprogs"
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
 command -v qemu-img >/dev/null || need="$need qemu-utils"
+if [ "$arch" = arm64 ]; then
+    command -v qemu-system-aarch64 >/dev/null || need="$need qemu-system-arm"
+    command -v qemu-aarch64-static >/dev/null || need="$need qemu-user-static"
+fi
 if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need
 fi
+# debootstrap's second stage and the chroot steps run arm64 programs: qemu-user
+# through binfmt_misc (registered with the F flag, so it works inside the chroot).
+[ "$arch" = arm64 ] && "$(dirname "$self")/../arm64.sh" binfmt
 
 root=$dir/root.tmp
 # Bind mounts made for the chroot steps must go whatever happens, or the next
@@ -82,10 +96,15 @@ runc,crun,podman,netavark,docker.io,containerd,busybox-static,uidmap,procps,util
 e2fsprogs,iptables,tini,catatonit
 # trixie's docker.io is only the daemon: the docker CLI is its own package there.
 [ "$dist" = trixie ] && pkgs=$pkgs,docker-cli
+# arm64: every package's set-up runs emulated, so only what its tests use: runc, gcc
+# with glibc's headers (the library and equivalence tests build libraries natively),
+# patch (the engine installers' diffs are checked against it).
+[ "$arch" = arm64 ] && pkgs=linux-image-arm64,initramfs-tools,systemd,systemd-sysv,dbus,udev,\
+kmod,runc,busybox-static,procps,util-linux,e2fsprogs,gcc,libc6-dev,patch
 step "debootstrap $dist"
 # --cache-dir keeps the .debs across rebuilds (a recipe change redownloads nothing).
-debootstrap --variant=minbase --include="$pkgs" --cache-dir="$dir/debs" \
-    "$dist" "$root" "$mirror" >"$dir/debootstrap.log" 2>&1 || {
+debootstrap --arch="$arch" --variant=minbase --include="$pkgs" --cache-dir="$dir/debs" \
+    "$release" "$root" "$mirror" >"$dir/debootstrap.log" 2>&1 || {
     tail -40 "$dir/debootstrap.log" "$root/debootstrap/debootstrap.log" 2>/dev/null >&2
     echo "build-image: debootstrap failed (log: $dir/debootstrap.log)" >&2
     exit 1
@@ -141,7 +160,7 @@ done
 for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
     fstrim.timer dpkg-db-backup.timer systemd-tmpfiles-clean.timer podman-auto-update.timer \
     podman-restart.service podman-clean-transient.service systemd-firstboot.service \
-    getty@tty1.service serial-getty@ttyS0.service; do
+    getty@tty1.service serial-getty@ttyS0.service serial-getty@ttyAMA0.service; do
     chroot "$root" systemctl mask "$u" >/dev/null 2>&1 || true
 done
 # Podman: the systemd cgroup manager (already the default; pinned so a changed
@@ -153,7 +172,7 @@ step "initramfs"
 # A small initrd with only what mounts a virtio ext4 root: the stock MODULES=most
 # image is ~10x bigger, and decompressing it under TCG costs boot time on every run.
 printf 'MODULES=list\nCOMPRESS=gzip\n' >"$root/etc/initramfs-tools/conf.d/nvhook-vm.conf"
-printf 'virtio_pci\nvirtio_blk\next4\n' >>"$root/etc/initramfs-tools/modules"
+printf 'virtio_pci\nvirtio_mmio\nvirtio_blk\next4\n' >>"$root/etc/initramfs-tools/modules"
 chroot "$root" update-initramfs -u -k all >/dev/null
 cleanup
 
@@ -191,8 +210,10 @@ step "versions"
 # Record what the image holds, for the report (and for tests that need to know).
 {
     echo "dist=$dist"
+    echo "arch=$arch"
     echo "kernel=${k##*/vmlinuz-}"
-    for p in systemd runc crun podman docker.io containerd; do
+    for p in systemd runc crun podman docker.io containerd gcc; do
+        chroot "$root" dpkg-query -W "$p" >/dev/null 2>&1 || continue
         echo "$p=$(chroot "$root" dpkg-query -W -f '${Version}' "$p" 2>/dev/null)"
     done
 } >"$dir/versions.tmp"

@@ -3,7 +3,8 @@
 # payload in it, and brings the payload's results out: the systemd test host.
 #
 #   scripts/systemd-host/run-vm.sh DIST CGROUP PAYLOAD_DIR OUT_DIR
-#     DIST         bookworm | trixie (the image is built and cached by build-image.sh)
+#     DIST         bookworm | trixie | bookworm-arm64 (an arm64 host, booted by
+#                  qemu-system-aarch64; the image is built and cached by build-image.sh)
 #     CGROUP       v2 | v1 (hybrid: v1 controllers, as systemd sets v1 up by default)
 #                  | v1-legacy (pure v1, no unified hierarchy at all)
 #     PAYLOAD_DIR  copied to the VM's /payload; /payload/run.sh is run there as root by
@@ -23,7 +24,7 @@
 # Why TCG: /dev/kvm on the CI machines does not boot a stock kernel, and TCG behaves
 # the same everywhere. A boot to poweroff takes about a minute or two.
 set -eu
-usage="usage: run-vm.sh bookworm|trixie v2|v1|v1-legacy PAYLOAD_DIR OUT_DIR"
+usage="usage: run-vm.sh bookworm|trixie|bookworm-arm64 v2|v1|v1-legacy PAYLOAD_DIR OUT_DIR"
 dist=${1:?$usage}
 cg=${2:?$usage}
 payload=${3:?$usage}
@@ -65,7 +66,14 @@ mke2fs -q -t ext4 -L PAYLOAD -d "$payload" "$work/payload.ext4" "${NVHOOK_VM_PAY
 # panic=-1 with -no-reboot: a kernel panic (or a reboot) ends qemu at once instead
 # of waiting for the timeout. -nic none: the tests need no network, and without a
 # NIC nothing waits for one.
-append="root=/dev/vda rw console=ttyS0 panic=-1 mitigations=off $cgargs ${NVHOOK_VM_APPEND:-}"
+# The machine: a PC, or for arm64 qemu's generic "virt" board (PCI, a PL011 UART).
+# pauth-impdef: the emulated CPU signs pointers with a cheap hash, not QARMA (TCG spends
+# much of an arm64 guest's time in that cipher otherwise).
+case $dist in
+*-arm64) machine="qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on" console=ttyAMA0 ;;
+*) machine="qemu-system-x86_64 -cpu max" console=ttyS0 ;;
+esac
+append="root=/dev/vda rw console=$console panic=-1 mitigations=off $cgargs ${NVHOOK_VM_APPEND:-}"
 t0=$(date +%s)
 echo "run-vm: booting $dist ($cg): $append"
 # The serial console goes to a file (qemu's stdout, -serial stdio; the monitor off);
@@ -79,8 +87,9 @@ if [ "${NVHOOK_VM_QUIET:-0}" != 1 ]; then
 fi
 set +e
 # stdin from /dev/null: qemu must not take the caller's terminal.
-timeout -k 10 "${NVHOOK_VM_TIMEOUT:-1200}" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu max -m "${NVHOOK_VM_MEM:-3072}" -smp "${NVHOOK_VM_SMP:-2}" \
+# shellcheck disable=SC2086
+timeout -k 10 "${NVHOOK_VM_TIMEOUT:-1200}" $machine \
+    -accel tcg,thread=multi -m "${NVHOOK_VM_MEM:-3072}" -smp "${NVHOOK_VM_SMP:-2}" \
     -display none -monitor none -serial stdio -no-reboot -nic none \
     -device virtio-rng-pci \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" -append "$append" \
