@@ -21,11 +21,20 @@
 set -eu
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
-# Debian's cargo and rustc 1.96 (rustc-web): the versions of libstd-rust-web-dev:arm64.
-cargo_arm() { RUSTC=/usr/bin/rustc /usr/bin/cargo "$@"; }
+# Debian's cargo and rustc 1.96 (rustc-web): the versions of libstd-rust-web-dev:arm64;
+# the cross linker, and qemu-user as the runner of test programs (no -L sysroot: the
+# arm64 glibc is installed multiarch, libc6:arm64, and with -L qemu-user 7.2 spins
+# forever in a test that starts a program); tests build libraries with the cross gcc.
+# Set here, not in .cargo/config.toml: on an arm64 machine cargo would apply them to
+# native builds too.
+cargo_arm() {
+    RUSTC=/usr/bin/rustc CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER=qemu-aarch64-static \
+        NVHOOK_CC=aarch64-linux-gnu-gcc /usr/bin/cargo "$@"
+}
 
 deps() {
-    pkgs="rustc-web cargo-web libstd-rust-web-dev:arm64 libc6:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static qemu-system-arm qemu-utils binfmt-support debootstrap e2fsprogs"
+    pkgs="rustc-web cargo-web libstd-rust-web-dev:arm64 libc6:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static qemu-system-arm qemu-utils binfmt-support debootstrap e2fsprogs binutils"
     missing=
     for p in $pkgs; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -86,13 +95,14 @@ host::ldcache::tests::real_ldconfig_formats"
 
 # The path of a test executable cross-built for arm64: test_exe --lib | --test NAME
 test_exe() {
-    cargo_arm test "$@" --target $target --no-run --message-format=json 2>/dev/null |
-        grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4
+    e=$(cargo_arm test "$@" --target $target --no-run --message-format=json |
+        grep -o '"executable":"[^"]*"' | tail -n1 | cut -d'"' -f4)
+    [ -x "$e" ] || { echo "arm64: the tests ($*) did not build" >&2; exit 1; }
+    echo "$e"
 }
 
 unit() {
     exe=$(test_exe --lib)
-    [ -x "$exe" ] || { echo "arm64: the unit tests did not build" >&2; exit 1; }
     # every name listed must still be a test: a renamed one must not slip out of both runs
     names=$(qemu-aarch64-static "$exe" --list | sed -n 's/: test$//p')
     skip=
@@ -102,9 +112,7 @@ unit() {
     done
     echo "arm64 unit: $(echo "$KERNEL_TESTS" | wc -l) of $(echo "$names" | wc -l) tests skipped under qemu-user (they run on the arm64 host):"
     echo "$KERNEL_TESTS" | sed 's/^/  /'
-    # cargo runs the arm64 test program through its runner (.cargo/config.toml). No -L
-    # sysroot: the arm64 glibc is installed multiarch (libc6:arm64), and with -L qemu-user
-    # 7.2 spins forever in a test that starts a program.
+    # cargo runs the arm64 test program through its runner (cargo_arm)
     # shellcheck disable=SC2086
     cargo_arm test --lib --target $target -q -- --exact $skip --test-threads=2
 }
@@ -139,7 +147,10 @@ host() {
 
 build() {
     cargo_arm build --release --workspace --target $target -q
-    file target/$target/release/nvhook target/$target/release/nvhook-runtime | grep -c 'ARM aarch64' | grep -qx 2
+    for b in nvhook nvhook-runtime; do
+        readelf -h target/$target/release/$b | grep -q 'Machine:.*AArch64' ||
+            { echo "arm64: target/$target/release/$b is no aarch64 program" >&2; exit 1; }
+    done
     echo "arm64: built $(qemu-aarch64-static target/$target/release/nvhook --version)"
 }
 

@@ -14,7 +14,11 @@ umask 022
 cd "$(dirname "$0")/.."
 native=$(dpkg --print-architecture)
 arch=$native
-[ "${1:-}" = --arch ] && arch=${2:?--arch needs amd64 or arm64}
+case ${1:-} in
+"") ;;
+--arch) arch=${2:?--arch needs amd64 or arm64} ;;
+*) echo "usage: package.sh [--arch amd64|arm64]" >&2; exit 2 ;;
+esac
 case $arch in
 "$native")
     cargo build --release --workspace
@@ -25,7 +29,8 @@ arm64)
     scripts/arm64.sh deps >&2
     scripts/arm64.sh binfmt >&2
     triple=aarch64-unknown-linux-gnu
-    RUSTC=/usr/bin/rustc /usr/bin/cargo build --release --workspace --target $triple
+    RUSTC=/usr/bin/rustc CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        /usr/bin/cargo build --release --workspace --target $triple
     bin=target/$triple/release
     ;;
 *) echo "package.sh: --arch must be amd64 or arm64 (this machine is $native)" >&2; exit 2 ;;

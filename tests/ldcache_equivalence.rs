@@ -59,7 +59,7 @@ fn template(dir: &Path, soname: Option<&str>, m32: bool) -> PathBuf {
     }
     let src = dir.join(format!("{tag}.c"));
     std::fs::write(&src, format!("int f_{}(void) {{ return 1; }}\n", tag.len())).unwrap();
-    let mut cmd = Command::new(NATIVE.cc);
+    let mut cmd = Command::new(nvhook::common::arch::test_cc());
     cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src);
     if let Some(s) = soname {
         cmd.arg(format!("-Wl,-soname,{s}"));

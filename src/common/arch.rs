@@ -26,9 +26,6 @@ pub struct Target {
     /// The 32-bit libraries the same loader family runs, where there are any
     /// (`compat32`: i386 on x86-64; an arm64 host runs no 32-bit CUDA).
     pub compat32: Option<Compat32>,
-    /// Debian's name of the C compiler that builds for it, native or cross: tests
-    /// build driver-like libraries with it.
-    pub cc: &'static str,
 }
 
 /// A 32-bit architecture whose libraries the `compat32` capability adds.
@@ -64,7 +61,6 @@ pub const X86_64: Target = Target {
         elf_machine: 3,
         debian_lib_dir: "/usr/lib/i386-linux-gnu",
     }),
-    cc: "gcc",
 };
 
 /// arm64 (Grace: GH200, GB200, GB300, DGX Spark; NVIDIA's "sbsa" driver).
@@ -89,7 +85,6 @@ pub const AARCH64: Target = Target {
         "lib",
     ],
     compat32: None,
-    cc: "aarch64-linux-gnu-gcc",
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -98,6 +93,12 @@ pub const NATIVE: Target = X86_64;
 pub const NATIVE: Target = AARCH64;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("nvhook supports x86_64 and aarch64 hosts only");
+
+/// The C compiler tests build this architecture's libraries with: `$NVHOOK_CC` where
+/// the tests run emulated (scripts/arm64.sh names the cross compiler), else `gcc`.
+pub fn test_cc() -> String {
+    std::env::var("NVHOOK_CC").unwrap_or_else(|_| "gcc".into())
+}
 
 #[cfg(test)]
 mod tests {

@@ -802,7 +802,9 @@ fn is_elf_executable(p: &Path) -> bool {
 /// The kind of library the file at `p` is by its ELF header: `Some(Some(_))` a kind this
 /// host runs (native, i386), `Some(None)` another architecture's, `None` no ELF file.
 fn library_arch(p: &Path) -> Option<Option<Arch>> {
-    let f = std::fs::File::open(p).ok()?;
+    // the resolved path: no link left to follow, and nothing that blocks an open
+    let fd = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK).ok()?;
+    let f = std::fs::File::from(fd);
     let mut head = [0u8; 20];
     std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).ok()?;
     (head[..4] == *b"\x7fELF").then(|| crate::host::elf::arch_of_header(&head))

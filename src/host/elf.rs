@@ -364,7 +364,7 @@ mod tests {
         let src = dir.join("l.c");
         std::fs::write(&src, "int f(void) { return 1; }\n").unwrap();
         let out = dir.join(name);
-        let mut cmd = std::process::Command::new(NATIVE.cc);
+        let mut cmd = std::process::Command::new(crate::common::arch::test_cc());
         cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src);
         if let Some(s) = soname {
             cmd.arg(format!("-Wl,-soname,{s}"));
