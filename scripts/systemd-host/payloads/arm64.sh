@@ -61,9 +61,20 @@ CONF
 b=/var/tmp/b-rhel
 rm -rf $b && mkdir -p $b
 sh $P/scripts/make-rootfs.sh $b/rootfs rhel >/dev/null
+# GPU 1's node (195:0) in the image, outside the /dev runc mounts over it: the device
+# cgroup (nvhook's program on cgroup v2) must refuse it, and allow GPU 0's (195:1).
+mkdir -p $b/rootfs/gpu
+mknod -m 666 $b/rootfs/gpu/nvidia0 c 195 0
+cat >$b/rootfs/probe.sh <<'PROBE'
+nvidia-smi -L
+ls /dev | grep nvidia
+LD_TRACE_LOADED_OBJECTS=1 nvidia-smi
+ldconfig -p | grep libcuda
+for d in /dev/nvidia1 /gpu/nvidia0; do echo "open $d: $(head -c1 $d 2>&1 >/dev/null)"; done
+PROBE
 (cd $b && runc spec)
 sed -i -e 's/"terminal": true/"terminal": false/' \
-    -e 's|"sh"$|"sh", "-c", "nvidia-smi -L; ls /dev \| grep nvidia; LD_TRACE_LOADED_OBJECTS=1 nvidia-smi; ldconfig -p \| grep libcuda"|' \
+    -e 's|"sh"$|"sh", "/probe.sh"|' \
     -e 's|"TERM=xterm"|"TERM=xterm", "NVIDIA_VISIBLE_DEVICES=0"|' $b/config.json
 if out=$(NVHOOK_CONFIG=$O/config.toml nvhook-runtime run --bundle $b nv-rhel </dev/null 2>&1); then
     result e2e start ok
@@ -80,6 +91,9 @@ check its-node '^nvidia1$'
 if echo "$out" | grep -qx nvidia0; then result e2e only-its-gpu FAIL "GPU 1's node is there"; else result e2e only-its-gpu ok; fi
 check loader 'libnvidia-ml\.so\.1 => /usr/lib64/libnvidia-ml\.so\.1'
 check ldcache 'libcuda\.so\.1 \(libc6,AArch64\) => /usr/lib64/libcuda\.so\.1'
+# ENXIO: the cgroup let the open through (no driver is behind the synthetic node)
+check cgroup-allows-its-gpu 'open /dev/nvidia1: .*No such device or address'
+check cgroup-refuses-the-other 'open /gpu/nvidia0: .*Operation not permitted'
 # The same with the host's arm64 ldconfig in nvhook's sandbox (its seccomp list is
 # the architecture's: a syscall missing from it kills ldconfig, and the start fails).
 sed 's/^\[runtime\]/ld-cache = "ldconfig"\n[runtime]/' $O/config.toml >$O/config-ldconfig.toml
@@ -95,8 +109,8 @@ if [ "$m" = 183 ]; then result e2e binary-arch ok "e_machine 183 (aarch64)"; els
 # the same bundle run to completion through the shim, with a GPU (shim + hook) and
 # without (the shim passes the call through to runc), alternating. Each run checks
 # that it was what it is counted as: GPU 0's node there, or no node at all.
-sed -e 's|"sh", "-c", "[^"]*"|"test", "-c", "/dev/nvidia1"|' $b/config.json >$b/config.gpu.json
-sed -e 's|"sh", "-c", "[^"]*"|"test", "!", "-e", "/dev/nvidia1"|' -e 's|, "NVIDIA_VISIBLE_DEVICES=0"||' \
+sed -e 's|"sh", "/probe.sh"|"test", "-c", "/dev/nvidia1"|' $b/config.json >$b/config.gpu.json
+sed -e 's|"sh", "/probe.sh"|"test", "!", "-e", "/dev/nvidia1"|' -e 's|, "NVIDIA_VISIBLE_DEVICES=0"||' \
     $b/config.json >$b/config.plain.json
 ms() { echo $(($(date +%s%N) / 1000000)); }
 gpu=0 plain=0 n=${NVHOOK_ARM64_STARTS:-8}
