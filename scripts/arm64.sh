@@ -119,6 +119,9 @@ unit() {
 
 # The arm64 host: a payload for scripts/systemd-host/run-vm.sh bookworm-arm64.
 host() {
+    deps
+    binfmt
+    tools # the arm64 ldconfig that makes the cross-built driver's cache
     deb=$(scripts/package.sh --arch arm64 | tail -n1)
     unit_exe=$(test_exe --lib)
     equiv_exe=$(test_exe --test ldcache_equivalence)
