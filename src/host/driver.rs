@@ -790,23 +790,23 @@ fn proc_view(proc_nv: &Path, vtext: String, info_files: Vec<FileWrite>) -> Vec<F
 /// True when the file at `p` starts like an ELF executable or shared object (the
 /// driver's tools are ELF; a `#!` wrapper is not).
 fn is_elf_executable(p: &Path) -> bool {
-    let Ok(fd) = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW) else {
-        return false;
-    };
+    elf_head(p).is_some_and(|h| crate::host::elf::is_elf_executable_header(&h))
+}
+
+/// The first 20 bytes of the file at `p` (an ELF header's identification, type and
+/// machine), `None` for a shorter or unreadable one. `p` is a resolved path: no link
+/// is followed, and nothing that blocks an open is waited on.
+fn elf_head(p: &Path) -> Option<[u8; 20]> {
+    let fd = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK).ok()?;
     let mut head = [0u8; 20];
-    let f = std::fs::File::from(fd);
-    let n = std::os::unix::fs::FileExt::read_at(&f, &mut head, 0).unwrap_or(0);
-    crate::host::elf::is_elf_executable_header(&head[..n])
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(fd), &mut head, 0).ok()?;
+    Some(head)
 }
 
 /// The kind of library the file at `p` is by its ELF header: `Some(Some(_))` a kind this
 /// host runs (native, i386), `Some(None)` another architecture's, `None` no ELF file.
 fn library_arch(p: &Path) -> Option<Option<Arch>> {
-    // the resolved path: no link left to follow, and nothing that blocks an open
-    let fd = sys::open(p, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK).ok()?;
-    let f = std::fs::File::from(fd);
-    let mut head = [0u8; 20];
-    std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).ok()?;
+    let head = elf_head(p)?;
     (head[..4] == *b"\x7fELF").then(|| crate::host::elf::arch_of_header(&head))
 }
 

@@ -5,6 +5,7 @@
 //! is checked, and a bad file gives `None`, never a panic.
 
 use crate::common::arch::NATIVE;
+use crate::host::ldcache::Arch;
 use std::os::unix::fs::FileExt;
 
 const PT_LOAD: u32 = 1;
@@ -135,14 +136,14 @@ pub fn info<F: FileExt>(f: &F) -> Option<Info> {
         .map(|n| known(n))
         .find(|k| *k != 0)
         .unwrap_or(0x0001);
-    // Only the kinds this architecture's loader runs: an x86-64 library on an arm64
-    // host (or the reverse) is no library of the driver's at all.
-    let x86 = NATIVE.compat32.is_some();
-    let flags = match (head[4], machine) {
-        (2, m) if m == NATIVE.elf_machine => crate::host::ldcache::FLAGS_NATIVE,
-        (1, 3) if x86 => libc_kind,
-        (1, 62) if x86 => 0x0803, // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
-        _ => return None,
+    // Only the kinds this architecture's loader runs (`arch_of_header`, and x32 beside
+    // x86-64): an x86-64 library on an arm64 host (or the reverse) is no library at all.
+    let flags = match arch_of_header(&head) {
+        Some(Arch::Native) => crate::host::ldcache::FLAGS_NATIVE,
+        Some(Arch::I386) => libc_kind,
+        // x32: FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6, as ldconfig has it
+        None if NATIVE.compat32.is_some() && (head[4], machine) == (1, 62) => 0x0803,
+        None => return None,
     };
     Some(Info {
         flags,
@@ -292,8 +293,7 @@ fn string_at<F: FileExt>(f: &F, off: u64) -> Option<String> {
 
 /// The kind of library a loader of this architecture runs that an ELF header is: a
 /// native one, or on x86-64 an i386 one; `None` for another architecture's.
-pub fn arch_of_header(b: &[u8]) -> Option<crate::host::ldcache::Arch> {
-    use crate::host::ldcache::Arch;
+pub fn arch_of_header(b: &[u8]) -> Option<Arch> {
     if b.len() < 20 || b[..4] != *b"\x7fELF" || b[5] != 1 {
         return None;
     }
@@ -308,12 +308,7 @@ pub fn arch_of_header(b: &[u8]) -> Option<crate::host::ldcache::Arch> {
 /// executable or shared object (`e_type` 2 or 3) for this architecture: what the
 /// driver's tools are, and a `#!` wrapper or another architecture's build is not.
 pub fn is_elf_executable_header(b: &[u8]) -> bool {
-    b.len() >= 20
-        && b[..4] == *b"\x7fELF"
-        && b[4] == 2
-        && b[5] == 1
-        && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
-        && u16::from_le_bytes([b[18], b[19]]) == NATIVE.elf_machine
+    arch_of_header(b) == Some(Arch::Native) && matches!(u16::from_le_bytes([b[16], b[17]]), 2 | 3)
 }
 
 /// True when `elf` is a 64-bit ELF executable with no `PT_INTERP` (statically linked).
