@@ -5,12 +5,14 @@
 //! the two into pure data, and [`apply`] carries the plan out inside the container's
 //! mount namespace with kernel-scoped path resolution. [`pipeline`] runs the stages in
 //! that order for the hook; [`engines`] holds what sits around it (the shim's edit,
-//! installers, CDI). [`common`] is the low-level code all of them share. Dependencies
+//! installers, CDI). [`common`] is the low-level code all of them share; [`doctor`]
+//! looks at a whole host with all of them. Dependencies
 //! point one way only, down that list (checked by `tests/layout.rs`).
 
 pub mod apply;
 pub mod common;
 pub mod container;
+pub mod doctor;
 pub mod engines;
 pub mod host;
 pub mod pipeline;

@@ -198,7 +198,7 @@ fn rootless_without_device_cgroup() -> bool {
 const NVML_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks the driver's own `libnvidia-ml.so` (see `nvml`).
-fn ask_nvml(
+pub fn ask_nvml(
     driver: &Driver,
     bus: &[crate::host::procfs::BusId],
     migs: bool,

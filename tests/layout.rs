@@ -18,6 +18,7 @@ const STAGES: &[(&str, u32)] = &[
     ("apply", 4),
     ("engines", 4),
     ("pipeline", 5),
+    ("doctor", 6),
 ];
 
 fn src() -> std::path::PathBuf {

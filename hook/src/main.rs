@@ -78,6 +78,10 @@ enum Command {
     },
     /// Print the configuration in effect (and where it came from), as JSON.
     Config,
+    /// Check this host for what makes GPU containers fail: the driver, nvhook's set-up,
+    /// the engines, CDI specs, cgroups and systemd (and a user's rootless set-up); one
+    /// verdict per line (ok, warn, FAIL) with the fix. Exit status 1 when a check fails.
+    Doctor(DoctorArgs),
     /// Set a container engine up to use nvhook.
     Install(InstallArgs),
     /// Undo `install`.
@@ -129,6 +133,25 @@ enum CdiHookCommand {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// One JSON object: every finding (check, verdict, saw, fix) and the counts.
+    #[arg(long)]
+    json: bool,
+    /// Also check this user's rootless set-up (subordinate ids, device node modes,
+    /// Podman's hooks.d).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Also start one throwaway container through the installed shim, asking for GPU 0
+    /// (needs a static busybox on PATH for its image), and report the step that failed.
+    #[arg(long)]
+    run: bool,
+    /// Tests, and node images before they boot: read every configuration file and
+    /// installed binary under DIR instead of / (/proc and PATH stay this machine's).
+    #[arg(long, value_name = "DIR", hide = true)]
+    host_root: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -286,6 +309,10 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::GenerateDocs { out } = &cli.command {
         return generate_docs(out);
     }
+    // Before the configuration is loaded: a broken one is what it reports, not an error.
+    if let Command::Doctor(a) = &cli.command {
+        return doctor(cli.config.clone(), a);
+    }
     let loaded = Config::load(cli.config.as_deref())?;
     let cfg = loaded.config.clone();
     nvhook::common::log::init(&cfg.log, "nvhook");
@@ -348,6 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::GenerateDocs { out } => generate_docs(&out),
+        Command::Doctor(a) => doctor(cli.config, &a),
         Command::Install(a) => install(a, false),
         Command::Uninstall(a) => install(a, true),
     }
@@ -375,6 +403,33 @@ fn installed(name: &str, given: Option<PathBuf>, what: &str) -> Result<PathBuf> 
         .with_context(|| {
             format!("{name} is installed neither in /usr/bin nor in /usr/local/bin: install it, or name it with the {what} flag")
         })
+}
+
+/// `nvhook doctor`: the report on stdout; exit status 1 when a check fails.
+fn doctor(config: Option<PathBuf>, a: &DoctorArgs) -> Result<()> {
+    use nvhook::doctor;
+    let host = doctor::Host {
+        config_flag: config,
+        ..a.host_root
+            .as_deref()
+            .map(doctor::Host::under)
+            .unwrap_or_else(doctor::Host::system)
+    };
+    let opts = doctor::Options {
+        user: a.user.clone(),
+        run: a.run,
+    };
+    let report = doctor::examine(&host, &opts);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        print!("{}", report.text());
+    }
+    if report.failed() {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn cdi_list(spec: Option<PathBuf>) -> Result<()> {

@@ -81,24 +81,7 @@ pub fn allow(socket: &Path, unit: &str, nodes: &[&Path]) -> Result<Outcome> {
         source,
     };
     let mut c = Connection::open(socket, TIMEOUT).map_err(bus)?;
-    let path = object_path(unit);
-    let reply = c
-        .call(&Call {
-            path: &path,
-            interface: "org.freedesktop.DBus.Properties",
-            member: "Get",
-            destination: Some("org.freedesktop.systemd1"),
-            signature: "ss",
-            args: &[
-                Value::Str("org.freedesktop.systemd1.Scope".into()),
-                Value::Str("DevicePolicy".into()),
-            ],
-        })
-        .map_err(bus)?;
-    let policy = variant_string(&reply).ok_or(Error::Answer {
-        unit: unit.into(),
-        what: "DevicePolicy is not a string",
-    })?;
+    let policy = device_policy(&mut c, socket, unit)?;
     if policy != "strict" && policy != "closed" {
         return Ok(Outcome::NoPolicy(policy));
     }
@@ -131,6 +114,42 @@ pub fn allow(socket: &Path, unit: &str, nodes: &[&Path]) -> Result<Outcome> {
     })
     .map_err(bus)?;
     Ok(Outcome::Added)
+}
+
+/// The `DevicePolicy=` of the scope `unit`.
+fn device_policy(c: &mut Connection, socket: &Path, unit: &str) -> Result<String> {
+    let path = object_path(unit);
+    let reply = c
+        .call(&Call {
+            path: &path,
+            interface: "org.freedesktop.DBus.Properties",
+            member: "Get",
+            destination: Some("org.freedesktop.systemd1"),
+            signature: "ss",
+            args: &[
+                Value::Str("org.freedesktop.systemd1.Scope".into()),
+                Value::Str("DevicePolicy".into()),
+            ],
+        })
+        .map_err(|source| Error::Bus {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    variant_string(&reply).ok_or(Error::Answer {
+        unit: unit.into(),
+        what: "DevicePolicy is not a string",
+    })
+}
+
+/// Whether systemd answers at `socket` as [`allow`] needs: it reads the `DevicePolicy=`
+/// of `init.scope`, the one scope every systemd has. Gives that policy.
+pub fn probe(socket: &Path) -> Result<String> {
+    let bus = |source| Error::Bus {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let mut c = Connection::open(socket, TIMEOUT).map_err(bus)?;
+    device_policy(&mut c, socket, "init.scope")
 }
 
 /// A `Get` reply's variant holding a string.

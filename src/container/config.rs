@@ -185,7 +185,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let c: Config = toml::from_str(text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: located(text, &e),
         })?;
         c.validate(path)?;
         Ok(c)
@@ -365,6 +365,19 @@ impl Config {
     }
 }
 
+/// A TOML error with the line it is on: serde's message for a misspelt key names the
+/// key and every valid one, but not where the key is.
+fn located(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(s) => format!(
+            "line {}: {}",
+            text[..s.start.min(text.len())].matches('\n').count() + 1,
+            e.message()
+        ),
+        None => e.message().to_string(),
+    }
+}
+
 /// nvhook's configuration file: `flag`, else `$NVHOOK_CONFIG`, else the default path;
 /// and whether it was named (a named file must exist).
 pub fn chosen_path(flag: Option<&Path>) -> (PathBuf, bool) {
@@ -520,6 +533,27 @@ mod tests {
         assert_eq!(off.device_program_cache(), None);
         let e = Config::parse("device-program-cache = \"bpf/nvhook\"", p).unwrap_err();
         assert!(e.to_string().contains("must be an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_with_its_line_and_the_valid_keys() {
+        let text = "driver-root = \"/\"\n\nld-cahce = \"nvhook\"\n";
+        let e = Config::parse(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid config c.toml: line 3: unknown field `ld-cahce`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`ld-cache`") && e.contains("`driver-root`"),
+            "{e}"
+        );
+        let e = Config::parse("[log]\nlevle = \"debug\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("line 2: unknown field `levle`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -330,7 +330,9 @@ const SOCKETS: &[(Capability, &str)] = &[
     (Capability::Utility, "/var/run/nvidia-fabricmanager/socket"),
 ];
 
-const BIN_DIRS: &[&str] = &["usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin"];
+/// Where the driver's tools are looked for under the driver root, after the `bin/`
+/// beside its libraries.
+pub const BIN_DIRS: &[&str] = &["usr/bin", "usr/sbin", "bin", "sbin", "usr/local/bin"];
 
 /// The character device `dev/<name>` if it is one, with the expected major and minor
 /// where known (a node that is something else is left out, with a warning).
@@ -789,7 +791,7 @@ fn proc_view(proc_nv: &Path, vtext: String, info_files: Vec<FileWrite>) -> Vec<F
 
 /// True when the file at `p` starts like an ELF executable or shared object (the
 /// driver's tools are ELF; a `#!` wrapper is not).
-fn is_elf_executable(p: &Path) -> bool {
+pub fn is_elf_executable(p: &Path) -> bool {
     elf_head(p).is_some_and(|h| crate::host::elf::is_elf_executable_header(&h))
 }
 

@@ -1,0 +1,489 @@
+//! The container engines: for Docker, containerd, CRI-O and Podman, whether each is
+//! installed and whether nvhook is set up in it, judged by the installers' own edit (an
+//! install that would change nothing is one in place); every nvhook path an engine's
+//! files name must exist; containerd's CRI runtimes as containerd itself reads them;
+//! the runtime the shim execs (never the shim again); Docker's `--gpus` hook.
+
+use super::{Finding, Host};
+use crate::container::config::Config;
+use crate::engines::install::{self, Engine};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const ENGINES: &[(Engine, &str, &str)] = &[
+    (Engine::Docker, "docker", "dockerd"),
+    (Engine::Containerd, "containerd", "containerd"),
+    (Engine::Crio, "crio", "crio"),
+    (Engine::Podman, "podman", "podman"),
+];
+
+/// Appends this section's findings.
+pub fn check(host: &Host, cfg: &Config, out: &mut Vec<Finding>) {
+    let paths = paths(host);
+    let mut configured = 0;
+    let mut installed = 0;
+    for (engine, name, program) in ENGINES {
+        let (f, set_up) = engine_finding(host, &paths, *engine, name, program);
+        if host.which(program).is_some() {
+            installed += 1;
+        }
+        configured += usize::from(set_up);
+        out.push(f);
+    }
+    if let Some(f) = containerd_cri(host) {
+        out.push(f);
+    }
+    out.push(any_engine(installed, configured, host));
+    out.push(shim_runtime(host, cfg));
+    if host.which("dockerd").is_some() {
+        out.push(docker_gpus(host));
+    }
+}
+
+/// The installers' paths, pointed at the installed binaries as `nvhook install` does.
+fn paths(host: &Host) -> install::Paths {
+    let d = install::Paths::default();
+    install::Paths {
+        runtime_path: host.installed("nvhook-runtime").unwrap_or(d.runtime_path),
+        hook_path: host.installed("nvhook").unwrap_or(d.hook_path),
+        ..host.engines.clone()
+    }
+}
+
+/// The files of `engine` that can name nvhook.
+fn engine_files(host: &Host, engine: Engine) -> Vec<PathBuf> {
+    let listed = |dir: &Path, ext: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect();
+        v.sort();
+        v
+    };
+    let e = &host.engines;
+    match engine {
+        Engine::Docker => vec![e.docker_config.clone()],
+        Engine::Containerd => {
+            let mut v = vec![e.containerd_config.clone()];
+            v.extend(listed(&e.containerd_dropin_dir, "toml"));
+            v
+        }
+        Engine::Crio => listed(&e.crio_dropin_dir, "conf")
+            .into_iter()
+            .chain(listed(&e.crio_dropin_dir, "toml"))
+            .collect(),
+        Engine::Podman => host
+            .hooks_dirs
+            .iter()
+            .flat_map(|d| listed(d, "json"))
+            .collect(),
+    }
+}
+
+/// Absolute paths to nvhook's binaries that `text` names, wherever they are in it.
+pub fn nvhook_paths(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "/._-+@".contains(c)))
+        .filter(|t| {
+            t.starts_with('/') && (t.ends_with("/nvhook") || t.ends_with("/nvhook-runtime"))
+        })
+        .map(str::to_owned)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// One engine's finding, and whether nvhook is set up in it (installed or not).
+fn engine_finding(
+    host: &Host,
+    paths: &install::Paths,
+    engine: Engine,
+    name: &str,
+    program: &str,
+) -> (Finding, bool) {
+    let check = format!("engines.{name}");
+    let files = engine_files(host, engine);
+    let named: Vec<(PathBuf, String)> = files
+        .iter()
+        .filter_map(|f| Some((f.clone(), std::fs::read_to_string(f).ok()?)))
+        .flat_map(|(f, t)| nvhook_paths(&t).into_iter().map(move |p| (f.clone(), p)))
+        .collect();
+    if let Some((f, p)) = named.iter().find(|(_, p)| !is_program(Path::new(p))) {
+        let f = Finding::fail(
+            &check,
+            format!(
+                "{} names {p}, which is not an installed program",
+                f.display()
+            ),
+            format!(
+                "install nvhook there, or point {name} at the installed one: nvhook install {name}"
+            ),
+        );
+        return (f, false);
+    }
+    let Some(bin) = host.which(program) else {
+        let saw = if named.is_empty() {
+            "not installed".to_string()
+        } else {
+            format!("not installed ({program} not on PATH), though its files name nvhook")
+        };
+        return (Finding::ok(&check, saw), !named.is_empty());
+    };
+    let opts = install::Options::default();
+    let set_up = !named.is_empty();
+    let f = match install::install(engine, paths, &opts) {
+        Err(e) => Finding::fail(
+            &check,
+            format!("{} installed; its configuration: {e}", bin.display()),
+            format!("mend the file, or: nvhook install {name} --force (replaces that runtime), or --runtime-name NAME to install beside it"),
+        ),
+        Ok(changes) if changes.is_empty() => Finding::ok(
+            &check,
+            format!("{} installed, nvhook set up ({})", bin.display(), summary(engine, paths)),
+        ),
+        Ok(changes) if !named.is_empty() => Finding::ok(
+            &check,
+            format!(
+                "{} installed, nvhook set up in {} (not as `nvhook install {name}` writes it: that would change {})",
+                bin.display(),
+                named[0].0.display(),
+                changes.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Ok(_) => Finding::warn(
+            &check,
+            format!("{} installed, nvhook not set up in it", bin.display()),
+            format!("nvhook install {name} (see first: nvhook install {name} --dry-run); {}", install::restart_hint(engine)),
+        ),
+    };
+    (f, set_up)
+}
+
+fn summary(engine: Engine, p: &install::Paths) -> String {
+    match engine {
+        Engine::Podman => format!("hooks.d runs {}", p.hook_path.display()),
+        _ => format!(
+            "runtime \"{}\" runs {}",
+            install::RUNTIME_NAME,
+            p.runtime_path.display()
+        ),
+    }
+}
+
+fn is_program(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+}
+
+/// No engine of those installed is set up, and no CDI spec either: nothing can give a
+/// container its GPU.
+fn any_engine(installed: usize, configured: usize, host: &Host) -> Finding {
+    let cdi = host
+        .cdi_dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .any(|e| e.file_name().to_string_lossy().contains("nvidia"));
+    match (installed, configured, cdi) {
+        (0, _, _) => Finding::fail(
+            "engines.any",
+            "no container engine found (dockerd, containerd, crio, podman on PATH)",
+            "install one (apt-get install docker.io, or podman), then nvhook install ENGINE",
+        ),
+        (_, 0, false) => Finding::fail(
+            "engines.any",
+            format!("{installed} engine(s) installed, none set up with nvhook, and no NVIDIA CDI spec"),
+            "nvhook install docker|containerd|crio|podman, or nvhook cdi generate --output /var/run/cdi/nvidia.json",
+        ),
+        _ => Finding::ok(
+            "engines.any",
+            format!("{configured} of {installed} installed engine(s) set up{}", if cdi { ", and a CDI spec" } else { "" }),
+        ),
+    }
+}
+
+/// containerd's CRI runtimes as containerd reads its configuration (imports and all):
+/// the default runtime must exist (a drop-in that replaced the CRI table loses it and
+/// breaks every pod), and nvhook's, where its file has it.
+fn containerd_cri(host: &Host) -> Option<Finding> {
+    let bin = host.which("containerd")?;
+    let cfg = &host.engines.containerd_config;
+    let text = std::fs::read_to_string(cfg).ok()?;
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(cfg)
+        .args(["config", "dump"])
+        .output();
+    let dump = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            return Some(Finding::fail(
+                "engines.containerd-cri",
+                format!(
+                    "containerd refuses {}: {}",
+                    cfg.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                format!("mend {} (containerd does not start with it)", cfg.display()),
+            ))
+        }
+        Err(e) => {
+            return Some(Finding::warn(
+                "engines.containerd-cri",
+                format!("cannot run {}: {e}", bin.display()),
+                "check the containerd installation",
+            ))
+        }
+    };
+    Some(cri_runtimes(
+        &dump,
+        crate::engines::containerd_config::has_ours(&text),
+        cfg,
+    ))
+}
+
+/// Judges a `containerd config dump`.
+pub fn cri_runtimes(dump: &str, ours_in_file: bool, cfg: &Path) -> Finding {
+    use crate::engines::containerd_config::lookup;
+    let Ok(t) = toml::from_str::<toml::Table>(dump) else {
+        return Finding::warn(
+            "engines.containerd-cri",
+            "containerd's dump does not parse",
+            "check the containerd installation",
+        );
+    };
+    let found = ["io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"]
+        .iter()
+        .find_map(|plugin| {
+            let c = lookup(&t, &["plugins", plugin, "containerd"])?;
+            let runtimes: Vec<String> = c.get("runtimes")?.as_table()?.keys().cloned().collect();
+            let default = c
+                .get("default_runtime_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("runc")
+                .to_string();
+            Some((runtimes, default))
+        });
+    let Some((runtimes, default)) = found else {
+        return Finding::ok(
+            "engines.containerd-cri",
+            "the CRI plugin is not configured (containerd without Kubernetes)",
+        );
+    };
+    if !runtimes.contains(&default) {
+        return Finding::fail(
+            "engines.containerd-cri",
+            format!("default runtime {default:?} is not among the CRI runtimes containerd reads ({}): every pod fails", runtimes.join(", ")),
+            format!("a file under `imports` replaced the CRI plugin's table: define the runtimes in {} itself (nvhook install containerd does)", cfg.display()),
+        );
+    }
+    if ours_in_file && !runtimes.iter().any(|r| r == install::RUNTIME_NAME) {
+        return Finding::fail(
+            "engines.containerd-cri",
+            format!("{} has nvhook's runtime, but containerd does not read it (runtimes: {})", cfg.display(), runtimes.join(", ")),
+            "an imported file defines the CRI plugin and replaces the main file's table (containerd 1.x): add the runtime there",
+        );
+    }
+    Finding::ok(
+        "engines.containerd-cri",
+        format!("CRI runtimes: {} (default {default})", runtimes.join(", ")),
+    )
+}
+
+/// The runtime the shim execs, found as the shim finds it: it must exist, and must not
+/// lead back to the shim (a copy, a link, a wrapper, or NVIDIA's runtime, which would
+/// add a second hook).
+fn shim_runtime(host: &Host, cfg: &Config) -> Finding {
+    let found = cfg.runtime.runtimes.iter().find_map(|c| {
+        if c.contains('/') {
+            Path::new(c)
+                .is_absolute()
+                .then(|| PathBuf::from(c))
+                .filter(|p| is_program(p))
+        } else {
+            host.which(c)
+        }
+    });
+    let Some(rt) = found else {
+        return Finding::fail(
+            "engines.runtime",
+            format!(
+                "none of [runtime] runtimes = {:?} is installed: the shim has nothing to run",
+                cfg.runtime.runtimes
+            ),
+            "apt-get install runc (or crun), or name its absolute path in [runtime] runtimes",
+        );
+    };
+    match leads_back(&rt, host) {
+        Some(why) => Finding::fail(
+            "engines.runtime",
+            format!(
+                "the shim would run {}, which {why}: every container through the shim fails",
+                rt.display()
+            ),
+            "put the real runc first in [runtime] runtimes, e.g. runtimes = [\"/usr/sbin/runc\"]",
+        ),
+        None => Finding::ok("engines.runtime", format!("the shim runs {}", rt.display())),
+    }
+}
+
+/// Why `rt` is no real runtime, if it is not one.
+pub fn leads_back(rt: &Path, host: &Host) -> Option<String> {
+    let real = std::fs::canonicalize(rt).unwrap_or_else(|_| rt.to_path_buf());
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let shim = host.installed("nvhook-runtime");
+    if name == "nvhook-runtime" || (shim.is_some() && shim.as_deref().and_then(id) == id(rt)) {
+        return Some("is nvhook-runtime itself".into());
+    }
+    if name.starts_with("nvidia-container-runtime") {
+        return Some(
+            "is NVIDIA's runtime (it adds its own hook, and may run the shim again)".into(),
+        );
+    }
+    let head = std::fs::read(rt)
+        .ok()
+        .map(|b| b.into_iter().take(4096).collect::<Vec<u8>>())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&head);
+    (head.starts_with(b"#!")
+        && (text.contains("nvhook-runtime") || text.contains("nvidia-container-runtime")))
+    .then(|| "is a script that runs nvhook-runtime or nvidia-container-runtime".into())
+}
+
+/// `docker run --gpus` runs `nvidia-container-runtime-hook` from dockerd's `PATH`.
+fn docker_gpus(host: &Host) -> Finding {
+    const NAME: &str = "nvidia-container-runtime-hook";
+    let fix = |hook: &str| format!("ln -sf {hook} /usr/local/bin/{NAME}");
+    let hook = host
+        .installed("nvhook")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/local/bin/nvhook".into());
+    match host.which(NAME) {
+        None => Finding::warn(
+            "engines.docker-gpus",
+            format!("no {NAME} on PATH: `docker run --gpus` fails (could not select device driver \"\" with capabilities: [[gpu]])"),
+            fix(&hook),
+        ),
+        Some(p) => {
+            let real = std::fs::canonicalize(&p).unwrap_or(p.clone());
+            if real.file_name().is_some_and(|n| n == "nvhook") {
+                Finding::ok("engines.docker-gpus", format!("{} is nvhook ({})", p.display(), real.display()))
+            } else {
+                Finding::warn(
+                    "engines.docker-gpus",
+                    format!("{} is not nvhook ({}): `docker run --gpus` runs NVIDIA's hook", p.display(), real.display()),
+                    fix(&hook),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Verdict;
+
+    #[test]
+    fn paths_to_nvhook_are_found_in_any_format() {
+        let t = r#"{"runtimes":{"nvidia":{"path":"/opt/x/nvhook-runtime"}}} BinaryName = "/usr/bin/nvhook" args = ["nvhook", "prestart"]"#;
+        assert_eq!(
+            nvhook_paths(t),
+            ["/opt/x/nvhook-runtime", "/usr/bin/nvhook"]
+        );
+        assert!(nvhook_paths("/usr/bin/nvhook-cdi /usr/bin/runc").is_empty());
+    }
+
+    #[test]
+    fn a_dump_whose_default_runtime_is_gone_fails() {
+        let p = Path::new("/etc/containerd/config.toml");
+        let lost = "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let f = cri_runtimes(lost, true, p);
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("\"runc\" is not among"), "{f:?}");
+        let no_ours = "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let f = cri_runtimes(no_ours, true, p);
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("does not read it"), "{f:?}");
+        assert_eq!(cri_runtimes(no_ours, false, p).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn a_runtime_that_leads_back_to_the_shim_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host {
+            path_env: d.path().into(),
+            ..Host::under(d.path())
+        };
+        use std::os::unix::fs::PermissionsExt;
+        let script = d.path().join("runc");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nexec /usr/local/bin/nvhook-runtime \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = shim_runtime(&host, &Config::default());
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("is a script"), "{f:?}");
+        std::fs::remove_file(&script).unwrap();
+        let f = shim_runtime(&host, &Config::default());
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("none of"), "{f:?}");
+        std::os::unix::fs::symlink("/bin/true", &script).unwrap();
+        assert_eq!(shim_runtime(&host, &Config::default()).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn no_engine_set_up_and_no_spec_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::under(d.path());
+        assert_eq!(any_engine(0, 0, &host).verdict, Verdict::Fail);
+        assert_eq!(any_engine(2, 0, &host).verdict, Verdict::Fail);
+        assert_eq!(any_engine(2, 1, &host).verdict, Verdict::Ok);
+        std::fs::create_dir_all(d.path().join("etc/cdi")).unwrap();
+        std::fs::write(d.path().join("etc/cdi/nvidia.json"), "{}").unwrap();
+        assert_eq!(any_engine(2, 0, &host).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn an_engine_file_naming_a_missing_nvhook_fails_and_a_foreign_runtime_too() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("/bin/true", bin.join("dockerd")).unwrap();
+        let host = Host {
+            path_env: bin.into(),
+            ..Host::under(d.path())
+        };
+        let p = paths(&host);
+        std::fs::create_dir_all(d.path().join("etc/docker")).unwrap();
+        let daemon = d.path().join("etc/docker/daemon.json");
+        std::fs::write(
+            &daemon,
+            r#"{"runtimes":{"nvidia":{"path":"/nonexistent/nvhook-runtime"}}}"#,
+        )
+        .unwrap();
+        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("/nonexistent/nvhook-runtime"), "{f:?}");
+        std::fs::write(
+            &daemon,
+            r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"}}}"#,
+        )
+        .unwrap();
+        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.fix.unwrap().contains("--force"));
+        std::fs::write(&daemon, "{}").unwrap();
+        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        assert_eq!(f.verdict, Verdict::Warn, "{f:?}");
+        let (f, _) = engine_finding(&host, &p, Engine::Crio, "crio", "crio");
+        assert_eq!((f.verdict, f.saw.as_str()), (Verdict::Ok, "not installed"));
+    }
+}

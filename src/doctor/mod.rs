@@ -1,0 +1,295 @@
+//! Stage 6, `nvhook doctor`: why GPU containers fail on this host, and what fixes it.
+//! An operator's first question is answered by looking where the hook, the shim and
+//! the engines look, with their own code: the driver as discovery sees it, NVML as the
+//! hook loads it, the configuration as the hook parses it, the engines' files through
+//! the installers' lookups, CDI specs against the loaded driver, cgroups and systemd as
+//! the device cgroup phase meets them, a user's rootless set-up, and, on request, one
+//! throwaway container through the shim.
+//!
+//! Takes: a [`Host`] (where everything is; tests point it at made-up hosts) and
+//! [`Options`] (a user to check for rootless use, the live check). Gives: a [`Report`],
+//! one [`Finding`] per check, each a verdict with what was seen and what fixes it.
+//! Nothing on the host is changed (the live check's container and bundle are removed).
+
+pub mod cdi;
+pub mod cgroups;
+pub mod driver;
+pub mod engines;
+pub mod live;
+pub mod rootless;
+pub mod setup;
+
+use crate::engines::install;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// How a check came out. Ordered: the worst of several is their maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// As it should be (or not used here, and nothing needs it).
+    Ok,
+    /// Works, but something is missing that some containers or some day will need.
+    Warn,
+    /// GPU containers fail (all, or those of one engine or path) until it is fixed.
+    Fail,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's outcome: `check` is a stable name (`driver.nodes`), `saw` what was
+/// found, `fix` the command or setting that mends it (none for `ok`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub verdict: Verdict,
+    pub saw: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn ok(check: &str, saw: impl Into<String>) -> Finding {
+        Finding {
+            check: check.into(),
+            verdict: Verdict::Ok,
+            saw: saw.into(),
+            fix: None,
+        }
+    }
+    pub fn warn(check: &str, saw: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            verdict: Verdict::Warn,
+            fix: Some(fix.into()),
+            ..Finding::ok(check, saw)
+        }
+    }
+    pub fn fail(check: &str, saw: impl Into<String>, fix: impl Into<String>) -> Finding {
+        Finding {
+            verdict: Verdict::Fail,
+            fix: Some(fix.into()),
+            ..Finding::ok(check, saw)
+        }
+    }
+}
+
+/// Where doctor looks. [`Host::system`] is this machine as the installers and engines
+/// see it; [`Host::under`] moves every configuration file under another root (tests,
+/// and checking a node image before it boots).
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// `--config`: nvhook's configuration (else `$NVHOOK_CONFIG`, else the default).
+    pub config_flag: Option<PathBuf>,
+    /// Where nvhook's binaries are installed, in the order the installers pick.
+    pub bin_dirs: Vec<PathBuf>,
+    /// The engines' configuration files, as the installers find them.
+    pub engines: install::Paths,
+    /// Podman's and CRI-O's hooks dirs: the distribution's, then the admin's.
+    pub hooks_dirs: Vec<PathBuf>,
+    /// CDI spec dirs, lowest precedence first.
+    pub cdi_dirs: Vec<PathBuf>,
+    pub subuid: PathBuf,
+    pub subgid: PathBuf,
+    /// CRI-O's and Podman's own configuration files (their cgroup manager).
+    pub crio_config: PathBuf,
+    pub containers_conf: PathBuf,
+    /// The host's `/proc` (PID 1, the engines' daemons, the kernel's settings).
+    pub proc: PathBuf,
+    /// Where engines' programs and runtimes are looked up (`$PATH`).
+    pub path_env: OsString,
+}
+
+impl Host {
+    pub fn system() -> Host {
+        Host::under(Path::new("/"))
+    }
+
+    /// Every configuration file and binary dir under `root`; `/proc` and `$PATH` stay
+    /// the machine's.
+    pub fn under(root: &Path) -> Host {
+        let at = |p: &str| root.join(p.trim_start_matches('/'));
+        let d = install::Paths::default();
+        let re = |p: &Path| at(&p.display().to_string());
+        Host {
+            config_flag: None,
+            bin_dirs: vec![at("/usr/bin"), at("/usr/local/bin")],
+            engines: install::Paths {
+                docker_config: re(&d.docker_config),
+                containerd_config: re(&d.containerd_config),
+                containerd_dropin_dir: re(&d.containerd_dropin_dir),
+                crio_dropin_dir: re(&d.crio_dropin_dir),
+                hooks_dir: re(&d.hooks_dir),
+                ..d
+            },
+            hooks_dirs: vec![
+                at("/usr/share/containers/oci/hooks.d"),
+                at("/etc/containers/oci/hooks.d"),
+            ],
+            cdi_dirs: vec![at("/etc/cdi"), at("/var/run/cdi")],
+            subuid: at("/etc/subuid"),
+            subgid: at("/etc/subgid"),
+            crio_config: at("/etc/crio/crio.conf"),
+            containers_conf: at("/etc/containers/containers.conf"),
+            proc: "/proc".into(),
+            path_env: std::env::var_os("PATH").unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            }),
+        }
+    }
+
+    /// The first executable file `name` on [`Host::path_env`].
+    pub fn which(&self, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        std::env::split_paths(&self.path_env)
+            .map(|d| d.join(name))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+
+    /// Where nvhook's binary `name` is installed: the first of [`Host::bin_dirs`].
+    pub fn installed(&self, name: &str) -> Option<PathBuf> {
+        self.bin_dirs
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    }
+}
+
+/// What to check beyond the host's set-up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--user NAME`: that user's rootless set-up.
+    pub user: Option<String>,
+    /// `--run`: start one throwaway container asking for GPU 0.
+    pub run: bool,
+}
+
+/// Every finding, in the order the checks ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.findings.iter().filter(|f| f.verdict == v).count()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.count(Verdict::Fail) > 0
+    }
+
+    pub fn get(&self, check: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.check == check)
+    }
+
+    /// One line per finding (`ok`, `warn`, `FAIL`, the check, what was seen), the fix
+    /// indented under it, and a count at the end.
+    pub fn text(&self) -> String {
+        let width = self
+            .findings
+            .iter()
+            .map(|f| f.check.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for f in &self.findings {
+            out.push_str(&format!(
+                "{:<4}  {:<width$}  {}\n",
+                f.verdict.label(),
+                f.check,
+                f.saw
+            ));
+            if let Some(fix) = &f.fix {
+                out.push_str(&format!("      {:<width$}  fix: {fix}\n", ""));
+            }
+        }
+        out.push_str(&format!(
+            "nvhook doctor: {} ok, {} warn, {} fail\n",
+            self.count(Verdict::Ok),
+            self.count(Verdict::Warn),
+            self.count(Verdict::Fail)
+        ));
+        out
+    }
+
+    /// `--json`: the findings and the counts.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": crate::VERSION,
+            "findings": self.findings,
+            "ok": self.count(Verdict::Ok),
+            "warn": self.count(Verdict::Warn),
+            "fail": self.count(Verdict::Fail),
+        })
+    }
+}
+
+/// Runs every check, in the pipeline's order: nvhook's own set-up (its configuration
+/// feeds the rest), the driver, the engines, CDI, cgroups, then the user's rootless
+/// set-up and the live container where asked.
+pub fn examine(host: &Host, opts: &Options) -> Report {
+    let mut findings = Vec::new();
+    let loaded = setup::check(host, &mut findings);
+    let cfg = loaded
+        .as_ref()
+        .map(|l| l.config.clone())
+        .unwrap_or_default();
+    let drv = driver::check(&cfg, &mut findings);
+    engines::check(host, &cfg, &mut findings);
+    cdi::check(host, &cfg, drv.as_ref(), &mut findings);
+    cgroups::check(host, &cfg, &mut findings);
+    if let Some(user) = &opts.user {
+        rootless::check(host, user, drv.as_ref(), &mut findings);
+    }
+    if opts.run {
+        findings.push(live::check(host, loaded.as_ref(), drv.as_ref()));
+    }
+    Report { findings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_puts_the_fix_under_its_finding_and_counts() {
+        let r = Report {
+            findings: vec![
+                Finding::ok("driver.found", "driver 550.54.15"),
+                Finding::fail("nvhook.config", "line 2: unknown field", "edit it"),
+            ],
+        };
+        let t = r.text();
+        assert!(t.contains("ok    driver.found   driver 550.54.15\n"), "{t}");
+        assert!(t.contains("FAIL  nvhook.config  line 2"), "{t}");
+        assert!(t.contains("fix: edit it"), "{t}");
+        assert!(t.ends_with("1 ok, 0 warn, 1 fail\n"), "{t}");
+        assert!(r.failed());
+        assert_eq!(r.json()["findings"][1]["verdict"], "fail");
+        assert_eq!(r.json()["findings"][0].get("fix"), None);
+    }
+
+    #[test]
+    fn under_moves_every_file_but_proc() {
+        let h = Host::under(Path::new("/x"));
+        assert_eq!(
+            h.engines.docker_config,
+            Path::new("/x/etc/docker/daemon.json")
+        );
+        assert_eq!(h.cdi_dirs[1], Path::new("/x/var/run/cdi"));
+        assert_eq!(h.bin_dirs[1], Path::new("/x/usr/local/bin"));
+        assert_eq!(h.proc, Path::new("/proc"));
+    }
+}
