@@ -64,6 +64,14 @@ echo '{}' >"$work/daemon.json"
 grep -q '"path": "/usr/bin/nvhook-runtime"' "$work/daemon.json" || fail "install docker named: $(cat "$work/daemon.json")"
 /usr/bin/nvhook install podman --hooks-dir "$work/hooks.d" >/dev/null
 grep -q '"path": "/usr/bin/nvhook"' "$work/hooks.d/oci-nvhook.json" || fail "install podman named: $(cat "$work/hooks.d/oci-nvhook.json")"
+# nvhook doctor from the package: its man page and completion, and its verdicts on the
+# installed binaries, the synthetic driver and a live container through the installed shim
+[ -e /usr/share/man/man1/nvhook-doctor.1.gz ] || fail "no nvhook-doctor man page"
+grep -q doctor /usr/share/bash-completion/completions/nvhook || fail "no doctor in the bash completion"
+NVHOOK_CONFIG="$work/driver/config.toml" /usr/bin/nvhook doctor --run >"$work/doctor.txt" || true
+for c in nvhook.hook nvhook.shim nvhook.config driver.found driver.nodes driver.nvml live.run; do
+    grep -q "^ok  *$c " "$work/doctor.txt" || fail "nvhook doctor: $c is not ok: $(cat "$work/doctor.txt")"
+done
 
 # remove: only the conffile stays; purge: nothing
 # the package's files (not directories) still on disk

@@ -1,7 +1,8 @@
 //! `--run`: one throwaway container through the installed shim (the path Docker,
 //! containerd and CRI-O take: shim, then the real runtime, then the hook), asking for
 //! GPU 0, from a busybox image made on the spot. It names the step that failed: the
-//! set-up, the runtime, the hook (its one-line error), or what the container saw.
+//! set-up, the runtime, the hook (its one-line error), or what the container saw (GPU
+//! 0's node, and no other GPU's node or `/proc` entry).
 
 use super::{Finding, Host};
 use crate::container::config::Loaded;
@@ -54,10 +55,16 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
         }
     };
     let node = format!("/dev/nvidia{}", gpu.minor);
-    if !out.lines().any(|l| l.trim() == node) || !out.contains(&gpu.uuid) {
+    let others: Vec<String> = driver
+        .into_iter()
+        .flat_map(|d| d.gpus.iter().skip(1))
+        .flat_map(|g| [format!("/dev/nvidia{}", g.minor), g.uuid.clone()])
+        .filter(|o| out.lines().any(|l| l.trim() == o || l.contains(o.as_str())))
+        .collect();
+    if !out.lines().any(|l| l.trim() == node) || !others.is_empty() {
         return fail(
             format!(
-                "step 4, the container: it ran, but did not see GPU 0 ({node}, {}): it saw {:?}",
+                "step 4, the container: it ran, but did not see GPU 0 alone ({node}, {}): it saw {:?}",
                 gpu.uuid,
                 out.trim()
             ),
@@ -67,7 +74,7 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
     Finding::ok(
         "live.run",
         format!(
-            "a container through {} asked for GPU 0 and saw {node} and {}",
+            "a container through {} asked for GPU 0 ({}) and saw {node}, and no other GPU",
             shim.display(),
             gpu.uuid
         ),
@@ -100,7 +107,7 @@ fn bundle(dir: &Path, busybox: &Path) -> std::io::Result<()> {
 /// The container: GPU 0 asked for as users ask (`NVIDIA_VISIBLE_DEVICES=0`), printing
 /// its device nodes and the GPUs its `/proc` shows.
 fn spec() -> serde_json::Value {
-    let script = "ls -1 /dev/nvidia*; cat /proc/driver/nvidia/gpus/*/information";
+    let script = "ls -1 /dev/nvidia*; cat /proc/driver/nvidia/gpus/*/information 2>/dev/null; true";
     serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
