@@ -34,8 +34,15 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
             "apt-get install busybox-static (dnf install busybox)",
         );
     };
-    let dir = std::env::temp_dir().join(format!("nvhook-doctor-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = match super::private_temp_dir("run") {
+        Ok(d) => d,
+        Err(e) => {
+            return fail(
+                format!("step 1, set-up: no temporary dir: {e}"),
+                "set TMPDIR to a writable directory",
+            )
+        }
+    };
     let result = bundle(&dir, &busybox)
         .map_err(|e| {
             format!(

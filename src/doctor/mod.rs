@@ -166,6 +166,31 @@ impl Host {
     }
 }
 
+/// A new directory of its own under the temporary dir (mode 0700, a name no one had:
+/// `mkdir` fails on anything already there, a planted link included), for the ldconfig
+/// sandbox's root and the live check's bundle.
+pub fn private_temp_dir(what: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for _ in 0..16 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "nvhook-doctor-{what}-{}-{nanos:09}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+}
+
 /// What to check beyond the host's set-up.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -279,6 +304,18 @@ mod tests {
         assert!(r.failed());
         assert_eq!(r.json()["findings"][1]["verdict"], "fail");
         assert_eq!(r.json()["findings"][0].get("fix"), None);
+    }
+
+    #[test]
+    fn a_private_temp_dir_is_new_and_only_its_owners() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = private_temp_dir("t").unwrap();
+        let b = private_temp_dir("t").unwrap();
+        assert_ne!(a, b);
+        let m = std::fs::symlink_metadata(&a).unwrap();
+        assert!(m.is_dir() && m.permissions().mode() & 0o777 == 0o700);
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::remove_dir(&b).unwrap();
     }
 
     #[test]

@@ -245,8 +245,7 @@ pub fn ld_cache(cfg: &Config) -> Finding {
 /// it: it must write that root's cache.
 fn sandbox_run(path: &str, cfg: &Config) -> Result<(), String> {
     let exe = ldconfig::seal_host(path).map_err(|e| e.to_string())?;
-    let dir = std::env::temp_dir().join(format!("nvhook-doctor-ldconfig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = super::private_temp_dir("ldconfig").map_err(|e| format!("temporary dir: {e}"))?;
     let made = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(dir.join("etc"))?;
         std::fs::create_dir_all(dir.join("lib"))?;

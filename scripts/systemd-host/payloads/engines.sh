@@ -2,7 +2,8 @@
 # Payload (the VM's /payload/run.sh): every engine on its systemd cgroup driver, a
 # container given GPU 0 of the synthetic driver, what it can open before and after two
 # `systemctl daemon-reload`s, what systemd holds for its scope, and that nothing of
-# the container is left in systemd once it is gone.
+# the container is left in systemd once it is gone; then `nvhook doctor` on the host
+# so set up (and on one whose systemd socket is wrong).
 #
 # Expects in /payload (made by ../suite.sh): nvhook, nvhook-runtime, driver/ (from
 # make-fake-driver.sh, 2 GPUs), rootfs/ (make-rootfs.sh debian, with /gpu/nvidia0 =
@@ -198,6 +199,34 @@ for e in $ENGINES; do
         ;;
     esac
 done
+
+# --- nvhook doctor on this host as set up above: nothing fails (systemd as PID 1 answers
+# on its private socket, the engines' daemons keep CAP_NET_ADMIN where the kernel wants
+# it for BPF_PROG_QUERY, a live container through the shim sees GPU 0); then, with
+# systemd-socket pointed nowhere, its daemon-reload check fails.
+echo
+echo "==== doctor"
+nvhook doctor --run >$O/doctor.txt 2>&1
+rc=$?
+sed 's/^/  /' $O/doctor.txt
+if [ $rc = 0 ]; then
+    result doctor good-host ok "$(tail -n 1 $O/doctor.txt)"
+else
+    result doctor good-host FAIL "exit $rc: $(grep '^FAIL' $O/doctor.txt | tr '\n' ' ')"
+fi
+for c in cgroups.systemd live.run driver.nvml; do
+    line=$(grep "^[a-zA-Z]*  *$c " $O/doctor.txt)
+    case $line in ok*) result doctor $c ok "$line" ;; *) result doctor $c FAIL "${line:-no $c line}" ;; esac
+done
+{ echo 'systemd-socket = "/run/nvhook-no-such-socket"'; conf runc; } >/etc/nvhook/config-no-systemd.toml
+nvhook --config /etc/nvhook/config-no-systemd.toml doctor >$O/doctor-broken.txt 2>&1
+rc=$?
+line=$(grep -A1 '^FAIL  *cgroups.systemd ' $O/doctor-broken.txt | tr -s ' ' | tr '\n' ' ')
+if [ $rc = 1 ] && [ -n "$line" ]; then
+    result doctor systemd-unreachable ok "$line"
+else
+    result doctor systemd-unreachable FAIL "exit $rc: $(grep cgroups.systemd $O/doctor-broken.txt)"
+fi
 
 echo
 echo "==== nvhook log: warnings and errors"
