@@ -302,7 +302,7 @@ fn a_cdi_spec_from_before_a_driver_upgrade_fails() {
 }
 
 #[test]
-fn nvidias_runtime_in_daemon_json_fails_and_says_force() {
+fn nvidias_runtime_in_daemon_json_warns_and_says_force() {
     let h = TestHost::good("docker-foreign");
     std::fs::write(
         h.root.join("etc/docker/daemon.json"),
@@ -310,9 +310,25 @@ fn nvidias_runtime_in_daemon_json_fails_and_says_force() {
     )
     .unwrap();
     let (code, v) = h.doctor(&[]);
-    assert_fails(code, &v, "engines.docker", "is not nvhook's");
-    let fix = findings(&v, "engines.docker")[0]["fix"].as_str().unwrap();
-    assert!(fix.contains("--force"), "{fix}");
+    let f = findings(&v, "engines.docker")[0];
+    assert_eq!(f["verdict"], "warn", "{v:#}");
+    assert!(
+        f["saw"].as_str().unwrap().contains("is not nvhook's"),
+        "{f}"
+    );
+    assert!(f["fix"].as_str().unwrap().contains("--force"), "{f}");
+    assert_eq!(
+        code, 0,
+        "nvhook is set up elsewhere (containerd, Podman, CDI): {v:#}"
+    );
+}
+
+#[test]
+fn a_daemon_json_dockerd_cannot_read_fails() {
+    let h = TestHost::good("docker-broken");
+    std::fs::write(h.root.join("etc/docker/daemon.json"), "{\"runtimes\": {").unwrap();
+    let (code, v) = h.doctor(&[]);
+    assert_fails(code, &v, "engines.docker", "its configuration");
 }
 
 #[test]
@@ -388,9 +404,13 @@ fn the_live_run_without_busybox_fails_at_its_set_up() {
 #[test]
 fn a_live_container_that_gets_no_gpu_fails_at_what_it_saw() {
     let h = TestHost::good("no-gpu-given");
-    // NVIDIA's policy key: the variable of a container without all capabilities is
-    // ignored, so the throwaway container asks for nothing the shim honours
-    h.prepend_config("accept-nvidia-visible-devices-envvar-when-unprivileged = false\n");
+    // the shim registers a hook that does nothing: the container starts without its GPU
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        text.replace("[runtime]\n", "[runtime]\nhook-path = \"/bin/true\"\n"),
+    )
+    .unwrap();
     let (code, v) = h.doctor(&["--run"]);
     assert_fails(
         code,
@@ -398,6 +418,22 @@ fn a_live_container_that_gets_no_gpu_fails_at_what_it_saw() {
         "live.run",
         "step 4, the container: it ran, but did not see GPU 0",
     );
+}
+
+#[test]
+fn the_live_container_asks_as_a_strict_configuration_accepts() {
+    // NVIDIA's policy keys: the variable of an unprivileged container is ignored; the
+    // throwaway container asks by a volume mount, or as a privileged one would
+    for extra in [
+        "accept-nvidia-visible-devices-envvar-when-unprivileged = false\naccept-nvidia-visible-devices-as-volume-mounts = true\n",
+        "accept-nvidia-visible-devices-envvar-when-unprivileged = false\n",
+    ] {
+        let h = TestHost::good("strict-policy");
+        h.prepend_config(extra);
+        let (code, v) = h.doctor(&["--run"]);
+        assert_eq!(findings(&v, "live.run")[0]["verdict"], "ok", "{extra}: {v:#}");
+        assert_eq!(code, 0, "{v:#}");
+    }
 }
 
 #[test]

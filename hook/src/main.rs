@@ -148,8 +148,8 @@ struct DoctorArgs {
     /// (needs a static busybox on PATH for its image), and report the step that failed.
     #[arg(long)]
     run: bool,
-    /// Tests, and node images before they boot: read every configuration file and
-    /// installed binary under DIR instead of / (/proc and PATH stay this machine's).
+    /// Tests only: every configuration file and installed binary under DIR instead of /
+    /// (those binaries run; /proc, PID 1 and PATH stay this machine's).
     #[arg(long, value_name = "DIR", hide = true)]
     host_root: Option<PathBuf>,
 }

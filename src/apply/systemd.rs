@@ -142,13 +142,14 @@ fn device_policy(c: &mut Connection, socket: &Path, unit: &str) -> Result<String
 }
 
 /// Whether systemd answers at `socket` as [`allow`] needs: it reads the `DevicePolicy=`
-/// of `init.scope`, the one scope every systemd has. Gives that policy.
-pub fn probe(socket: &Path) -> Result<String> {
+/// of `init.scope`, the one scope every systemd has, waiting up to `timeout` (a check
+/// may wait longer than a container start does). Gives that policy.
+pub fn probe(socket: &Path, timeout: Duration) -> Result<String> {
     let bus = |source| Error::Bus {
         socket: socket.to_path_buf(),
         source,
     };
-    let mut c = Connection::open(socket, TIMEOUT).map_err(bus)?;
+    let mut c = Connection::open(socket, timeout).map_err(bus)?;
     device_policy(&mut c, socket, "init.scope")
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// Appends one finding per NVIDIA spec found (one saying none where there is none),
 /// and one when two offer the same kind.
 pub fn check(host: &Host, cfg: &Config, driver: Option<&Driver>, out: &mut Vec<Finding>) {
-    let specs: Vec<(PathBuf, String)> = host
+    let specs: Vec<(PathBuf, String, String)> = host
         .cdi_dirs
         .iter()
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
@@ -20,8 +20,8 @@ pub fn check(host: &Host, cfg: &Config, driver: Option<&Driver>, out: &mut Vec<F
             p.extension()
                 .is_some_and(|x| x == "json" || x == "yaml" || x == "yml")
         })
-        .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?)))
-        .filter(|(_, t)| t.contains("nvidia.com/"))
+        .filter_map(|p| Some((p.clone(), super::read_small(&p)?)))
+        .filter_map(|(p, t)| Some((p, kind_of(&t).filter(|k| k.contains("nvidia.com/"))?, t)))
         .collect();
     if specs.is_empty() {
         out.push(Finding::ok(
@@ -38,20 +38,44 @@ pub fn check(host: &Host, cfg: &Config, driver: Option<&Driver>, out: &mut Vec<F
         return;
     }
     let loaded = driver.map(|d| d.version.as_str());
-    for (p, text) in &specs {
+    for (p, _, text) in &specs {
         out.push(spec(p, text, loaded, &cfg.dev_root));
     }
-    if specs.len() > 1 {
-        out.push(Finding::warn(
-            "cdi.specs",
-            format!(
-                "{} NVIDIA specs: {}; engines take a device name from the one of highest precedence and may refuse duplicates",
-                specs.len(),
-                specs.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ),
-            "keep one: remove the others (NVIDIA's nvidia-ctk spec, say, once nvhook's is in place)",
-        ));
+    let mut kinds: Vec<&str> = specs.iter().map(|(_, k, _)| k.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
+    for k in kinds {
+        let files: Vec<String> = specs
+            .iter()
+            .filter(|(_, sk, _)| sk == k)
+            .map(|(p, _, _)| p.display().to_string())
+            .collect();
+        if files.len() > 1 {
+            out.push(Finding::warn(
+                "cdi.specs",
+                format!(
+                    "{} specs offer kind {k}: {}; engines take a device name from the one of highest precedence, and some refuse duplicates",
+                    files.len(),
+                    files.join(", ")
+                ),
+                "keep one: remove the others (NVIDIA's nvidia-ctk spec, say, once nvhook's is in place)",
+            ));
+        }
     }
+}
+
+/// A spec's `kind` (JSON's field, or YAML's top-level `kind:` line).
+pub fn kind_of(text: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        return v.get("kind")?.as_str().map(str::to_owned);
+    }
+    text.lines().find_map(|l| {
+        let v = l
+            .strip_prefix("kind:")?
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        (!v.is_empty()).then(|| v.to_string())
+    })
 }
 
 /// The strings a spec holds: JSON's string values, or YAML's plain and quoted scalars
@@ -177,6 +201,40 @@ pub fn spec(path: &Path, text: &str, loaded: Option<&str>, dev_root: &Path) -> F
 mod tests {
     use super::*;
     use crate::doctor::Verdict;
+
+    #[test]
+    fn two_specs_warn_only_when_they_offer_the_same_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::under(d.path());
+        std::fs::create_dir_all(&host.cdi_dirs[0]).unwrap();
+        std::fs::create_dir_all(&host.cdi_dirs[1]).unwrap();
+        let gpu = r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[]}"#;
+        std::fs::write(host.cdi_dirs[0].join("nvidia.json"), gpu).unwrap();
+        std::fs::write(
+            host.cdi_dirs[1].join("plugin.yaml"),
+            "kind: k8s.device-plugin.nvidia.com/gpu\n",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        check(&host, &Config::default(), None, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out.iter().all(|f| f.check == "cdi.spec"), "{out:?}");
+        std::fs::write(
+            host.cdi_dirs[1].join("nvidia.yaml"),
+            "---\nkind: 'nvidia.com/gpu'\n",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        check(&host, &Config::default(), None, &mut out);
+        assert_eq!(out.last().unwrap().check, "cdi.specs", "{out:?}");
+        assert!(
+            out.last()
+                .unwrap()
+                .saw
+                .starts_with("2 specs offer kind nvidia.com/gpu"),
+            "{out:?}"
+        );
+    }
 
     #[test]
     fn versions_are_read_from_nvhook_and_nvidia_specs() {

@@ -50,7 +50,7 @@ fn version(unified: bool) -> Finding {
 /// The cgroup manager each engine is explicitly set to, from its files.
 fn drivers_set(host: &Host) -> Vec<(&'static str, String)> {
     let mut v = Vec::new();
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let read = |p: &Path| super::read_small(p).unwrap_or_default();
     let docker = read(&host.engines.docker_config);
     if let Some(d) = [
         "native.cgroupdriver=systemd",
@@ -68,17 +68,35 @@ fn drivers_set(host: &Host) -> Vec<(&'static str, String)> {
     {
         v.push(("containerd", "systemd".into()));
     }
-    for (engine, text) in [
-        ("crio", read(&host.crio_config)),
-        ("podman", read(&host.containers_conf)),
-    ] {
-        if let Some(m) = text.lines().find_map(|l| {
-            let (k, val) = l.split_once('=')?;
-            (k.trim() == "cgroup_manager").then(|| val.trim().trim_matches('"').to_string())
-        }) {
+    let mut crio = vec![host.crio_config.clone()];
+    crio.extend(sorted_files(&host.engines.crio_dropin_dir));
+    for (engine, files) in [("crio", crio), ("podman", host.containers_confs.clone())] {
+        // the last file that sets it wins, as in the engines' own merge
+        let m = files.iter().rev().find_map(|f| cgroup_manager(&read(f)));
+        if let Some(m) = m {
             v.push((engine, m));
         }
     }
+    v
+}
+
+/// A TOML file's `cgroup_manager = "..."`.
+fn cgroup_manager(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, val) = l.split_once('=')?;
+        (k.trim() == "cgroup_manager").then(|| val.trim().trim_matches('"').to_string())
+    })
+}
+
+/// The files of a drop-in dir, in the order they are merged.
+fn sorted_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    v.sort();
     v
 }
 
@@ -131,12 +149,26 @@ pub fn systemd(pid1: &str, socket: Option<&Path>, unified: bool) -> Finding {
             "remove systemd-socket from the configuration (the default is /run/systemd/private)",
         );
     };
-    match crate::apply::systemd::probe(socket) {
+    let clock = std::time::Instant::now();
+    let answer = crate::apply::systemd::probe(socket, std::time::Duration::from_secs(5));
+    let took = clock.elapsed();
+    match answer {
+        Ok(_) if took > crate::apply::systemd::TIMEOUT => Finding::warn(
+            "cgroups.systemd",
+            format!(
+                "systemd answered on {} after {} ms; a GPU start waits {} ms, then goes on without DeviceAllow= (a later daemon-reload takes the GPU away)",
+                socket.display(),
+                took.as_millis(),
+                crate::apply::systemd::TIMEOUT.as_millis()
+            ),
+            "find what keeps systemd busy (systemd-analyze, journalctl -u init.scope); run doctor again",
+        ),
         Ok(policy) => Finding::ok(
             "cgroups.systemd",
             format!(
-                "systemd answers on {}: GPU nodes are added to each container scope's DeviceAllow= (cgroup {}; init.scope DevicePolicy={policy})",
+                "systemd answers on {} ({} ms): GPU nodes are added to each container scope's DeviceAllow= (cgroup {}; init.scope DevicePolicy={policy})",
                 socket.display(),
+                took.as_millis(),
                 if unified { "v2" } else { "v1" }
             ),
         ),
@@ -178,7 +210,11 @@ pub fn bpffs(cache: Option<&Path>) -> Finding {
 }
 
 /// The engines' daemons running now: name and capability bounding set.
+/// Those in the host's PID namespace only (a daemon inside a container, Docker in
+/// Docker, is no engine of this host).
 fn daemons(host: &Host) -> Vec<(String, u64)> {
+    let ns = |pid: &Path| std::fs::read_link(pid.join("ns/pid")).ok();
+    let host_ns = ns(&host.proc.join("1"));
     let mut v = Vec::new();
     for e in std::fs::read_dir(&host.proc)
         .into_iter()
@@ -191,7 +227,7 @@ fn daemons(host: &Host) -> Vec<(String, u64)> {
         }
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         let comm = comm.trim();
-        if !["dockerd", "containerd", "crio"].contains(&comm) {
+        if !["dockerd", "containerd", "crio"].contains(&comm) || ns(&e.path()) != host_ns {
             continue;
         }
         let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
@@ -268,6 +304,26 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.starts_with("docker set to the systemd"), "{f:?}");
         assert_eq!(engine_drivers(&host, true).verdict, Verdict::Ok);
+        // CRI-O's packaged drop-in sets it, and a later one of the admin's changes it
+        std::fs::write(&host.engines.docker_config, "{}").unwrap();
+        let dropins = &host.engines.crio_dropin_dir;
+        std::fs::create_dir_all(dropins).unwrap();
+        std::fs::write(
+            dropins.join("10-crio.conf"),
+            "[crio.runtime]\ncgroup_manager = \"systemd\"\n",
+        )
+        .unwrap();
+        let f = engine_drivers(&host, false);
+        assert!(
+            f.verdict == Verdict::Fail && f.saw.starts_with("crio set"),
+            "{f:?}"
+        );
+        std::fs::write(
+            dropins.join("99-local.conf"),
+            "[crio.runtime]\ncgroup_manager = \"cgroupfs\"\n",
+        )
+        .unwrap();
+        assert_eq!(engine_drivers(&host, false).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! files name must exist; containerd's CRI runtimes as containerd itself reads them;
 //! the runtime the shim execs (never the shim again); Docker's `--gpus` hook.
 
-use super::{Finding, Host};
+use super::{Finding, Host, Verdict};
 use crate::container::config::Config;
 use crate::engines::install::{self, Engine};
 use std::os::unix::fs::MetadataExt;
@@ -96,7 +96,21 @@ pub fn nvhook_paths(text: &str) -> Vec<String> {
     v
 }
 
-/// One engine's finding, and whether nvhook is set up in it (installed or not).
+/// The nvhook paths `file` names outside comments (a TOML file's `#` lines, a commented
+/// old path, are no setting).
+fn named_in(file: &Path) -> Vec<String> {
+    let Some(text) = super::read_small(file) else {
+        return Vec::new();
+    };
+    let live: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    nvhook_paths(&live)
+}
+
+/// One engine's finding, and whether nvhook is set up in it (under any runtime name).
 fn engine_finding(
     host: &Host,
     paths: &install::Paths,
@@ -105,11 +119,9 @@ fn engine_finding(
     program: &str,
 ) -> (Finding, bool) {
     let check = format!("engines.{name}");
-    let files = engine_files(host, engine);
-    let named: Vec<(PathBuf, String)> = files
-        .iter()
-        .filter_map(|f| Some((f.clone(), std::fs::read_to_string(f).ok()?)))
-        .flat_map(|(f, t)| nvhook_paths(&t).into_iter().map(move |p| (f.clone(), p)))
+    let named: Vec<(PathBuf, String)> = engine_files(host, engine)
+        .into_iter()
+        .flat_map(|f| named_in(&f).into_iter().map(move |p| (f.clone(), p)))
         .collect();
     if let Some((f, p)) = named.iter().find(|(_, p)| !is_program(Path::new(p))) {
         let f = Finding::fail(
@@ -124,33 +136,27 @@ fn engine_finding(
         );
         return (f, false);
     }
-    let Some(bin) = host.which(program) else {
-        let saw = if named.is_empty() {
-            "not installed".to_string()
-        } else {
-            format!("not installed ({program} not on PATH), though its files name nvhook")
-        };
-        return (Finding::ok(&check, saw), !named.is_empty());
-    };
-    let opts = install::Options::default();
     let set_up = !named.is_empty();
-    let f = match install::install(engine, paths, &opts) {
-        Err(e) => Finding::fail(
-            &check,
-            format!("{} installed; its configuration: {e}", bin.display()),
-            format!("mend the file, or: nvhook install {name} --force (replaces that runtime), or --runtime-name NAME to install beside it"),
-        ),
+    let Some(bin) = host.which(program) else {
+        let saw = if set_up {
+            format!("not installed ({program} not on PATH), though its files name nvhook")
+        } else {
+            "not installed".to_string()
+        };
+        return (Finding::ok(&check, saw), set_up);
+    };
+    let f = match install::install(engine, paths, &install::Options::default()) {
+        Err(e) => install_error(&check, &bin, name, &named, e),
         Ok(changes) if changes.is_empty() => Finding::ok(
             &check,
             format!("{} installed, nvhook set up ({})", bin.display(), summary(engine, paths)),
         ),
-        Ok(changes) if !named.is_empty() => Finding::ok(
+        Ok(_) if set_up => Finding::ok(
             &check,
             format!(
-                "{} installed, nvhook set up in {} (not as `nvhook install {name}` writes it: that would change {})",
+                "{} installed, nvhook set up in {} (otherwise than `nvhook install {name}` writes it)",
                 bin.display(),
-                named[0].0.display(),
-                changes.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>().join(", ")
+                named[0].0.display()
             ),
         ),
         Ok(_) => Finding::warn(
@@ -159,7 +165,78 @@ fn engine_finding(
             format!("nvhook install {name} (see first: nvhook install {name} --dry-run); {}", install::restart_hint(engine)),
         ),
     };
+    let f = match (f.verdict, engine) {
+        (Verdict::Ok, Engine::Podman) => nvidia_hook_beside(host).unwrap_or(f),
+        _ => f,
+    };
     (f, set_up)
+}
+
+/// What the installer's refusal means: a file the engine cannot read fails; a runtime
+/// of that name that is someone else's (NVIDIA's toolkit) is a warning, or nothing
+/// where nvhook is set up under another name.
+fn install_error(
+    check: &str,
+    bin: &Path,
+    name: &str,
+    named: &[(PathBuf, String)],
+    e: install::Error,
+) -> Finding {
+    use crate::engines::containerd_config::Error as Cd;
+    let broken = matches!(
+        &e,
+        install::Error::Read { .. }
+            | install::Error::Parse { .. }
+            | install::Error::Containerd {
+                source: Cd::Parse(_) | Cd::Version(_),
+                ..
+            }
+    );
+    if broken {
+        return Finding::fail(
+            check,
+            format!("{} installed; its configuration: {e}", bin.display()),
+            format!("mend the file ({name} itself cannot read it)"),
+        );
+    }
+    if let Some((f, p)) = named.first() {
+        return Finding::ok(
+            check,
+            format!(
+                "{} installed, nvhook set up in {} ({p})",
+                bin.display(),
+                f.display()
+            ),
+        );
+    }
+    Finding::warn(
+        check,
+        format!("{} installed, nvhook not set up in it: {e}", bin.display()),
+        format!("nvhook install {name} --force (replaces that runtime), or nvhook install {name} --runtime-name NAME (beside it)"),
+    )
+}
+
+/// NVIDIA's own hook in hooks.d beside nvhook's: both would run for every container.
+fn nvidia_hook_beside(host: &Host) -> Option<Finding> {
+    let theirs: Vec<String> = host
+        .hooks_dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            super::read_small(p).is_some_and(|t| {
+                t.contains("nvidia-container-runtime-hook") || t.contains("nvidia-ctk")
+            })
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    (!theirs.is_empty()).then(|| {
+        Finding::warn(
+            "engines.podman",
+            format!("nvhook is set up in hooks.d, and so is NVIDIA's hook: {}; both run for GPU containers", theirs.join(", ")),
+            format!("remove NVIDIA's: rm {}", theirs.join(" ")),
+        )
+    })
 }
 
 fn summary(engine: Engine, p: &install::Paths) -> String {
@@ -209,12 +286,21 @@ fn any_engine(installed: usize, configured: usize, host: &Host) -> Finding {
 fn containerd_cri(host: &Host) -> Option<Finding> {
     let bin = host.which("containerd")?;
     let cfg = &host.engines.containerd_config;
-    let text = std::fs::read_to_string(cfg).ok()?;
-    let out = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(cfg)
-        .args(["config", "dump"])
-        .output();
+    let text = super::read_small(cfg)?;
+    if let Err(e) = crate::common::trust::check_root_owned("containerd", &bin) {
+        return Some(Finding::warn(
+            "engines.containerd-cri",
+            format!("{e}: not run to read its configuration"),
+            format!("chown root:root {0} && chmod go-w {0}", bin.display()),
+        ));
+    }
+    let out = super::output_within(
+        std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(cfg)
+            .args(["config", "dump"]),
+        std::time::Duration::from_secs(10),
+    );
     let dump = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         Ok(o) => {
@@ -257,15 +343,27 @@ pub fn cri_runtimes(dump: &str, ours_in_file: bool, cfg: &Path) -> Finding {
         .iter()
         .find_map(|plugin| {
             let c = lookup(&t, &["plugins", plugin, "containerd"])?;
-            let runtimes: Vec<String> = c.get("runtimes")?.as_table()?.keys().cloned().collect();
+            let table = c.get("runtimes")?.as_table()?;
+            let runtimes: Vec<String> = table.keys().cloned().collect();
+            // nvhook's, under whatever name it was installed (`--runtime-name`)
+            let ours: Vec<String> = table
+                .iter()
+                .filter(|(_, r)| {
+                    r.get("options")
+                        .and_then(|o| o.get("BinaryName"))
+                        .and_then(|b| b.as_str())
+                        .is_some_and(|b| b.ends_with("/nvhook-runtime"))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
             let default = c
                 .get("default_runtime_name")
                 .and_then(|v| v.as_str())
                 .unwrap_or("runc")
                 .to_string();
-            Some((runtimes, default))
+            Some((runtimes, ours, default))
         });
-    let Some((runtimes, default)) = found else {
+    let Some((runtimes, ours, default)) = found else {
         return Finding::ok(
             "engines.containerd-cri",
             "the CRI plugin is not configured (containerd without Kubernetes)",
@@ -278,7 +376,7 @@ pub fn cri_runtimes(dump: &str, ours_in_file: bool, cfg: &Path) -> Finding {
             format!("a file under `imports` replaced the CRI plugin's table: define the runtimes in {} itself (nvhook install containerd does)", cfg.display()),
         );
     }
-    if ours_in_file && !runtimes.iter().any(|r| r == install::RUNTIME_NAME) {
+    if ours_in_file && ours.is_empty() {
         return Finding::fail(
             "engines.containerd-cri",
             format!("{} has nvhook's runtime, but containerd does not read it (runtimes: {})", cfg.display(), runtimes.join(", ")),
@@ -345,10 +443,7 @@ pub fn leads_back(rt: &Path, host: &Host) -> Option<String> {
             "is NVIDIA's runtime (it adds its own hook, and may run the shim again)".into(),
         );
     }
-    let head = std::fs::read(rt)
-        .ok()
-        .map(|b| b.into_iter().take(4096).collect::<Vec<u8>>())
-        .unwrap_or_default();
+    let head = super::read_head(&real, 4096).unwrap_or_default();
     let text = String::from_utf8_lossy(&head);
     (head.starts_with(b"#!")
         && (text.contains("nvhook-runtime") || text.contains("nvidia-container-runtime")))
@@ -411,6 +506,9 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("does not read it"), "{f:?}");
         assert_eq!(cri_runtimes(no_ours, false, p).verdict, Verdict::Ok);
+        // nvhook installed under another name (--runtime-name) is nvhook's all the same
+        let renamed = format!("{no_ours}[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gpu.options]\nBinaryName = \"/usr/bin/nvhook-runtime\"\n");
+        assert_eq!(cri_runtimes(&renamed, true, p).verdict, Verdict::Ok);
     }
 
     #[test]
@@ -452,13 +550,13 @@ mod tests {
     }
 
     #[test]
-    fn an_engine_file_naming_a_missing_nvhook_fails_and_a_foreign_runtime_too() {
+    fn an_engine_file_naming_a_missing_nvhook_or_unreadable_fails_and_a_foreign_runtime_warns() {
         let d = tempfile::tempdir().unwrap();
         let bin = d.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::os::unix::fs::symlink("/bin/true", bin.join("dockerd")).unwrap();
         let host = Host {
-            path_env: bin.into(),
+            path_env: bin.clone().into(),
             ..Host::under(d.path())
         };
         let p = paths(&host);
@@ -477,9 +575,23 @@ mod tests {
             r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"}}}"#,
         )
         .unwrap();
+        let (f, set_up) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
+        assert!(f.fix.unwrap().contains("--force"));
+        // nvhook beside it under a name of its own: set up, whatever the installer says
+        std::fs::write(
+            &daemon,
+            r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"},"gpu":{"path":"/usr/bin/true"}}}"#
+                .replace("/usr/bin/true", &bin.join("nvhook-runtime").display().to_string()),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/bin/true", bin.join("nvhook-runtime")).unwrap();
+        let (f, set_up) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        assert_eq!((f.verdict, set_up), (Verdict::Ok, true), "{f:?}");
+        // a file dockerd cannot read
+        std::fs::write(&daemon, "{").unwrap();
         let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
-        assert!(f.fix.unwrap().contains("--force"));
         std::fs::write(&daemon, "{}").unwrap();
         let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
         assert_eq!(f.verdict, Verdict::Warn, "{f:?}");

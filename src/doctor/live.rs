@@ -5,7 +5,7 @@
 //! 0's node, and no other GPU's node or `/proc` entry).
 
 use super::{Finding, Host};
-use crate::container::config::Loaded;
+use crate::container::config::{Config, Loaded};
 use crate::host::driver::Driver;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,37 +13,52 @@ use std::time::{Duration, Instant};
 /// How long the container may take, start to exit.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How the throwaway container asks for GPU 0: as users do (`NVIDIA_VISIBLE_DEVICES`),
+/// unless the configuration ignores that variable in an unprivileged container; then by
+/// NVIDIA's volume-mount form where accepted, else as a privileged container would
+/// (`CAP_SYS_ADMIN` in its bounding set, none in effect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Env,
+    VolumeMount,
+    Privileged,
+}
+
+impl Ask {
+    pub fn for_config(cfg: &Config) -> Ask {
+        if cfg.accept_envvar_when_unprivileged {
+            Ask::Env
+        } else if cfg.accept_volume_mounts {
+            Ask::VolumeMount
+        } else {
+            Ask::Privileged
+        }
+    }
+}
+
 /// Runs the container and judges what it saw.
 pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> Finding {
-    let fail = |saw: String, fix: &str| Finding::fail("live.run", saw, fix);
-    let Some(shim) = host.installed("nvhook-runtime") else {
-        return fail(
-            "step 1, set-up: nvhook-runtime is not installed".into(),
-            "install it (see nvhook.shim above)",
-        );
+    let (shim, busybox) = match prerequisites(host) {
+        Ok(x) => x,
+        Err(f) => return f,
     };
-    let Some(gpu) = driver.and_then(|d| d.gpus.first()) else {
+    let Some(d) = driver.filter(|d| !d.gpus.is_empty()) else {
         return fail(
             "step 1, set-up: no GPU 0 (see driver.* above)".into(),
             "mend the driver first",
-        );
-    };
-    let Some(busybox) = static_busybox(host) else {
-        return fail(
-            "step 1, set-up: no static busybox on PATH to make the throwaway image from".into(),
-            "apt-get install busybox-static (dnf install busybox)",
         );
     };
     let dir = match super::private_temp_dir("run") {
         Ok(d) => d,
         Err(e) => {
             return fail(
-                format!("step 1, set-up: no temporary dir: {e}"),
-                "set TMPDIR to a writable directory",
+                format!("step 1, set-up: no scratch dir: {e}"),
+                "run it as root",
             )
         }
     };
-    let result = bundle(&dir, &busybox)
+    let cfg = loaded.map(|l| l.config.clone()).unwrap_or_default();
+    let result = bundle(&dir, &busybox, Ask::for_config(&cfg))
         .map_err(|e| {
             format!(
                 "step 1, set-up: cannot make the bundle in {}: {e}",
@@ -52,19 +67,53 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
         })
         .and_then(|()| run(&shim, &dir, loaded.and_then(|l| l.path.as_deref())));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = match result {
-        Ok(out) => out,
-        Err(saw) => {
-            return fail(
-                saw,
-                "mend what that step names; the hook's own line says what and why",
-            )
-        }
+    match result {
+        Ok(out) => judge(&out, d, &shim),
+        Err(saw) => fail(
+            saw,
+            "mend what that step names; the hook's own line says what and why",
+        ),
+    }
+}
+
+fn fail(saw: String, fix: &str) -> Finding {
+    Finding::fail("live.run", saw, fix)
+}
+
+/// The installed shim and a static busybox, both root's and writable by no one else
+/// (doctor runs them as root).
+fn prerequisites(host: &Host) -> Result<(PathBuf, PathBuf), Finding> {
+    let Some(shim) = host.installed("nvhook-runtime") else {
+        return Err(fail(
+            "step 1, set-up: nvhook-runtime is not installed".into(),
+            "install it (see nvhook.shim above)",
+        ));
     };
+    let Some(busybox) = static_busybox(host) else {
+        return Err(fail(
+            "step 1, set-up: no static busybox on PATH to make the throwaway image from".into(),
+            "apt-get install busybox-static (dnf install busybox)",
+        ));
+    };
+    for p in [&shim, &busybox] {
+        if let Err(e) = crate::common::trust::check_root_owned("doctor --run", p) {
+            return Err(fail(
+                format!("step 1, set-up: {e}: not run as root"),
+                "chown root:root it and chmod go-w it",
+            ));
+        }
+    }
+    Ok((shim, busybox))
+}
+
+/// GPU 0's node must be there, and no other GPU's node or `/proc` entry.
+fn judge(out: &str, d: &Driver, shim: &Path) -> Finding {
+    let gpu = &d.gpus[0];
     let node = format!("/dev/nvidia{}", gpu.minor);
-    let others: Vec<String> = driver
-        .into_iter()
-        .flat_map(|d| d.gpus.iter().skip(1))
+    let others: Vec<String> = d
+        .gpus
+        .iter()
+        .skip(1)
         .flat_map(|g| [format!("/dev/nvidia{}", g.minor), g.uuid.clone()])
         .filter(|o| out.lines().any(|l| l.trim() == o || l.contains(o.as_str())))
         .collect();
@@ -91,12 +140,12 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
 /// A busybox that needs no library from the image.
 fn static_busybox(host: &Host) -> Option<PathBuf> {
     let p = host.which("busybox")?;
-    let head = std::fs::read(&p).ok()?;
+    let head = super::read_head(&p, 64 << 10)?;
     crate::host::elf::is_static_elf(&head).then_some(p)
 }
 
 /// `dir/config.json` and `dir/rootfs`: busybox, the dirs runc and the hook use.
-fn bundle(dir: &Path, busybox: &Path) -> std::io::Result<()> {
+fn bundle(dir: &Path, busybox: &Path, ask: Ask) -> std::io::Result<()> {
     let root = dir.join("rootfs");
     for d in [
         "bin", "usr/bin", "usr/lib", "etc", "proc", "dev", "sys", "tmp",
@@ -108,21 +157,23 @@ fn bundle(dir: &Path, busybox: &Path) -> std::io::Result<()> {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
     }
     std::fs::write(root.join("etc/ld.so.conf"), "")?;
-    std::fs::write(dir.join("config.json"), spec().to_string())
+    std::fs::write(dir.join("config.json"), spec(ask).to_string())
 }
 
-/// The container: GPU 0 asked for as users ask (`NVIDIA_VISIBLE_DEVICES=0`), printing
-/// its device nodes and the GPUs its `/proc` shows.
-fn spec() -> serde_json::Value {
+/// The container: GPU 0 asked for as `ask` says, printing its device nodes and the GPUs
+/// its `/proc` shows; runc's default masked and read-only paths.
+pub fn spec(ask: Ask) -> serde_json::Value {
     let script = "ls -1 /dev/nvidia*; cat /proc/driver/nvidia/gpus/*/information 2>/dev/null; true";
-    serde_json::json!({
+    let visible = if ask == Ask::VolumeMount { "void" } else { "0" };
+    let mut v = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
             "args": ["/bin/sh", "-c", script],
-            "env": ["PATH=/usr/bin:/bin", "NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_DRIVER_CAPABILITIES=utility"],
+            "env": ["PATH=/usr/bin:/bin", format!("NVIDIA_VISIBLE_DEVICES={visible}"), "NVIDIA_DRIVER_CAPABILITIES=utility"],
             "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": []},
             "noNewPrivileges": true
         },
         "root": {"path": "rootfs", "readonly": false},
@@ -134,16 +185,30 @@ fn spec() -> serde_json::Value {
         ],
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]}
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
-    })
+    });
+    match ask {
+        Ask::Env => {}
+        Ask::VolumeMount => v["mounts"].as_array_mut().expect("an array").push(serde_json::json!(
+            {"destination": format!("{}/0", crate::container::request::DEVICE_LIST_DIR), "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]}
+        )),
+        Ask::Privileged => v["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_SYS_ADMIN"]),
+    }
+    v
 }
 
-/// `nvhook-runtime run` on the bundle, with its own state dir; gives what the container
-/// printed, or the step that failed.
+/// `nvhook-runtime run` on the bundle, with its own state dir, its output in files (a
+/// container left behind cannot hold a pipe open), killed with its process group after
+/// [`TIMEOUT`]; gives what the container printed, or the step that failed.
 fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String> {
+    use std::os::unix::process::CommandExt;
     let id = format!("nvhook-doctor-{}", std::process::id());
     let state = dir.join("state");
+    let file =
+        |n: &str| std::fs::File::create(dir.join(n)).map_err(|e| format!("step 1, set-up: {e}"));
     let mut cmd = std::process::Command::new(shim);
     cmd.arg("--root")
         .arg(&state)
@@ -151,48 +216,88 @@ fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String>
         .arg(dir)
         .arg(&id)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .stdout(file("stdout")?)
+        .stderr(file("stderr")?)
+        .process_group(0);
     if let Some(c) = config {
         cmd.env(crate::container::config::CONFIG_ENV, c);
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("step 2, the runtime: cannot run {}: {e}", shim.display()))?;
-    let pid = child.id();
     let deadline = Instant::now() + TIMEOUT;
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    while !waiter.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !waiter.is_finished() {
-        // SAFETY: a signal to the child this function started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-    let out = waiter
-        .join()
-        .map_err(|_| "step 2, the runtime: waiting for it failed".to_string())?
-        .map_err(|e| format!("step 2, the runtime: {e}"))?;
-    let _ = std::process::Command::new(shim)
-        .arg("--root")
-        .arg(&state)
-        .args(["delete", "--force", &id])
-        .output();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    if let Some(l) = stderr.lines().find(|l| l.contains("nvhook:")) {
-        return Err(format!("step 3, the hook: {}", l.trim()));
-    }
-    Err(format!(
-        "step 2, the runtime ({} and what it runs) failed{}: {}",
-        shim.display(),
-        if Instant::now() >= deadline {
-            " (killed after 60 s)"
-        } else {
-            ""
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                // SAFETY: a signal to the process group this function started.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let _ = super::output_within(
+        std::process::Command::new(shim)
+            .arg("--root")
+            .arg(&state)
+            .args(["delete", "--force", &id]),
+        Duration::from_secs(10),
+    );
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    match status {
+        Some(st) if st.success() => Ok(stdout),
+        None => Err(format!(
+            "step 2, the runtime ({}): no end after {} s: {}",
+            shim.display(),
+            TIMEOUT.as_secs(),
+            stderr.trim()
+        )),
+        Some(_) => match stderr.lines().find(|l| l.contains("nvhook:")) {
+            Some(l) => Err(format!("step 3, the hook: {}", l.trim())),
+            None => Err(format!(
+                "step 2, the runtime ({} and what it runs) failed: {}",
+                shim.display(),
+                stderr.trim()
+            )),
         },
-        stderr.trim()
-    ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_asks_as_the_configuration_accepts() {
+        let cfg = |env: bool, vol: bool| Config {
+            accept_envvar_when_unprivileged: env,
+            accept_volume_mounts: vol,
+            ..Config::default()
+        };
+        assert_eq!(Ask::for_config(&Config::default()), Ask::Env);
+        let vol = spec(Ask::for_config(&cfg(false, true)));
+        assert_eq!(
+            vol["mounts"][3]["destination"],
+            "/var/run/nvidia-container-devices/0"
+        );
+        let p = spec(Ask::for_config(&cfg(false, false)));
+        assert_eq!(p["process"]["capabilities"]["bounding"][0], "CAP_SYS_ADMIN");
+        assert_eq!(
+            p["process"]["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(
+            spec(Ask::Env)["linux"]["readonlyPaths"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 3
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //! Takes: a [`Host`] (where everything is; tests point it at made-up hosts) and
 //! [`Options`] (a user to check for rootless use, the live check). Gives: a [`Report`],
 //! one [`Finding`] per check, each a verdict with what was seen and what fixes it.
-//! Nothing on the host is changed (the live check's container and bundle are removed).
+//! Nothing on the host is changed but what a GPU start leaves, with the live check (its
+//! container and bundle are removed).
 
 pub mod cdi;
 pub mod cgroups;
@@ -83,8 +84,8 @@ impl Finding {
 }
 
 /// Where doctor looks. [`Host::system`] is this machine as the installers and engines
-/// see it; [`Host::under`] moves every configuration file under another root (tests,
-/// and checking a node image before it boots).
+/// see it; [`Host::under`] moves every configuration file and installed binary under
+/// another root, for tests (the binaries found there are run).
 #[derive(Debug, Clone)]
 pub struct Host {
     /// `--config`: nvhook's configuration (else `$NVHOOK_CONFIG`, else the default).
@@ -101,7 +102,8 @@ pub struct Host {
     pub subgid: PathBuf,
     /// CRI-O's and Podman's own configuration files (their cgroup manager).
     pub crio_config: PathBuf,
-    pub containers_conf: PathBuf,
+    /// Podman's `containers.conf`: the distribution's, then the admin's.
+    pub containers_confs: Vec<PathBuf>,
     /// The host's `/proc` (PID 1, the engines' daemons, the kernel's settings).
     pub proc: PathBuf,
     /// Where engines' programs and runtimes are looked up (`$PATH`).
@@ -138,7 +140,10 @@ impl Host {
             subuid: at("/etc/subuid"),
             subgid: at("/etc/subgid"),
             crio_config: at("/etc/crio/crio.conf"),
-            containers_conf: at("/etc/containers/containers.conf"),
+            containers_confs: vec![
+                at("/usr/share/containers/containers.conf"),
+                at("/etc/containers/containers.conf"),
+            ],
             proc: "/proc".into(),
             path_env: std::env::var_os("PATH").unwrap_or_else(|| {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
@@ -146,10 +151,12 @@ impl Host {
         }
     }
 
-    /// The first executable file `name` on [`Host::path_env`].
+    /// The first executable file `name` on [`Host::path_env`], absolute entries only (as
+    /// the shim looks: an empty or relative entry would be the caller's directory).
     pub fn which(&self, name: &str) -> Option<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         std::env::split_paths(&self.path_env)
+            .filter(|d| d.is_absolute())
             .map(|d| d.join(name))
             .find(|p| {
                 std::fs::metadata(p)
@@ -166,12 +173,17 @@ impl Host {
     }
 }
 
-/// A new directory of its own under the temporary dir (mode 0700, a name no one had:
-/// `mkdir` fails on anything already there, a planted link included), for the ldconfig
-/// sandbox's root and the live check's bundle.
+/// A new directory of its own (mode 0700, a name no one had: `mkdir` fails on anything
+/// already there, a planted link included), for the ldconfig sandbox's root and the live
+/// check's bundle. As root under `/var/lib` (root's, and not `noexec` as `/tmp` and
+/// `/run` often are; `$TMPDIR` may be a user's), else under the temporary dir.
 pub fn private_temp_dir(what: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
+    let base = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib")
+    } else {
+        std::env::temp_dir()
+    };
     let mut last = None;
     for _ in 0..16 {
         let nanos = std::time::SystemTime::now()
@@ -179,7 +191,7 @@ pub fn private_temp_dir(what: &str) -> std::io::Result<PathBuf> {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let dir = base.join(format!(
-            "nvhook-doctor-{what}-{}-{nanos:09}",
+            ".nvhook-doctor-{what}-{}-{nanos:09}",
             std::process::id()
         ));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -189,6 +201,59 @@ pub fn private_temp_dir(what: &str) -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+}
+
+/// The text of a configuration file or spec others may write (a CDI dir, hooks.d): a
+/// regular file, not through a final link, never waiting on a FIFO, at most 16 MiB.
+pub fn read_small(p: &Path) -> Option<String> {
+    read_head(p, 16 << 20).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// At most `max` bytes from the start of the regular file at `p` (opened as
+/// [`read_small`] opens).
+pub fn read_head(p: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Runs `cmd` to its end or for `timeout` at most (then kills its process group), its
+/// output in memory: for short commands that start no daemon.
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            // SAFETY: a signal to the process group this function started.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not end within {} s", timeout.as_secs()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output()
 }
 
 /// What to check beyond the host's set-up.
@@ -316,6 +381,32 @@ mod tests {
         assert!(m.is_dir() && m.permissions().mode() & 0o777 == 0o700);
         std::fs::remove_dir(&a).unwrap();
         std::fs::remove_dir(&b).unwrap();
+    }
+
+    #[test]
+    fn which_skips_relative_path_entries_and_reads_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host {
+            path_env: ".::sh-is-not-here".into(),
+            ..Host::under(d.path())
+        };
+        assert_eq!(host.which("sh"), None);
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            read_small(&fifo),
+            None,
+            "a FIFO is no file, and is not waited on"
+        );
+        std::fs::write(d.path().join("f"), "0123456789").unwrap();
+        assert_eq!(read_head(&d.path().join("f"), 4).unwrap(), b"0123");
+        std::os::unix::fs::symlink("f", d.path().join("l")).unwrap();
+        assert_eq!(read_small(&d.path().join("l")), None, "no final link");
+        let slow = output_within(
+            std::process::Command::new("sleep").arg("10"),
+            std::time::Duration::from_millis(200),
+        );
+        assert_eq!(slow.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
     }
 
     #[test]

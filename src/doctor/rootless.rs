@@ -187,8 +187,9 @@ fn hook_reachable(host: &Host) -> Finding {
         .iter()
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .filter(|p| {
-            std::fs::read_to_string(p).is_ok_and(|t| !super::engines::nvhook_paths(&t).is_empty())
+            super::read_small(p).is_some_and(|t| !super::engines::nvhook_paths(&t).is_empty())
         })
         .map(|p| p.display().to_string())
         .collect();
@@ -196,7 +197,11 @@ fn hook_reachable(host: &Host) -> Finding {
         .cdi_dirs
         .iter()
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("nvidia.com/gpu")))
+        .filter(|e| {
+            super::read_small(&e.path())
+                .and_then(|t| super::cdi::kind_of(&t))
+                .is_some_and(|k| k == "nvidia.com/gpu")
+        })
         .map(|e| e.path().display().to_string())
         .collect();
     if hooks.is_empty() && specs.is_empty() {

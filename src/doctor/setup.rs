@@ -81,19 +81,19 @@ pub fn installed_binary(check: &str, p: &Path) -> Finding {
             format!("chown root:root {0} && chmod 755 {0}", p.display()),
         );
     }
-    let version = std::process::Command::new(p)
-        .arg("--version")
-        .env_clear()
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let version = super::output_within(
+        std::process::Command::new(p).arg("--version").env_clear(),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()
+    .map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+    .unwrap_or_default();
     let this = format!("{} (commit {})", crate::VERSION, crate::COMMIT);
     if !version.contains(crate::VERSION) {
         return Finding::warn(
