@@ -86,6 +86,7 @@ apply::ldconfig::tests::refuses_script_and_untrusted_paths
 apply::ldconfig::tests::static_detection
 apply::tests::proc_view_holds_exactly_the_files
 common::rootfs::tests::symlink_created_once
+doctor::setup::tests::an_ldconfig_that_is_not_static_fails_and_the_real_one_runs
 common::rootfs::tests::symlinks_stay_inside
 common::rootfs::tests::wrong_types_named
 container::image::tests::debian_and_rhel

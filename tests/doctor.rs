@@ -228,6 +228,10 @@ fn a_misspelt_configuration_key_fails_with_its_line() {
         saw.contains("line 2:") && saw.contains("`ld-cache`"),
         "{saw}"
     );
+    // where the driver is, the broken file would have said: not blamed on the driver
+    let d = findings(&v, "driver.found")[0];
+    assert_eq!(d["verdict"], "warn", "{v:#}");
+    assert!(d["saw"].as_str().unwrap().starts_with("not checked"), "{d}");
 }
 
 #[test]
@@ -442,7 +446,7 @@ fn a_hook_that_fails_in_the_live_run_is_named_with_its_line() {
     // a dynamic program where the static ldconfig must be: every GPU start fails
     h.prepend_config("ld-cache = \"ldconfig\"\nldconfig = \"@/bin/true\"\n");
     let (code, v) = h.doctor(&["--run"]);
-    assert_fails(code, &v, "nvhook.ld-cache", "does not run in its sandbox");
+    assert_fails(code, &v, "nvhook.ld-cache", "is not a statically linked");
     assert_fails(code, &v, "live.run", "step 3, the hook: ");
 }
 

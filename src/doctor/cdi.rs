@@ -165,10 +165,12 @@ pub fn spec(path: &Path, text: &str, loaded: Option<&str>, dev_root: &Path) -> F
             fix,
         );
     }
-    let nodes: Vec<&String> = words
+    let mut nodes: Vec<&String> = words
         .iter()
         .filter(|w| w.starts_with("/dev/nvidia"))
         .collect();
+    nodes.sort();
+    nodes.dedup();
     let gone: Vec<&str> = nodes
         .iter()
         .map(|n| n.as_str())

@@ -336,9 +336,22 @@ pub fn examine(host: &Host, opts: &Options) -> Report {
         .as_ref()
         .map(|l| l.config.clone())
         .unwrap_or_default();
-    let drv = driver::check(&cfg, &mut findings);
+    // The configuration says where the driver is: with one that does not load, the
+    // defaults would send these checks elsewhere and blame the driver.
+    let drv = if loaded.is_some() {
+        driver::check(&cfg, &mut findings)
+    } else {
+        findings.push(Finding::warn(
+            "driver.found",
+            "not checked, nor CDI specs: nvhook's configuration does not load, and it says where the driver is",
+            "mend nvhook.config first, then run doctor again",
+        ));
+        None
+    };
     engines::check(host, &cfg, &mut findings);
-    cdi::check(host, &cfg, drv.as_ref(), &mut findings);
+    if loaded.is_some() {
+        cdi::check(host, &cfg, drv.as_ref(), &mut findings);
+    }
     cgroups::check(host, &cfg, &mut findings);
     if let Some(user) = &opts.user {
         rootless::check(host, user, drv.as_ref(), &mut findings);

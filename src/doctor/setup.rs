@@ -225,7 +225,17 @@ pub fn ld_cache(cfg: &Config) -> Finding {
             "prefer the host's: ldconfig = \"@/sbin/ldconfig\"",
         );
     }
-    match sandbox_run(path, cfg) {
+    let exe = match ldconfig::seal_host(path) {
+        Ok(exe) => exe,
+        Err(e) => {
+            return Finding::fail(
+                "nvhook.ld-cache",
+                e.to_string(),
+                "name a static, root-owned host ldconfig: ldconfig = \"@/sbin/ldconfig\" (Ubuntu: \"@/sbin/ldconfig.real\"); or ld-cache = \"nvhook\"",
+            )
+        }
+    };
+    match sandbox_run(&exe, cfg) {
         Ok(()) => Finding::ok(
             "nvhook.ld-cache",
             format!(
@@ -241,10 +251,9 @@ pub fn ld_cache(cfg: &Config) -> Finding {
     }
 }
 
-/// Seals the host's ldconfig as the hook does and runs it over an empty root made for
-/// it: it must write that root's cache.
-fn sandbox_run(path: &str, cfg: &Config) -> Result<(), String> {
-    let exe = ldconfig::seal_host(path).map_err(|e| e.to_string())?;
+/// Runs the sealed ldconfig as the hook does, over an empty root made for it: it must
+/// write that root's cache.
+fn sandbox_run(exe: &ldconfig::Exe, cfg: &Config) -> Result<(), String> {
     let dir = super::private_temp_dir("ldconfig").map_err(|e| format!("temporary dir: {e}"))?;
     let made = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(dir.join("etc"))?;
@@ -259,7 +268,7 @@ fn sandbox_run(path: &str, cfg: &Config) -> Result<(), String> {
             .map(String::from)
             .into();
         ldconfig::run(
-            &exe,
+            exe,
             root.as_fd(),
             proc.as_fd(),
             cfg.ldconfig_user_namespace.then_some(&maps),
@@ -361,6 +370,7 @@ mod tests {
         // a dynamic program where a static ldconfig is expected
         let f = ld_cache(&cfg("@/bin/true"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("not a statically linked"), "{f:?}");
         let f = ld_cache(&cfg("/sbin/ldconfig"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("inside the container"), "{f:?}");
