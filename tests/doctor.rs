@@ -262,8 +262,9 @@ fn a_driver_without_gpus_fails() {
     let gpus = h.driver.join("proc/driver/nvidia/gpus");
     std::fs::remove_dir_all(&gpus).unwrap();
     std::fs::create_dir(&gpus).unwrap();
-    let (code, v) = h.doctor(&[]);
+    let (code, v) = h.doctor(&["--run"]);
     assert_fails(code, &v, "driver.gpus", "lists no GPU");
+    assert_fails(code, &v, "live.run", "step 1, set-up: no GPU 0");
 }
 
 #[test]
@@ -395,6 +396,27 @@ fn a_containerd_config_containerd_refuses_fails() {
 }
 
 #[test]
+fn a_host_without_the_shim_warns_and_cannot_run_the_live_check() {
+    let h = TestHost::good("no-shim");
+    std::fs::remove_file(h.bin.join("nvhook-runtime")).unwrap();
+    let (code, v) = h.doctor(&["--run"]);
+    assert_eq!(findings(&v, "nvhook.shim")[0]["verdict"], "warn", "{v:#}");
+    // Docker's and containerd's files still name it
+    assert_fails(
+        code,
+        &v,
+        "engines.docker",
+        "which is not an installed program",
+    );
+    assert_fails(
+        code,
+        &v,
+        "live.run",
+        "step 1, set-up: nvhook-runtime is not installed",
+    );
+}
+
+#[test]
 fn the_live_run_without_busybox_fails_at_its_set_up() {
     let h = TestHost::good("no-busybox");
     let tools = h.dir.join("tools");
@@ -403,6 +425,12 @@ fn the_live_run_without_busybox_fails_at_its_set_up() {
     let path = format!("{}:{}", h.bin.display(), tools.display());
     let (code, v) = h.doctor_with_path(&["--run"], &path);
     assert_fails(code, &v, "live.run", "step 1, set-up: no static busybox");
+    // a busybox someone else owns is not run as root
+    let copy = tools.join("busybox");
+    std::fs::copy(common::which("busybox").unwrap(), &copy).unwrap();
+    std::os::unix::fs::chown(&copy, Some(65534), Some(65534)).unwrap();
+    let (code, v) = h.doctor_with_path(&["--run"], &path);
+    assert_fails(code, &v, "live.run", "not run as root");
 }
 
 #[test]

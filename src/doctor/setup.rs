@@ -374,6 +374,10 @@ mod tests {
         let f = ld_cache(&cfg("/sbin/ldconfig"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("inside the container"), "{f:?}");
+        // static and root's, so it is sealed, but it is no ldconfig: the sandbox run fails
+        let f = ld_cache(&cfg("@/bin/busybox"));
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("does not run in its sandbox"), "{f:?}");
         let c = cfg(&crate::container::config::default_ldconfig(Path::new("/")));
         let f = ld_cache(&c);
         assert_eq!(f.verdict, Verdict::Ok, "{f:?}");
