@@ -513,6 +513,39 @@ fn a_rootless_user_without_subordinate_ids_and_hooks_fails() {
 }
 
 #[test]
+fn a_plain_user_gets_warnings_where_root_would_see_more_not_failures() {
+    let h = TestHost::good("plain-user");
+    // the MIG capability nodes' directory only root may enter, as on real hosts
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        h.driver.join("dev/nvidia-caps"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let path = format!("{}:{}", h.bin.display(), std::env::var("PATH").unwrap());
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=nvhook-rootless",
+            "--regid=nvhook-rootless",
+            "--clear-groups",
+        ])
+        .arg(h.bin.join("nvhook"))
+        .arg("--config")
+        .arg(&h.config)
+        .args(["doctor", "--json", "--run", "--host-root"])
+        .arg(&h.root)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(failed_checks(&v), Vec::<String>::new(), "{v:#}");
+    assert_eq!(findings(&v, "nvhook.user")[0]["verdict"], "warn");
+    assert_eq!(findings(&v, "live.run")[0]["verdict"], "warn");
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
 fn text_output_has_one_verdict_per_line_and_the_fix_under_it() {
     let h = TestHost::good("text");
     h.prepend_config("no-cgroups = false\nld-cahce = \"nvhook\"\n");

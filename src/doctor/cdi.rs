@@ -174,7 +174,11 @@ pub fn spec(path: &Path, text: &str, loaded: Option<&str>, dev_root: &Path) -> F
     let gone: Vec<&str> = nodes
         .iter()
         .map(|n| n.as_str())
-        .filter(|n| std::fs::symlink_metadata(dev_root.join(n.trim_start_matches('/'))).is_err())
+        // gone, not merely hidden from a user who runs doctor without root
+        .filter(|n| {
+            std::fs::symlink_metadata(dev_root.join(n.trim_start_matches('/')))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
         .collect();
     if !gone.is_empty() {
         return Finding::fail(

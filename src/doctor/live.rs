@@ -38,6 +38,13 @@ impl Ask {
 
 /// Runs the container and judges what it saw.
 pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> Finding {
+    if !nix::unistd::geteuid().is_root() {
+        return Finding::warn(
+            "live.run",
+            "not run: the live container is started as root, as engines start GPU containers",
+            "sudo nvhook doctor --run",
+        );
+    }
     let (shim, busybox) = match prerequisites(host) {
         Ok(x) => x,
         Err(f) => return f,
