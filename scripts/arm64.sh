@@ -86,7 +86,8 @@ apply::ldconfig::tests::refuses_script_and_untrusted_paths
 apply::ldconfig::tests::static_detection
 apply::tests::proc_view_holds_exactly_the_files
 common::rootfs::tests::symlink_created_once
-doctor::setup::tests::an_ldconfig_that_is_not_static_fails_and_the_real_one_runs
+doctor::setup::tests::a_sealed_program_that_is_no_ldconfig_fails_in_the_sandbox
+doctor::setup::tests::the_hosts_ldconfig_runs_in_its_sandbox
 common::rootfs::tests::symlinks_stay_inside
 common::rootfs::tests::wrong_types_named
 container::image::tests::debian_and_rhel

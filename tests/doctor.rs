@@ -257,6 +257,27 @@ fn a_missing_gpu_node_fails() {
 }
 
 #[test]
+fn a_node_of_the_wrong_device_fails() {
+    let h = TestHost::good("odd-node");
+    let ctl = h.driver.join("dev/nvidiactl");
+    std::fs::remove_file(&ctl).unwrap();
+    // /dev/null's numbers where the control node must be 195:255
+    let c = std::ffi::CString::new(ctl.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a path and constant mode and device numbers.
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
+    let (code, v) = h.doctor(&[]);
+    assert_fails(
+        code,
+        &v,
+        "driver.nodes",
+        "is not the expected character device (1:3)",
+    );
+}
+
+#[test]
 fn a_driver_without_gpus_fails() {
     let h = TestHost::good("no-gpus");
     let gpus = h.driver.join("proc/driver/nvidia/gpus");

@@ -41,27 +41,58 @@ pub fn check(host: &Host, cfg: &Config, driver: Option<&Driver>, out: &mut Vec<F
     for (p, _, text) in &specs {
         out.push(spec(p, text, loaded, &cfg.dev_root));
     }
-    let mut kinds: Vec<&str> = specs.iter().map(|(_, k, _)| k.as_str()).collect();
-    kinds.sort();
-    kinds.dedup();
-    for k in kinds {
-        let files: Vec<String> = specs
-            .iter()
-            .filter(|(_, sk, _)| sk == k)
-            .map(|(p, _, _)| p.display().to_string())
-            .collect();
-        if files.len() > 1 {
-            out.push(Finding::warn(
-                "cdi.specs",
-                format!(
-                    "{} specs offer kind {k}: {}; engines take a device name from the one of highest precedence, and some refuse duplicates",
-                    files.len(),
-                    files.join(", ")
-                ),
-                "keep one: remove the others (NVIDIA's nvidia-ctk spec, say, once nvhook's is in place)",
-            ));
+    if let Some(f) = same_names(&specs) {
+        out.push(f);
+    }
+}
+
+/// Two specs that offer the same fully qualified device name (`nvidia.com/gpu=0`): CDI
+/// takes the one in the dir of higher precedence, some engines refuse the start. (Specs
+/// of one kind with different names, one per claim, are how DRA drivers work.)
+fn same_names(specs: &[(PathBuf, String, String)]) -> Option<Finding> {
+    let mut seen: Vec<(String, &Path)> = Vec::new();
+    let mut clash: Vec<String> = Vec::new();
+    for (p, kind, text) in specs {
+        for n in device_names(text) {
+            let full = format!("{kind}={n}");
+            match seen.iter().find(|(f, _)| *f == full) {
+                Some((_, other)) if *other != p.as_path() => {
+                    clash.push(format!("{full} ({} and {})", other.display(), p.display()))
+                }
+                Some(_) => {}
+                None => seen.push((full, p)),
+            }
         }
     }
+    (!clash.is_empty()).then(|| {
+        Finding::warn(
+            "cdi.specs",
+            format!(
+                "device names offered twice: {}; the spec in the dir of higher precedence wins, and some engines refuse the start",
+                clash.join(", ")
+            ),
+            "keep one spec per name: remove the other (NVIDIA's nvidia-ctk spec, say, once nvhook's is in place)",
+        )
+    })
+}
+
+/// The device names a spec offers: JSON's `devices[].name`, or YAML's `- name:` lines.
+fn device_names(text: &str) -> Vec<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        return v["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["name"].as_str().map(str::to_owned))
+            .collect();
+    }
+    text.lines()
+        .filter_map(|l| {
+            let v = l.trim_start().strip_prefix("- name:")?;
+            Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// A spec's `kind` (JSON's field, or YAML's top-level `kind:` line).
@@ -188,7 +219,7 @@ pub fn spec(path: &Path, text: &str, loaded: Option<&str>, dev_root: &Path) -> F
                 path.display(),
                 gone.join(", ")
             ),
-            fix,
+            format!("create them (nvidia-modprobe -u -c=N, or nvidia-smi once as root); for a GPU that is gone: {fix}"),
         );
     }
     Finding::ok(
@@ -209,35 +240,31 @@ mod tests {
     use crate::doctor::Verdict;
 
     #[test]
-    fn two_specs_warn_only_when_they_offer_the_same_kind() {
+    fn two_specs_warn_only_when_they_offer_the_same_device_name() {
         let d = tempfile::tempdir().unwrap();
         let host = Host::under(d.path());
         std::fs::create_dir_all(&host.cdi_dirs[0]).unwrap();
         std::fs::create_dir_all(&host.cdi_dirs[1]).unwrap();
-        let gpu = r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[]}"#;
+        let gpu = r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[{"name":"0"},{"name":"all"}]}"#;
         std::fs::write(host.cdi_dirs[0].join("nvidia.json"), gpu).unwrap();
-        std::fs::write(
-            host.cdi_dirs[1].join("plugin.yaml"),
-            "kind: k8s.device-plugin.nvidia.com/gpu\n",
-        )
-        .unwrap();
+        // the device plugin's spec (another kind) and a DRA claim's (same kind, own names)
+        let plugin = "kind: k8s.device-plugin.nvidia.com/gpu\ndevices:\n- name: \"0\"\n";
+        std::fs::write(host.cdi_dirs[1].join("plugin.yaml"), plugin).unwrap();
+        let claim = "kind: nvidia.com/gpu\ndevices:\n- name: claim-1234\n";
+        std::fs::write(host.cdi_dirs[1].join("claim.yaml"), claim).unwrap();
         let mut out = Vec::new();
         check(&host, &Config::default(), None, &mut out);
-        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out.len(), 3, "{out:?}");
         assert!(out.iter().all(|f| f.check == "cdi.spec"), "{out:?}");
-        std::fs::write(
-            host.cdi_dirs[1].join("nvidia.yaml"),
-            "---\nkind: 'nvidia.com/gpu'\n",
-        )
-        .unwrap();
+        let again = "---\nkind: 'nvidia.com/gpu'\ndevices:\n- name: \"0\"\n  containerEdits: {}\n";
+        std::fs::write(host.cdi_dirs[1].join("nvidia.yaml"), again).unwrap();
         let mut out = Vec::new();
         check(&host, &Config::default(), None, &mut out);
-        assert_eq!(out.last().unwrap().check, "cdi.specs", "{out:?}");
+        let last = out.last().unwrap();
+        assert_eq!(last.check, "cdi.specs", "{out:?}");
         assert!(
-            out.last()
-                .unwrap()
-                .saw
-                .starts_with("2 specs offer kind nvidia.com/gpu"),
+            last.saw
+                .starts_with("device names offered twice: nvidia.com/gpu=0 ("),
             "{out:?}"
         );
     }
@@ -253,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_spec_fails_and_so_do_a_missing_hook_and_missing_nodes() {
+    fn a_spec_from_another_driver_version_fails() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("nvidia.yaml");
         let stale =
@@ -266,6 +293,16 @@ mod tests {
             "{f:?}"
         );
         assert!(f.fix.unwrap().contains("nvhook cdi generate"));
+        assert_eq!(
+            spec(&p, stale, Some("535.104.05"), d.path()).verdict,
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn a_spec_whose_hook_is_gone_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("nvidia.yaml");
         let hook = "kind: nvidia.com/gpu\nhooks:\n- path: /nonexistent/nvidia-cdi-hook\n";
         let f = spec(&p, hook, Some("550.54.15"), d.path());
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
@@ -275,10 +312,24 @@ mod tests {
             "{f:?}"
         );
         assert!(f.fix.unwrap().starts_with("nvidia-ctk cdi generate"));
+        let there = d.path().join("nvidia-cdi-hook");
+        std::fs::write(&there, "").unwrap();
+        let here = hook.replace("/nonexistent/nvidia-cdi-hook", &there.display().to_string());
+        assert_eq!(
+            spec(&p, &here, Some("550.54.15"), d.path()).verdict,
+            Verdict::Ok
+        );
+    }
+
+    #[test]
+    fn a_spec_naming_missing_nodes_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("nvidia.json");
         let node = r#"{"kind":"nvidia.com/gpu","devices":[{"containerEdits":{"deviceNodes":[{"path":"/dev/nvidia7"}]}}]}"#;
         let f = spec(&p, node, Some("550.54.15"), d.path());
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("/dev/nvidia7"), "{f:?}");
+        assert!(f.fix.unwrap().starts_with("create them"));
         std::fs::create_dir_all(d.path().join("dev")).unwrap();
         std::fs::write(d.path().join("dev/nvidia7"), "").unwrap();
         assert_eq!(

@@ -19,7 +19,9 @@ pub fn check(host: &Host, cfg: &Config, out: &mut Vec<Finding>) {
     let pid1 = std::fs::read_to_string(host.proc.join("1/comm"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    out.push(engine_drivers(host, pid1 == "systemd"));
+    // unreadable (`hidepid`, a plain user): unknown, not "not systemd"
+    let systemd_pid1 = (!pid1.is_empty()).then(|| pid1 == "systemd");
+    out.push(engine_drivers(host, systemd_pid1));
     out.push(systemd(&pid1, cfg.systemd_socket(), unified));
     if unified {
         out.push(bpffs(cfg.device_program_cache()));
@@ -101,7 +103,7 @@ fn sorted_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A systemd cgroup driver without systemd as PID 1 starts no container at all.
-fn engine_drivers(host: &Host, systemd_pid1: bool) -> Finding {
+fn engine_drivers(host: &Host, systemd_pid1: Option<bool>) -> Finding {
     let set = drivers_set(host);
     let listed = set
         .iter()
@@ -110,7 +112,7 @@ fn engine_drivers(host: &Host, systemd_pid1: bool) -> Finding {
         .join(", ");
     let wrong: Vec<&str> = set
         .iter()
-        .filter(|(_, d)| d == "systemd" && !systemd_pid1)
+        .filter(|(_, d)| d == "systemd" && systemd_pid1 == Some(false))
         .map(|(e, _)| *e)
         .collect();
     if !wrong.is_empty() {
@@ -172,10 +174,15 @@ pub fn systemd(pid1: &str, socket: Option<&Path>, unified: bool) -> Finding {
                 if unified { "v2" } else { "v1" }
             ),
         ),
+        Err(e) if !nix::unistd::geteuid().is_root() => Finding::warn(
+            "cgroups.systemd",
+            format!("{e}: systemd's private socket answers root only; not checked as uid {}", nix::unistd::geteuid()),
+            "run doctor as root",
+        ),
         Err(e) => Finding::fail(
             "cgroups.systemd",
             format!("{e}: containers in systemd scopes lose their GPUs at the next `systemctl daemon-reload` (\"Failed to initialize NVML: Unknown Error\")"),
-            "set systemd-socket to systemd's private socket (/run/systemd/private), readable by root",
+            "systemd-socket must name systemd's private socket (/run/systemd/private, the default), and systemd must answer there (systemctl daemon-reexec if it hangs)",
         ),
     }
 }
@@ -300,10 +307,12 @@ mod tests {
             r#"{"exec-opts": ["native.cgroupdriver=systemd"]}"#,
         )
         .unwrap();
-        let f = engine_drivers(&host, false);
+        let f = engine_drivers(&host, Some(false));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.starts_with("docker set to the systemd"), "{f:?}");
-        assert_eq!(engine_drivers(&host, true).verdict, Verdict::Ok);
+        assert_eq!(engine_drivers(&host, Some(true)).verdict, Verdict::Ok);
+        // PID 1 not readable (hidepid): unknown, so no verdict against it
+        assert_eq!(engine_drivers(&host, None).verdict, Verdict::Ok);
         // CRI-O's packaged drop-in sets it, and a later one of the admin's changes it
         std::fs::write(&host.engines.docker_config, "{}").unwrap();
         let dropins = &host.engines.crio_dropin_dir;
@@ -313,7 +322,7 @@ mod tests {
             "[crio.runtime]\ncgroup_manager = \"systemd\"\n",
         )
         .unwrap();
-        let f = engine_drivers(&host, false);
+        let f = engine_drivers(&host, Some(false));
         assert!(
             f.verdict == Verdict::Fail && f.saw.starts_with("crio set"),
             "{f:?}"
@@ -323,7 +332,7 @@ mod tests {
             "[crio.runtime]\ncgroup_manager = \"cgroupfs\"\n",
         )
         .unwrap();
-        assert_eq!(engine_drivers(&host, false).verdict, Verdict::Ok);
+        assert_eq!(engine_drivers(&host, Some(false)).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -20,20 +20,22 @@ const ENGINES: &[(Engine, &str, &str)] = &[
 /// Appends this section's findings.
 pub fn check(host: &Host, cfg: &Config, out: &mut Vec<Finding>) {
     let paths = paths(host);
-    let mut configured = 0;
-    let mut installed = 0;
+    let mut tally = Tally::default();
     for (engine, name, program) in ENGINES {
         let (f, set_up) = engine_finding(host, &paths, *engine, name, program);
         if host.which(program).is_some() {
-            installed += 1;
+            tally.installed += 1;
+            tally.configured += usize::from(set_up);
+            tally.foreign += usize::from(
+                !set_up && f.verdict == Verdict::Warn && f.saw.contains("is not nvhook's"),
+            );
         }
-        configured += usize::from(set_up);
         out.push(f);
     }
     if let Some(f) = containerd_cri(host) {
         out.push(f);
     }
-    out.push(any_engine(installed, configured, host));
+    out.push(any_engine(&tally, host));
     out.push(shim_runtime(host, cfg));
     if host.which("dockerd").is_some() {
         out.push(docker_gpus(host));
@@ -196,7 +198,7 @@ fn install_error(
         return Finding::fail(
             check,
             format!("{} installed; its configuration: {e}", bin.display()),
-            format!("mend the file ({name} itself cannot read it)"),
+            format!("mend the file: it does not parse, and {name} will not start with it"),
         );
     }
     if let Some((f, p)) = named.first() {
@@ -256,28 +258,44 @@ fn is_program(p: &Path) -> bool {
 
 /// No engine of those installed is set up, and no CDI spec either: nothing can give a
 /// container its GPU.
-fn any_engine(installed: usize, configured: usize, host: &Host) -> Finding {
+fn any_engine(t: &Tally, host: &Host) -> Finding {
     let cdi = host
         .cdi_dirs
         .iter()
         .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
         .any(|e| e.file_name().to_string_lossy().contains("nvidia"));
-    match (installed, configured, cdi) {
+    let installed = t.installed;
+    match (installed, t.configured, cdi) {
         (0, _, _) => Finding::fail(
             "engines.any",
             "no container engine found (dockerd, containerd, crio, podman on PATH)",
             "install one (apt-get install docker.io, or podman), then nvhook install ENGINE",
+        ),
+        (_, 0, false) if t.foreign > 0 => Finding::warn(
+            "engines.any",
+            format!("{installed} engine(s) installed, none set up with nvhook: NVIDIA's toolkit serves {} of them", t.foreign),
+            "to use nvhook: nvhook install ENGINE --force (or --runtime-name NAME beside NVIDIA's)",
         ),
         (_, 0, false) => Finding::fail(
             "engines.any",
             format!("{installed} engine(s) installed, none set up with nvhook, and no NVIDIA CDI spec"),
             "nvhook install docker|containerd|crio|podman, or nvhook cdi generate --output /var/run/cdi/nvidia.json",
         ),
-        _ => Finding::ok(
+        (_, c, _) => Finding::ok(
             "engines.any",
-            format!("{configured} of {installed} installed engine(s) set up{}", if cdi { ", and a CDI spec" } else { "" }),
+            format!("{c} of {installed} installed engine(s) set up{}", if cdi { ", and a CDI spec" } else { "" }),
         ),
     }
+}
+
+/// What the engine findings add up to.
+#[derive(Debug, Default)]
+struct Tally {
+    installed: usize,
+    /// Installed, and nvhook set up in it.
+    configured: usize,
+    /// Installed, with NVIDIA's toolkit under nvhook's runtime name and no nvhook.
+    foreign: usize,
 }
 
 /// containerd's CRI runtimes as containerd reads its configuration (imports and all):
@@ -291,7 +309,7 @@ fn containerd_cri(host: &Host) -> Option<Finding> {
         return Some(Finding::warn(
             "engines.containerd-cri",
             format!("{e}: not run to read its configuration"),
-            format!("chown root:root {0} && chmod go-w {0}", bin.display()),
+            "make the path the message names root's and not writable by group or others (chown root:root, chmod go-w)",
         ));
     }
     let out = super::output_within(
@@ -373,7 +391,7 @@ pub fn cri_runtimes(dump: &str, ours_in_file: bool, cfg: &Path) -> Finding {
         return Finding::fail(
             "engines.containerd-cri",
             format!("default runtime {default:?} is not among the CRI runtimes containerd reads ({}): every pod fails", runtimes.join(", ")),
-            format!("a file under `imports` replaced the CRI plugin's table: define the runtimes in {} itself (nvhook install containerd does)", cfg.display()),
+            format!("set default_runtime_name to a runtime that exists; if {} defines it, a file under `imports` replaced the CRI plugin's table: define the runtimes in {0} itself (nvhook install containerd does)", cfg.display()),
         );
     }
     if ours_in_file && ours.is_empty() {
@@ -393,14 +411,18 @@ pub fn cri_runtimes(dump: &str, ours_in_file: bool, cfg: &Path) -> Finding {
 /// lead back to the shim (a copy, a link, a wrapper, or NVIDIA's runtime, which would
 /// add a second hook).
 fn shim_runtime(host: &Host, cfg: &Config) -> Finding {
+    // the shim passes over itself (by device and inode: a link to it, under any name)
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let shim = host.installed("nvhook-runtime").and_then(|s| id(&s));
+    let not_shim = |p: &PathBuf| shim.is_none() || id(p) != shim;
     let found = cfg.runtime.runtimes.iter().find_map(|c| {
         if c.contains('/') {
             Path::new(c)
                 .is_absolute()
                 .then(|| PathBuf::from(c))
-                .filter(|p| is_program(p))
+                .filter(|p| is_program(p) && not_shim(p))
         } else {
-            host.which(c)
+            host.which_all(c).into_iter().find(not_shim)
         }
     });
     let Some(rt) = found else {
@@ -413,7 +435,7 @@ fn shim_runtime(host: &Host, cfg: &Config) -> Finding {
             "apt-get install runc (or crun), or name its absolute path in [runtime] runtimes",
         );
     };
-    match leads_back(&rt, host) {
+    match leads_back(&rt) {
         Some(why) => Finding::fail(
             "engines.runtime",
             format!(
@@ -427,16 +449,14 @@ fn shim_runtime(host: &Host, cfg: &Config) -> Finding {
 }
 
 /// Why `rt` is no real runtime, if it is not one.
-pub fn leads_back(rt: &Path, host: &Host) -> Option<String> {
+pub fn leads_back(rt: &Path) -> Option<String> {
     let real = std::fs::canonicalize(rt).unwrap_or_else(|_| rt.to_path_buf());
     let name = real
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let shim = host.installed("nvhook-runtime");
-    if name == "nvhook-runtime" || (shim.is_some() && shim.as_deref().and_then(id) == id(rt)) {
-        return Some("is nvhook-runtime itself".into());
+    if name == "nvhook-runtime" {
+        return Some("is a copy of nvhook-runtime".into());
     }
     if name.starts_with("nvidia-container-runtime") {
         return Some(
@@ -482,7 +502,6 @@ fn docker_gpus(host: &Host) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::Verdict;
 
     #[test]
     fn paths_to_nvhook_are_found_in_any_format() {
@@ -494,30 +513,42 @@ mod tests {
         assert!(nvhook_paths("/usr/bin/nvhook-cdi /usr/bin/runc").is_empty());
     }
 
+    const P: &str = "/etc/containerd/config.toml";
+    const RUNC: &str = "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n";
+
     #[test]
     fn a_dump_whose_default_runtime_is_gone_fails() {
-        let p = Path::new("/etc/containerd/config.toml");
         let lost = "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\nruntime_type = \"io.containerd.runc.v2\"\n";
-        let f = cri_runtimes(lost, true, p);
+        let f = cri_runtimes(lost, false, Path::new(P));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("\"runc\" is not among"), "{f:?}");
-        let no_ours = "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"runc\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n";
-        let f = cri_runtimes(no_ours, true, p);
+        assert_eq!(cri_runtimes(RUNC, false, Path::new(P)).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn a_dump_without_the_runtime_the_file_has_fails() {
+        let f = cri_runtimes(RUNC, true, Path::new(P));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("does not read it"), "{f:?}");
-        assert_eq!(cri_runtimes(no_ours, false, p).verdict, Verdict::Ok);
         // nvhook installed under another name (--runtime-name) is nvhook's all the same
-        let renamed = format!("{no_ours}[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gpu.options]\nBinaryName = \"/usr/bin/nvhook-runtime\"\n");
-        assert_eq!(cri_runtimes(&renamed, true, p).verdict, Verdict::Ok);
+        let renamed = format!("{RUNC}[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gpu.options]\nBinaryName = \"/usr/bin/nvhook-runtime\"\n");
+        assert_eq!(
+            cri_runtimes(&renamed, true, Path::new(P)).verdict,
+            Verdict::Ok
+        );
+    }
+
+    fn runtime_host(d: &Path) -> Host {
+        Host {
+            path_env: d.into(),
+            ..Host::under(d)
+        }
     }
 
     #[test]
     fn a_runtime_that_leads_back_to_the_shim_fails() {
         let d = tempfile::tempdir().unwrap();
-        let host = Host {
-            path_env: d.path().into(),
-            ..Host::under(d.path())
-        };
+        let host = runtime_host(d.path());
         use std::os::unix::fs::PermissionsExt;
         let script = d.path().join("runc");
         std::fs::write(
@@ -530,71 +561,147 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("is a script"), "{f:?}");
         std::fs::remove_file(&script).unwrap();
-        let f = shim_runtime(&host, &Config::default());
-        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
-        assert!(f.saw.contains("none of"), "{f:?}");
         std::os::unix::fs::symlink("/bin/true", &script).unwrap();
         assert_eq!(shim_runtime(&host, &Config::default()).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn the_shim_itself_on_path_is_passed_over_as_the_shim_does() {
+        let d = tempfile::tempdir().unwrap();
+        let host = runtime_host(d.path());
+        let bin = d.path().join("usr/local/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/true", bin.join("nvhook-runtime")).unwrap();
+        // runc on PATH is a link to the installed shim; crun is real
+        std::os::unix::fs::symlink(bin.join("nvhook-runtime"), d.path().join("runc")).unwrap();
+        std::os::unix::fs::symlink("/bin/true", d.path().join("crun")).unwrap();
+        let f = shim_runtime(&host, &Config::default());
+        assert_eq!(f.verdict, Verdict::Ok, "{f:?}");
+        assert!(f.saw.ends_with("/crun"), "{f:?}");
+    }
+
+    #[test]
+    fn no_runtime_at_all_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let f = shim_runtime(&runtime_host(d.path()), &Config::default());
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("none of"), "{f:?}");
     }
 
     #[test]
     fn no_engine_set_up_and_no_spec_fails() {
         let d = tempfile::tempdir().unwrap();
         let host = Host::under(d.path());
-        assert_eq!(any_engine(0, 0, &host).verdict, Verdict::Fail);
-        assert_eq!(any_engine(2, 0, &host).verdict, Verdict::Fail);
-        assert_eq!(any_engine(2, 1, &host).verdict, Verdict::Ok);
+        let t = |installed, configured, foreign| Tally {
+            installed,
+            configured,
+            foreign,
+        };
+        assert_eq!(any_engine(&t(2, 0, 0), &host).verdict, Verdict::Fail);
+        assert_eq!(any_engine(&t(2, 1, 0), &host).verdict, Verdict::Ok);
+        // NVIDIA's toolkit gives GPUs there: a warning, not a failure
+        assert_eq!(any_engine(&t(2, 0, 1), &host).verdict, Verdict::Warn);
         std::fs::create_dir_all(d.path().join("etc/cdi")).unwrap();
         std::fs::write(d.path().join("etc/cdi/nvidia.json"), "{}").unwrap();
-        assert_eq!(any_engine(2, 0, &host).verdict, Verdict::Ok);
+        assert_eq!(any_engine(&t(2, 0, 0), &host).verdict, Verdict::Ok);
     }
 
     #[test]
-    fn an_engine_file_naming_a_missing_nvhook_or_unreadable_fails_and_a_foreign_runtime_warns() {
+    fn no_engine_installed_fails() {
         let d = tempfile::tempdir().unwrap();
-        let bin = d.path().join("bin");
+        let f = any_engine(&Tally::default(), &Host::under(d.path()));
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.starts_with("no container engine found"), "{f:?}");
+    }
+
+    /// A host with a `dockerd` and a `containerd` (stand-ins) and their config dirs.
+    fn engine_host(d: &Path) -> (Host, install::Paths) {
+        let bin = d.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink("/bin/true", bin.join("dockerd")).unwrap();
+        for p in ["dockerd", "containerd"] {
+            std::os::unix::fs::symlink("/bin/true", bin.join(p)).unwrap();
+        }
         let host = Host {
-            path_env: bin.clone().into(),
-            ..Host::under(d.path())
+            path_env: bin.into(),
+            ..Host::under(d)
         };
+        std::fs::create_dir_all(d.join("etc/docker")).unwrap();
+        std::fs::create_dir_all(d.join("etc/containerd")).unwrap();
         let p = paths(&host);
-        std::fs::create_dir_all(d.path().join("etc/docker")).unwrap();
-        let daemon = d.path().join("etc/docker/daemon.json");
-        std::fs::write(
-            &daemon,
+        (host, p)
+    }
+
+    fn docker(host: &Host, p: &install::Paths, daemon_json: &str) -> (Finding, bool) {
+        std::fs::write(&host.engines.docker_config, daemon_json).unwrap();
+        engine_finding(host, p, Engine::Docker, "docker", "dockerd")
+    }
+
+    #[test]
+    fn an_engine_file_naming_a_missing_nvhook_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, p) = engine_host(d.path());
+        let (f, _) = docker(
+            &host,
+            &p,
             r#"{"runtimes":{"nvidia":{"path":"/nonexistent/nvhook-runtime"}}}"#,
-        )
-        .unwrap();
-        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        );
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("/nonexistent/nvhook-runtime"), "{f:?}");
-        std::fs::write(
-            &daemon,
-            r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"}}}"#,
-        )
-        .unwrap();
-        let (f, set_up) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
-        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
-        assert!(f.fix.unwrap().contains("--force"));
-        // nvhook beside it under a name of its own: set up, whatever the installer says
-        std::fs::write(
-            &daemon,
-            r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"},"gpu":{"path":"/usr/bin/true"}}}"#
-                .replace("/usr/bin/true", &bin.join("nvhook-runtime").display().to_string()),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink("/bin/true", bin.join("nvhook-runtime")).unwrap();
-        let (f, set_up) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
-        assert_eq!((f.verdict, set_up), (Verdict::Ok, true), "{f:?}");
-        // a file dockerd cannot read
-        std::fs::write(&daemon, "{").unwrap();
+        // naming nothing of nvhook's: not set up, a warning
+        let (f, _) = docker(&host, &p, "{}");
+        assert_eq!(f.verdict, Verdict::Warn, "not set up: {f:?}");
+    }
+
+    #[test]
+    fn an_engine_file_that_does_not_parse_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, p) = engine_host(d.path());
+        let (f, _) = docker(&host, &p, "{");
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.fix.unwrap().contains("does not parse"));
+    }
+
+    #[test]
+    fn an_engine_file_that_cannot_be_read_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, p) = engine_host(d.path());
+        std::fs::create_dir(&host.engines.docker_config).unwrap();
         let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
-        std::fs::write(&daemon, "{}").unwrap();
-        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
-        assert_eq!(f.verdict, Verdict::Warn, "{f:?}");
+        assert!(f.saw.contains("cannot read"), "{f:?}");
+    }
+
+    #[test]
+    fn a_containerd_config_of_an_unknown_version_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, p) = engine_host(d.path());
+        std::fs::write(&host.engines.containerd_config, "version = 9\n").unwrap();
+        let (f, _) = engine_finding(&host, &p, Engine::Containerd, "containerd", "containerd");
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(f.saw.contains("config version 9"), "{f:?}");
+        // commented out, nvhook's old block names nothing
+        let old = "version = 2\n# BinaryName = \"/nonexistent/nvhook-runtime\"\n";
+        std::fs::write(&host.engines.containerd_config, old).unwrap();
+        let (f, set_up) = engine_finding(&host, &p, Engine::Containerd, "containerd", "containerd");
+        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
+    }
+
+    #[test]
+    fn nvidias_runtime_under_the_name_warns_and_nvhook_beside_it_is_set_up() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, p) = engine_host(d.path());
+        let theirs = r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"}}}"#;
+        let (f, set_up) = docker(&host, &p, theirs);
+        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
+        assert!(f.fix.unwrap().contains("--force"));
+        let shim = d.path().join("bin/nvhook-runtime");
+        std::os::unix::fs::symlink("/bin/true", &shim).unwrap();
+        let both = format!(
+            r#"{{"runtimes":{{"nvidia":{{"path":"/usr/bin/nvidia-container-runtime"}},"gpu":{{"path":"{}"}}}}}}"#,
+            shim.display()
+        );
+        let (f, set_up) = docker(&host, &p, &both);
+        assert_eq!((f.verdict, set_up), (Verdict::Ok, true), "{f:?}");
         let (f, _) = engine_finding(&host, &p, Engine::Crio, "crio", "crio");
         assert_eq!((f.verdict, f.saw.as_str()), (Verdict::Ok, "not installed"));
     }

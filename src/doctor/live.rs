@@ -72,7 +72,14 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
                 dir.display()
             )
         })
-        .and_then(|()| run(&shim, &dir, loaded.and_then(|l| l.path.as_deref())));
+        .and_then(|()| {
+            let how = How {
+                config: loaded.and_then(|l| l.path.as_deref()),
+                path_env: &host.path_env,
+                timeout: TIMEOUT,
+            };
+            run(&shim, &dir, &how)
+        });
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(out) => judge(&out, d, &shim),
@@ -106,7 +113,7 @@ fn prerequisites(host: &Host) -> Result<(PathBuf, PathBuf), Finding> {
         if let Err(e) = crate::common::trust::check_root_owned("doctor --run", p) {
             return Err(fail(
                 format!("step 1, set-up: {e}: not run as root"),
-                "chown root:root it and chmod go-w it",
+                "make the path it names root's and not writable by group or others (chown root:root, chmod go-w)",
             ));
         }
     }
@@ -122,7 +129,11 @@ fn judge(out: &str, d: &Driver, shim: &Path) -> Finding {
         .iter()
         .skip(1)
         .flat_map(|g| [format!("/dev/nvidia{}", g.minor), g.uuid.clone()])
-        .filter(|o| out.lines().any(|l| l.trim() == o || l.contains(o.as_str())))
+        // a node by its whole path (/dev/nvidia1 is no /dev/nvidia10), a UUID anywhere
+        .filter(|o| {
+            out.lines()
+                .any(|l| l.trim() == o || (o.starts_with("GPU-") && l.contains(o.as_str())))
+        })
         .collect();
     if !out.lines().any(|l| l.trim() == node) || !others.is_empty() {
         return fail(
@@ -146,7 +157,7 @@ fn judge(out: &str, d: &Driver, shim: &Path) -> Finding {
 
 /// A busybox that needs no library from the image.
 fn static_busybox(host: &Host) -> Option<PathBuf> {
-    let p = host.which("busybox")?;
+    let p = std::fs::canonicalize(host.which("busybox")?).ok()?;
     let head = super::read_head(&p, 64 << 10)?;
     crate::host::elf::is_static_elf(&head).then_some(p)
 }
@@ -210,7 +221,16 @@ pub fn spec(ask: Ask) -> serde_json::Value {
 /// `nvhook-runtime run` on the bundle, with its own state dir, its output in files (a
 /// container left behind cannot hold a pipe open), killed with its process group after
 /// [`TIMEOUT`]; gives what the container printed, or the step that failed.
-fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String> {
+/// What the shim is run with.
+struct How<'a> {
+    /// nvhook's configuration file, for the shim and the hook it registers.
+    config: Option<&'a Path>,
+    /// The runtime's lookup: the one doctor judged (engines run with a service's).
+    path_env: &'a std::ffi::OsStr,
+    timeout: Duration,
+}
+
+fn run(shim: &Path, dir: &Path, how: &How<'_>) -> Result<String, String> {
     use std::os::unix::process::CommandExt;
     let id = format!("nvhook-doctor-{}", std::process::id());
     let state = dir.join("state");
@@ -226,13 +246,14 @@ fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String>
         .stdout(file("stdout")?)
         .stderr(file("stderr")?)
         .process_group(0);
-    if let Some(c) = config {
+    cmd.env("PATH", how.path_env);
+    if let Some(c) = how.config {
         cmd.env(crate::container::config::CONFIG_ENV, c);
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("step 2, the runtime: cannot run {}: {e}", shim.display()))?;
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + how.timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
@@ -250,16 +271,16 @@ fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String>
             .arg("--root")
             .arg(&state)
             .args(["delete", "--force", &id]),
-        Duration::from_secs(10),
+        how.timeout.min(Duration::from_secs(10)),
     );
     let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
     let (stdout, stderr) = (read("stdout"), read("stderr"));
     match status {
         Some(st) if st.success() => Ok(stdout),
         None => Err(format!(
-            "step 2, the runtime ({}): no end after {} s: {}",
+            "step 2, the runtime ({}): no end after {} s, killed: {}",
             shim.display(),
-            TIMEOUT.as_secs(),
+            how.timeout.as_secs(),
             stderr.trim()
         )),
         Some(_) => match stderr.lines().find(|l| l.contains("nvhook:")) {
@@ -276,6 +297,64 @@ fn run(shim: &Path, dir: &Path, config: Option<&Path>) -> Result<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::Verdict;
+
+    fn driver_of(gpus: &[(u32, &str)]) -> Driver {
+        let mut d = Driver::default();
+        for (i, (minor, uuid)) in gpus.iter().enumerate() {
+            d.gpus.push(crate::host::driver::Gpu {
+                index: i as u32,
+                minor: *minor,
+                uuid: uuid.to_string(),
+                bus_id: crate::host::procfs::BusId::parse("0000:18:00.0").unwrap(),
+                model: "m".into(),
+                node: None,
+            });
+        }
+        d
+    }
+
+    #[test]
+    fn a_container_that_sees_another_gpu_fails_and_node_names_are_whole() {
+        let mut d = driver_of(&[(1, "GPU-aaa"), (0, "GPU-bbb")]);
+        let shim = Path::new("/usr/bin/nvhook-runtime");
+        assert_eq!(
+            judge("/dev/nvidia1\n/dev/nvidiactl\n", &d, shim).verdict,
+            Verdict::Ok
+        );
+        let f = judge("/dev/nvidia0\n/dev/nvidia1\n", &d, shim);
+        assert!(f.saw.contains("did not see GPU 0 alone"), "{f:?}");
+        let f = judge("/dev/nvidia1\nGPU UUID: GPU-bbb\n", &d, shim);
+        assert_eq!(f.verdict, Verdict::Fail, "another GPU's /proc entry: {f:?}");
+        // GPU 1 of 12 is minor 1: /dev/nvidia10 of GPU 0 does not count as it
+        d = driver_of(&[(10, "GPU-aaa"), (1, "GPU-bbb")]);
+        assert_eq!(judge("/dev/nvidia10\n", &d, shim).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn a_runtime_that_does_not_end_is_killed_with_its_group() {
+        let d = tempfile::tempdir().unwrap();
+        let shim = d.path().join("shim");
+        // the child holds the output file open: only the group's kill ends it
+        std::fs::write(&shim, "#!/bin/sh\nsleep 60 &\nsleep 60\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let how = How {
+            config: None,
+            path_env: std::ffi::OsStr::new("/usr/bin:/bin"),
+            timeout: Duration::from_millis(500),
+        };
+        let clock = Instant::now();
+        let e = run(&shim, d.path(), &how).unwrap_err();
+        assert!(e.contains("no end after 0 s, killed"), "{e}");
+        assert!(
+            clock.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            clock.elapsed()
+        );
+        let e = run(&d.path().join("missing"), d.path(), &how).unwrap_err();
+        assert!(e.starts_with("step 2, the runtime: cannot run"), "{e}");
+    }
 
     #[test]
     fn the_container_asks_as_the_configuration_accepts() {

@@ -59,11 +59,14 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// `saw` on one line: a program's error output (containerd's, runc's) may hold
+    /// several, and each line of the report is one verdict.
     pub fn ok(check: &str, saw: impl Into<String>) -> Finding {
+        let saw: String = saw.into();
         Finding {
             check: check.into(),
             verdict: Verdict::Ok,
-            saw: saw.into(),
+            saw: saw.split_whitespace().collect::<Vec<_>>().join(" "),
             fix: None,
         }
     }
@@ -106,7 +109,9 @@ pub struct Host {
     pub containers_confs: Vec<PathBuf>,
     /// The host's `/proc` (PID 1, the engines' daemons, the kernel's settings).
     pub proc: PathBuf,
-    /// Where engines' programs and runtimes are looked up (`$PATH`).
+    /// Where engines' programs and runtimes are looked up: the caller's `PATH`, then the
+    /// dirs a service's `PATH` has (under the host's root), as the engines run from
+    /// systemd see them whatever `sudo` left the caller.
     pub path_env: OsString,
 }
 
@@ -145,23 +150,27 @@ impl Host {
                 at("/etc/containers/containers.conf"),
             ],
             proc: "/proc".into(),
-            path_env: std::env::var_os("PATH").unwrap_or_else(|| {
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-            }),
+            path_env: service_path(root),
         }
     }
 
     /// The first executable file `name` on [`Host::path_env`], absolute entries only (as
     /// the shim looks: an empty or relative entry would be the caller's directory).
     pub fn which(&self, name: &str) -> Option<PathBuf> {
+        self.which_all(name).into_iter().next()
+    }
+
+    /// Every executable file `name` on [`Host::path_env`], in order.
+    pub fn which_all(&self, name: &str) -> Vec<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         std::env::split_paths(&self.path_env)
             .filter(|d| d.is_absolute())
             .map(|d| d.join(name))
-            .find(|p| {
+            .filter(|p| {
                 std::fs::metadata(p)
                     .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             })
+            .collect()
     }
 
     /// Where nvhook's binary `name` is installed: the first of [`Host::bin_dirs`].
@@ -228,11 +237,13 @@ pub fn read_head(p: &Path, max: u64) -> Option<Vec<u8>> {
 }
 
 /// Runs `cmd` to its end or for `timeout` at most (then kills its process group), its
-/// output in memory: for short commands that start no daemon.
+/// output read as it comes (a full pipe would stall it): for short commands that start
+/// no daemon.
 pub fn output_within(
     cmd: &mut std::process::Command,
     timeout: std::time::Duration,
 ) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
     let mut child = cmd
         .stdin(std::process::Stdio::null())
@@ -240,8 +251,32 @@ pub fn output_within(
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .spawn()?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let deadline = std::time::Instant::now() + timeout;
-    while child.try_wait()?.is_none() {
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
         if std::time::Instant::now() >= deadline {
             // SAFETY: a signal to the process group this function started.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
@@ -252,8 +287,33 @@ pub fn output_within(
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// The caller's `PATH`, then the service dirs under `root` that it lacks.
+fn service_path(root: &Path) -> OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for d in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        let d = root.join(d.trim_start_matches('/'));
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
     }
-    child.wait_with_output()
+    std::env::join_paths(dirs).unwrap_or_default()
 }
 
 /// What to check beyond the host's set-up.
@@ -420,6 +480,13 @@ mod tests {
             std::time::Duration::from_millis(200),
         );
         assert_eq!(slow.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        // more than a pipe holds, read while it runs
+        let big = output_within(
+            std::process::Command::new("head").args(["-c", "300000", "/dev/zero"]),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(big.stdout.len(), 300000);
     }
 
     #[test]

@@ -159,7 +159,7 @@ fn devices(d: &Driver, user: &User) -> Finding {
     if !denied.is_empty() {
         return Finding::fail(
             "rootless.devices",
-            format!("{} cannot open {}: its rootless containers fail to start", user.name, denied.join(", ")),
+            format!("{} cannot open {}: CUDA in its rootless containers cannot use the GPU", user.name, denied.join(", ")),
             "make the nodes rw for the user: the driver's NVreg_DeviceFileMode=0666 (or NVreg_DeviceFileGID = a group the user is in)",
         );
     }
@@ -167,7 +167,7 @@ fn devices(d: &Driver, user: &User) -> Finding {
         return Finding::warn(
             "rootless.devices",
             format!(
-                "{} opens {} only through a supplementary group",
+                "{} opens {} only through a group, not by its owner or other bits",
                 user.name,
                 by_group.join(", ")
             ),
@@ -280,6 +280,31 @@ mod tests {
         let f = id_helpers(&host);
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("newuidmap not installed"), "{f:?}");
+    }
+
+    #[test]
+    fn id_helpers_without_privilege_fail() {
+        let d = tempfile::tempdir().unwrap();
+        for h in ["newuidmap", "newgidmap"] {
+            std::fs::copy("/bin/true", d.path().join(h)).unwrap();
+        }
+        let host = Host {
+            path_env: d.path().into(),
+            ..Host::under(d.path())
+        };
+        let f = id_helpers(&host);
+        assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+        assert!(
+            f.saw
+                .contains("neither setuid root nor has file capabilities"),
+            "{f:?}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        for h in ["newuidmap", "newgidmap"] {
+            std::fs::set_permissions(d.path().join(h), std::fs::Permissions::from_mode(0o4755))
+                .unwrap();
+        }
+        assert_eq!(id_helpers(&host).verdict, Verdict::Ok);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn installed_binary(check: &str, p: &Path) -> Finding {
         return Finding::fail(
             check,
             e.to_string(),
-            format!("chown root:root {0} && chmod 755 {0}", p.display()),
+            "make the path the message names root's and not writable by group or others (chown root:root, chmod go-w)",
         );
     }
     let version = super::output_within(
@@ -111,16 +111,12 @@ pub fn installed_binary(check: &str, p: &Path) -> Finding {
 /// The configuration, loaded as the hook loads it (`--config`, `$NVHOOK_CONFIG`, the
 /// default file, NVIDIA's file): a typo is named with its line and the valid keys.
 fn config(host: &Host, out: &mut Vec<Finding>) -> Option<Loaded> {
-    let (path, _) = crate::container::config::chosen_path(host.config_flag.as_deref());
     match Config::load(host.config_flag.as_deref()) {
         Err(e) => {
             out.push(Finding::fail(
                 "nvhook.config",
                 e.to_string(),
-                format!(
-                    "edit {} (every GPU container's start fails with this error); `man nvhook` and /etc/nvhook/config.toml from the package list the keys",
-                    path.display()
-                ),
+                "edit the file it names: every GPU container's start fails with this error (the package's /etc/nvhook/config.toml lists every key, commented)",
             ));
             None
         }
@@ -179,8 +175,9 @@ pub fn log_file(cfg: &LogConfig) -> Finding {
         return Finding::ok("nvhook.log", format!("{} is writable", path.display()));
     };
     let saw = format!("log file {} {problem}", path.display());
-    let fix = "set [log] file to a root-owned file in a writable directory (or remove what is in its place)";
-    if configured {
+    let fix = "make it a regular file root may append to, in a directory root may write (or point [log] file elsewhere)";
+    // a plain user's doctor cannot judge root's log file
+    if configured && nix::unistd::geteuid().is_root() {
         Finding::fail("nvhook.log", saw, fix)
     } else {
         Finding::warn("nvhook.log", saw, fix)
@@ -240,14 +237,33 @@ pub fn ld_cache(cfg: &Config) -> Finding {
             "nvhook.ld-cache",
             format!(
                 "ld-cache = \"ldconfig\": {path} ran in its sandbox (own user namespace: {})",
-                if cfg.ldconfig_user_namespace { "yes" } else { "no, ldconfig-user-namespace = false" }
+                if cfg.ldconfig_user_namespace {
+                    "yes"
+                } else {
+                    "no, ldconfig-user-namespace = false"
+                }
             ),
         ),
-        Err(e) => Finding::fail(
+        Err(e) if !nix::unistd::geteuid().is_root() => Finding::warn(
             "nvhook.ld-cache",
-            format!("{path} does not run in its sandbox: {e}"),
-            "allow user namespaces (sysctl user.max_user_namespaces=15000) or set ldconfig-user-namespace = false; or ld-cache = \"nvhook\"",
+            format!(
+                "{path} not run in its sandbox as uid {}: {e}",
+                nix::unistd::geteuid()
+            ),
+            "run doctor as root: the hook runs ldconfig as root",
         ),
+        Err(e) => {
+            let fix = if e.contains("namespace") {
+                "allow user namespaces (sysctl user.max_user_namespaces=15000), or set ldconfig-user-namespace = false; or ld-cache = \"nvhook\""
+            } else {
+                "check that the configured ldconfig is glibc's (it must write the cache it is given with -C); or ld-cache = \"nvhook\""
+            };
+            Finding::fail(
+                "nvhook.ld-cache",
+                format!("{path} does not run in its sandbox: {e}"),
+                fix,
+            )
+        }
     }
 }
 
@@ -360,25 +376,45 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_ldconfig_that_is_not_static_fails_and_the_real_one_runs() {
-        let cfg = |l: &str| Config {
+    fn ldconfig_mode(l: &str) -> Config {
+        Config {
             ld_cache: LdCache::Ldconfig,
             ldconfig: l.into(),
             ..Config::default()
-        };
+        }
+    }
+
+    #[test]
+    fn an_ldconfig_that_is_not_static_fails() {
         // a dynamic program where a static ldconfig is expected
-        let f = ld_cache(&cfg("@/bin/true"));
+        let f = ld_cache(&ldconfig_mode("@/bin/true"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("not a statically linked"), "{f:?}");
-        let f = ld_cache(&cfg("/sbin/ldconfig"));
+        assert_eq!(ld_cache(&Config::default()).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn an_ldconfig_in_the_container_fails_without_the_opt_in() {
+        let f = ld_cache(&ldconfig_mode("/sbin/ldconfig"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("inside the container"), "{f:?}");
-        // static and root's, so it is sealed, but it is no ldconfig: the sandbox run fails
-        let f = ld_cache(&cfg("@/bin/busybox"));
+    }
+
+    #[test]
+    fn a_sealed_program_that_is_no_ldconfig_fails_in_the_sandbox() {
+        // static and root's, so it is sealed, but it writes no cache
+        let f = ld_cache(&ldconfig_mode("@/bin/busybox"));
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("does not run in its sandbox"), "{f:?}");
-        let c = cfg(&crate::container::config::default_ldconfig(Path::new("/")));
+        assert!(f
+            .fix
+            .unwrap()
+            .starts_with("check that the configured ldconfig"));
+    }
+
+    #[test]
+    fn the_hosts_ldconfig_runs_in_its_sandbox() {
+        let c = ldconfig_mode(&crate::container::config::default_ldconfig(Path::new("/")));
         let f = ld_cache(&c);
         assert_eq!(f.verdict, Verdict::Ok, "{f:?}");
     }
