@@ -221,8 +221,9 @@ fn a_good_host_passes_every_check_and_runs_a_gpu_container() {
 fn a_misspelt_configuration_key_fails_with_its_line() {
     let h = TestHost::good("config-typo");
     h.prepend_config("no-cgroups = false\nld-cahce = \"nvhook\"\n");
-    let (code, v) = h.doctor(&[]);
+    let (code, v) = h.doctor(&["--run"]);
     assert_fails(code, &v, "nvhook.config", "unknown field `ld-cahce`");
+    assert_fails(code, &v, "live.run", "configuration does not load");
     let saw = findings(&v, "nvhook.config")[0]["saw"].as_str().unwrap();
     assert!(
         saw.contains("line 2:") && saw.contains("`ld-cache`"),

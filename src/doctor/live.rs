@@ -49,6 +49,12 @@ pub fn check(host: &Host, loaded: Option<&Loaded>, driver: Option<&Driver>) -> F
         Ok(x) => x,
         Err(f) => return f,
     };
+    if loaded.is_none() {
+        return fail(
+            "step 1, set-up: not run: nvhook's configuration does not load, so every GPU container's start fails with its error".into(),
+            "mend nvhook.config first",
+        );
+    }
     let Some(d) = driver.filter(|d| !d.gpus.is_empty()) else {
         return fail(
             "step 1, set-up: no GPU 0 (see driver.* above)".into(),
