@@ -371,7 +371,11 @@ fn located(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(s) => format!(
             "line {}: {}",
-            text[..s.start.min(text.len())].matches('\n').count() + 1,
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
             e.message()
         ),
         None => e.message().to_string(),
