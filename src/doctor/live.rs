@@ -359,7 +359,8 @@ mod tests {
             clock.elapsed()
         );
         let e = run(&d.path().join("missing"), d.path(), &how).unwrap_err();
-        assert!(e.starts_with("step 2, the runtime: cannot run"), "{e}");
+        // spawn's error where exec fails in the parent; the child's exit under emulators
+        assert!(e.starts_with("step 2, the runtime"), "{e}");
     }
 
     #[test]
