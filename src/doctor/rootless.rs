@@ -44,7 +44,7 @@ pub fn owned_ids(text: &str, user: &User) -> u64 {
             let count: u64 = f.next()?.parse().ok()?;
             (who == user.name || who == uid).then_some(count)
         })
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 fn subids(host: &Host, user: &User) -> Finding {
