@@ -33,7 +33,8 @@ pub enum Verdict {
     Ok,
     /// Works, but something is missing that some containers or some day will need.
     Warn,
-    /// GPU containers fail (all, or those of one engine or path) until it is fixed.
+    /// GPU containers fail (all, or those of one engine or path), or a setting made on
+    /// purpose (a log file) has no effect, until it is fixed.
     Fail,
 }
 

@@ -176,7 +176,9 @@ pub fn log_file(cfg: &LogConfig) -> Finding {
     };
     let saw = format!("log file {} {problem}", path.display());
     let fix = "make it a regular file root may append to, in a directory root may write (or point [log] file elsewhere)";
-    // a plain user's doctor cannot judge root's log file
+    // A configured file that cannot be written: starts go on, unlogged, against the
+    // setting (a FAIL); the default one is best effort. A plain user's doctor cannot
+    // judge root's file.
     if configured && nix::unistd::geteuid().is_root() {
         Finding::fail("nvhook.log", saw, fix)
     } else {
