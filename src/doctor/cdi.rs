@@ -11,18 +11,12 @@ use std::path::{Path, PathBuf};
 /// Appends one finding per NVIDIA spec found (one saying none where there is none),
 /// and one when two offer the same kind.
 pub fn check(host: &Host, cfg: &Config, driver: Option<&Driver>, out: &mut Vec<Finding>) {
-    let specs: Vec<(PathBuf, String, String)> = host
-        .cdi_dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "json" || x == "yaml" || x == "yml")
-        })
-        .filter_map(|p| Some((p.clone(), super::read_small(&p)?)))
-        .filter_map(|(p, t)| Some((p, kind_of(&t).filter(|k| k.contains("nvidia.com/"))?, t)))
-        .collect();
+    let specs: Vec<(PathBuf, String, String)> =
+        super::files_in(&host.cdi_dirs, &["json", "yaml", "yml"])
+            .into_iter()
+            .filter_map(|p| Some((p.clone(), super::read_small(&p)?)))
+            .filter_map(|(p, t)| Some((p, kind_of(&t).filter(|k| k.contains("nvidia.com/"))?, t)))
+            .collect();
     if specs.is_empty() {
         out.push(Finding::ok(
             "cdi.specs",

@@ -71,7 +71,7 @@ fn drivers_set(host: &Host) -> Vec<(&'static str, String)> {
         v.push(("containerd", "systemd".into()));
     }
     let mut crio = vec![host.crio_config.clone()];
-    crio.extend(sorted_files(&host.engines.crio_dropin_dir));
+    crio.extend(super::files_in([&host.engines.crio_dropin_dir], &[]));
     for (engine, files) in [("crio", crio), ("podman", host.containers_confs.clone())] {
         // the last file that sets it wins, as in the engines' own merge
         let m = files.iter().rev().find_map(|f| cgroup_manager(&read(f)));
@@ -88,18 +88,6 @@ fn cgroup_manager(text: &str) -> Option<String> {
         let (k, val) = l.split_once('=')?;
         (k.trim() == "cgroup_manager").then(|| val.trim().trim_matches('"').to_string())
     })
-}
-
-/// The files of a drop-in dir, in the order they are merged.
-fn sorted_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A systemd cgroup driver without systemd as PID 1 starts no container at all.

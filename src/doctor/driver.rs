@@ -7,7 +7,7 @@ use super::Finding;
 use crate::container::config::Config;
 use crate::host::driver::{DeviceNode, Driver, BINARIES, BIN_DIRS};
 use crate::host::ldcache::Arch;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Appends this section's findings; gives the driver where discovery found one.
@@ -248,10 +248,7 @@ fn tools(d: &Driver, driver_root: &Path) -> Finding {
                 .iter()
                 .map(move |dir| driver_root.join(dir).join(n))
         })
-        .filter(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                && !crate::host::driver::is_elf_executable(p)
-        })
+        .filter(|p| super::is_program(p) && !crate::host::driver::is_elf_executable(p))
         .map(|p| p.display().to_string())
         .collect();
     if !wrappers.is_empty() {

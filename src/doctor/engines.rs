@@ -4,7 +4,7 @@
 //! files name must exist; containerd's CRI runtimes as containerd itself reads them;
 //! the runtime the shim execs (never the shim again); Docker's `--gpus` hook.
 
-use super::{Finding, Host, Verdict};
+use super::{files_in, is_program, Finding, Host, Verdict};
 use crate::container::config::Config;
 use crate::engines::install::{self, Engine};
 use std::os::unix::fs::MetadataExt;
@@ -54,17 +54,7 @@ fn paths(host: &Host) -> install::Paths {
 
 /// The files of `engine` that can name nvhook.
 fn engine_files(host: &Host, engine: Engine) -> Vec<PathBuf> {
-    let listed = |dir: &Path, ext: &str| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == ext))
-            .collect();
-        v.sort();
-        v
-    };
+    let listed = |dir: &PathBuf, ext: &str| files_in([dir], &[ext]);
     let e = &host.engines;
     match engine {
         Engine::Docker => vec![e.docker_config.clone()],
@@ -77,11 +67,7 @@ fn engine_files(host: &Host, engine: Engine) -> Vec<PathBuf> {
             .into_iter()
             .chain(listed(&e.crio_dropin_dir, "toml"))
             .collect(),
-        Engine::Podman => host
-            .hooks_dirs
-            .iter()
-            .flat_map(|d| listed(d, "json"))
-            .collect(),
+        Engine::Podman => files_in(&host.hooks_dirs, &["json"]),
     }
 }
 
@@ -220,11 +206,8 @@ fn install_error(
 
 /// NVIDIA's own hook in hooks.d beside nvhook's: both would run for every container.
 fn nvidia_hook_beside(host: &Host) -> Option<Finding> {
-    let theirs: Vec<String> = host
-        .hooks_dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .map(|e| e.path())
+    let theirs: Vec<String> = files_in(&host.hooks_dirs, &[])
+        .into_iter()
         .filter(|p| {
             super::read_small(p).is_some_and(|t| {
                 t.contains("nvidia-container-runtime-hook") || t.contains("nvidia-ctk")
@@ -252,18 +235,13 @@ fn summary(engine: Engine, p: &install::Paths) -> String {
     }
 }
 
-fn is_program(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-}
-
 /// No engine of those installed is set up, and no CDI spec either: nothing can give a
 /// container its GPU.
 fn any_engine(t: &Tally, host: &Host) -> Finding {
-    let cdi = host
-        .cdi_dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .any(|e| e.file_name().to_string_lossy().contains("nvidia"));
+    let cdi = files_in(&host.cdi_dirs, &[]).iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("nvidia"))
+    });
     let installed = t.installed;
     match (installed, t.configured, cdi) {
         (0, _, _) => Finding::fail(

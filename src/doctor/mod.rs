@@ -163,14 +163,10 @@ impl Host {
 
     /// Every executable file `name` on [`Host::path_env`], in order.
     pub fn which_all(&self, name: &str) -> Vec<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
         std::env::split_paths(&self.path_env)
             .filter(|d| d.is_absolute())
             .map(|d| d.join(name))
-            .filter(|p| {
-                std::fs::metadata(p)
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
+            .filter(|p| is_program(p))
             .collect()
     }
 
@@ -211,6 +207,33 @@ pub fn private_temp_dir(what: &str) -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+}
+
+/// A regular file with an execute bit (through links), as `PATH` lookups take it.
+pub fn is_program(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The entries of `dirs` whose extension is one of `exts` (every entry where `exts` is
+/// empty), each dir's sorted by name: the order engines merge drop-ins in. A dir that
+/// cannot be read has none.
+pub fn files_in<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                exts.is_empty() || p.extension().is_some_and(|x| exts.iter().any(|e| x == *e))
+            })
+            .collect();
+        v.sort();
+        out.extend(v);
+    }
+    out
 }
 
 /// The text of a configuration file or spec others may write (a CDI dir, hooks.d): a

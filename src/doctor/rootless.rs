@@ -182,27 +182,21 @@ fn devices(d: &Driver, user: &User) -> Finding {
 
 /// The user's Podman reaches nvhook through a hooks.d entry or a CDI spec.
 fn hook_reachable(host: &Host) -> Finding {
-    let hooks: Vec<String> = host
-        .hooks_dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+    let hooks: Vec<String> = super::files_in(&host.hooks_dirs, &["json"])
+        .into_iter()
         .filter(|p| {
             super::read_small(p).is_some_and(|t| !super::engines::nvhook_paths(&t).is_empty())
         })
         .map(|p| p.display().to_string())
         .collect();
-    let specs: Vec<String> = host
-        .cdi_dirs
-        .iter()
-        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-        .filter(|e| {
-            super::read_small(&e.path())
+    let specs: Vec<String> = super::files_in(&host.cdi_dirs, &[])
+        .into_iter()
+        .filter(|p| {
+            super::read_small(p)
                 .and_then(|t| super::cdi::kind_of(&t))
                 .is_some_and(|k| k == "nvidia.com/gpu")
         })
-        .map(|e| e.path().display().to_string())
+        .map(|p| p.display().to_string())
         .collect();
     if hooks.is_empty() && specs.is_empty() {
         return Finding::fail(
