@@ -17,18 +17,25 @@ const ENGINES: &[(Engine, &str, &str)] = &[
     (Engine::Podman, "podman", "podman"),
 ];
 
+/// The program that tells an engine is installed.
+fn program(engine: Engine) -> &'static str {
+    ENGINES
+        .iter()
+        .find(|(e, _, _)| *e == engine)
+        .map_or("", |(_, _, p)| p)
+}
+
 /// Appends this section's findings.
 pub fn check(host: &Host, cfg: &Config, out: &mut Vec<Finding>) {
     let paths = paths(host);
     let mut tally = Tally::default();
     for (engine, name, program) in ENGINES {
-        let (f, set_up) = engine_finding(host, &paths, *engine, name, program);
-        if host.which(program).is_some() {
+        let bin = host.which(program);
+        let (f, setup) = engine_finding(host, &paths, *engine, name, bin.as_deref());
+        if bin.is_some() {
             tally.installed += 1;
-            tally.configured += usize::from(set_up);
-            tally.foreign += usize::from(
-                !set_up && f.verdict == Verdict::Warn && f.saw.contains("is not nvhook's"),
-            );
+            tally.configured += usize::from(setup == Setup::Nvhook);
+            tally.foreign += usize::from(setup == Setup::Nvidias);
         }
         out.push(f);
     }
@@ -98,14 +105,25 @@ fn named_in(file: &Path) -> Vec<String> {
     nvhook_paths(&live)
 }
 
-/// One engine's finding, and whether nvhook is set up in it (under any runtime name).
+/// Whose runtime an engine has for GPU containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// nvhook's, under any runtime name.
+    Nvhook,
+    /// Someone else's (NVIDIA's toolkit) under nvhook's runtime name, and no nvhook.
+    Nvidias,
+    Neither,
+}
+
+/// One engine's finding, and whose runtime it has; `bin`: the engine's program on the
+/// host's `PATH`, if it is installed.
 fn engine_finding(
     host: &Host,
     paths: &install::Paths,
     engine: Engine,
     name: &str,
-    program: &str,
-) -> (Finding, bool) {
+    bin: Option<&Path>,
+) -> (Finding, Setup) {
     let check = format!("engines.{name}");
     let named: Vec<(PathBuf, String)> = engine_files(host, engine)
         .into_iter()
@@ -122,19 +140,32 @@ fn engine_finding(
                 "install nvhook there, or point {name} at the installed one: nvhook install {name}"
             ),
         );
-        return (f, false);
+        return (f, Setup::Neither);
     }
     let set_up = !named.is_empty();
-    let Some(bin) = host.which(program) else {
+    let mut setup = if set_up {
+        Setup::Nvhook
+    } else {
+        Setup::Neither
+    };
+    let Some(bin) = bin else {
         let saw = if set_up {
-            format!("not installed ({program} not on PATH), though its files name nvhook")
+            format!(
+                "not installed ({} not on PATH), though its files name nvhook",
+                program(engine)
+            )
         } else {
             "not installed".to_string()
         };
-        return (Finding::ok(&check, saw), set_up);
+        return (Finding::ok(&check, saw), setup);
     };
     let f = match install::install(engine, paths, &install::Options::default()) {
-        Err(e) => install_error(&check, &bin, name, &named, e),
+        Err(e) => {
+            if !set_up && is_taken(&e) {
+                setup = Setup::Nvidias;
+            }
+            install_error(&check, bin, name, &named, e)
+        }
         Ok(changes) if changes.is_empty() => Finding::ok(
             &check,
             format!("{} installed, nvhook set up ({})", bin.display(), summary(engine, paths)),
@@ -157,7 +188,20 @@ fn engine_finding(
         (Verdict::Ok, Engine::Podman) => nvidia_hook_beside(host).unwrap_or(f),
         _ => f,
     };
-    (f, set_up)
+    (f, setup)
+}
+
+/// The installer refused because a runtime of nvhook's name is someone else's.
+fn is_taken(e: &install::Error) -> bool {
+    use crate::engines::containerd_config::Error as Cd;
+    matches!(
+        e,
+        install::Error::Taken { .. }
+            | install::Error::Containerd {
+                source: Cd::Taken { .. },
+                ..
+            }
+    )
 }
 
 /// What the installer's refusal means: a file the engine cannot read fails; a runtime
@@ -272,7 +316,7 @@ struct Tally {
     installed: usize,
     /// Installed, and nvhook set up in it.
     configured: usize,
-    /// Installed, with NVIDIA's toolkit under nvhook's runtime name and no nvhook.
+    /// Installed, with [`Setup::Nvidias`].
     foreign: usize,
 }
 
@@ -609,9 +653,20 @@ mod tests {
         (host, p)
     }
 
-    fn docker(host: &Host, p: &install::Paths, daemon_json: &str) -> (Finding, bool) {
+    /// The finding of `engine`, its program looked up as `check` does.
+    fn finding(
+        host: &Host,
+        p: &install::Paths,
+        engine: Engine,
+        name: &str,
+        program: &str,
+    ) -> (Finding, Setup) {
+        engine_finding(host, p, engine, name, host.which(program).as_deref())
+    }
+
+    fn docker(host: &Host, p: &install::Paths, daemon_json: &str) -> (Finding, Setup) {
         std::fs::write(&host.engines.docker_config, daemon_json).unwrap();
-        engine_finding(host, p, Engine::Docker, "docker", "dockerd")
+        finding(host, p, Engine::Docker, "docker", "dockerd")
     }
 
     #[test]
@@ -644,7 +699,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (host, p) = engine_host(d.path());
         std::fs::create_dir(&host.engines.docker_config).unwrap();
-        let (f, _) = engine_finding(&host, &p, Engine::Docker, "docker", "dockerd");
+        let (f, _) = finding(&host, &p, Engine::Docker, "docker", "dockerd");
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("cannot read"), "{f:?}");
     }
@@ -654,14 +709,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (host, p) = engine_host(d.path());
         std::fs::write(&host.engines.containerd_config, "version = 9\n").unwrap();
-        let (f, _) = engine_finding(&host, &p, Engine::Containerd, "containerd", "containerd");
+        let (f, _) = finding(&host, &p, Engine::Containerd, "containerd", "containerd");
         assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
         assert!(f.saw.contains("config version 9"), "{f:?}");
         // commented out, nvhook's old block names nothing
         let old = "version = 2\n# BinaryName = \"/nonexistent/nvhook-runtime\"\n";
         std::fs::write(&host.engines.containerd_config, old).unwrap();
-        let (f, set_up) = engine_finding(&host, &p, Engine::Containerd, "containerd", "containerd");
-        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
+        let (f, set_up) = finding(&host, &p, Engine::Containerd, "containerd", "containerd");
+        assert_eq!(
+            (f.verdict, set_up),
+            (Verdict::Warn, Setup::Neither),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -669,8 +728,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (host, p) = engine_host(d.path());
         let theirs = r#"{"runtimes":{"nvidia":{"path":"/usr/bin/nvidia-container-runtime"}}}"#;
-        let (f, set_up) = docker(&host, &p, theirs);
-        assert_eq!((f.verdict, set_up), (Verdict::Warn, false), "{f:?}");
+        let (f, setup) = docker(&host, &p, theirs);
+        assert_eq!((f.verdict, setup), (Verdict::Warn, Setup::Nvidias), "{f:?}");
         assert!(f.fix.unwrap().contains("--force"));
         let shim = d.path().join("bin/nvhook-runtime");
         std::os::unix::fs::symlink("/bin/true", &shim).unwrap();
@@ -679,8 +738,8 @@ mod tests {
             shim.display()
         );
         let (f, set_up) = docker(&host, &p, &both);
-        assert_eq!((f.verdict, set_up), (Verdict::Ok, true), "{f:?}");
-        let (f, _) = engine_finding(&host, &p, Engine::Crio, "crio", "crio");
+        assert_eq!((f.verdict, set_up), (Verdict::Ok, Setup::Nvhook), "{f:?}");
+        let (f, _) = finding(&host, &p, Engine::Crio, "crio", "crio");
         assert_eq!((f.verdict, f.saw.as_str()), (Verdict::Ok, "not installed"));
     }
 }
