@@ -8,7 +8,7 @@ use super::{Finding, Host};
 use crate::container::config::{Config, Loaded};
 use crate::host::driver::Driver;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the container may take, start to exit.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -259,19 +259,8 @@ fn run(shim: &Path, dir: &Path, how: &How<'_>) -> Result<String, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("step 2, the runtime: cannot run {}: {e}", shim.display()))?;
-    let deadline = Instant::now() + how.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                // SAFETY: a signal to the process group this function started.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
+    // killed with its group at the deadline (or where waiting fails): no status
+    let status = super::wait_within(&mut child, how.timeout).unwrap_or(None);
     let _ = super::output_within(
         std::process::Command::new(shim)
             .arg("--root")
@@ -303,6 +292,7 @@ fn run(shim: &Path, dir: &Path, how: &How<'_>) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
     use crate::doctor::Verdict;
 
     fn driver_of(gpus: &[(u32, &str)]) -> Driver {

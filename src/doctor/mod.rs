@@ -296,27 +296,42 @@ pub fn output_within(
             .take()
             .map(|r| Box::new(r) as Box<dyn Read + Send>),
     );
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if std::time::Instant::now() >= deadline {
-            // SAFETY: a signal to the process group this function started.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("did not end within {} s", timeout.as_secs()),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let Some(status) = wait_within(&mut child, timeout)? else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("did not end within {} s", timeout.as_secs()),
+        ));
     };
     Ok(std::process::Output {
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     })
+}
+
+/// Waits for `child`, started as the leader of its own process group, for `timeout`
+/// at most: its exit status, or `None` once its whole group has been killed (and it
+/// reaped) at the deadline. A failing wait kills the group too, and is given.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let waited = child.try_wait();
+        match waited {
+            Ok(Some(st)) => return Ok(Some(st)),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                // SAFETY: a signal to the process group the caller started.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                return waited.map(|_| None);
+            }
+        }
+    }
 }
 
 /// The caller's `PATH`, then the service dirs under `root` that it lacks.
