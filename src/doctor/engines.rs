@@ -331,7 +331,7 @@ fn containerd_cri(host: &Host) -> Option<Finding> {
         return Some(Finding::warn(
             "engines.containerd-cri",
             format!("{e}: not run to read its configuration"),
-            "make the path the message names root's and not writable by group or others (chown root:root, chmod go-w)",
+            super::FIX_OWNERSHIP,
         ));
     }
     let out = super::output_within(

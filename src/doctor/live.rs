@@ -119,7 +119,7 @@ fn prerequisites(host: &Host) -> Result<(PathBuf, PathBuf), Finding> {
         if let Err(e) = crate::common::trust::check_root_owned("doctor --run", p) {
             return Err(fail(
                 format!("step 1, set-up: {e}: not run as root"),
-                "make the path it names root's and not writable by group or others (chown root:root, chmod go-w)",
+                super::FIX_OWNERSHIP,
             ));
         }
     }
@@ -292,8 +292,8 @@ fn run(shim: &Path, dir: &Path, how: &How<'_>) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
     use crate::doctor::Verdict;
+    use std::time::Instant;
 
     fn driver_of(gpus: &[(u32, &str)]) -> Driver {
         let mut d = Driver::default();

@@ -236,6 +236,15 @@ pub fn files_in<'a>(dirs: impl IntoIterator<Item = &'a PathBuf>, exts: &[&str]) 
     out
 }
 
+/// How doctor opens a file others may have put in place: not through a final link, and
+/// never waiting (a FIFO where a file belongs).
+pub const NO_FOLLOW_NO_WAIT: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+
+/// The fix for a program or file that fails `trust::check_root_owned` (whose message
+/// names the path at fault: the file, or a directory above it).
+pub const FIX_OWNERSHIP: &str =
+    "make the path the message names root's and not writable by group or others (chown root:root, chmod go-w)";
+
 /// The text of a configuration file or spec others may write (a CDI dir, hooks.d): a
 /// regular file, not through a final link, never waiting on a FIFO, at most 16 MiB.
 pub fn read_small(p: &Path) -> Option<String> {
@@ -249,7 +258,7 @@ pub fn read_head(p: &Path, max: u64) -> Option<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(NO_FOLLOW_NO_WAIT)
         .open(p)
         .ok()?;
     if !f.metadata().ok()?.is_file() {

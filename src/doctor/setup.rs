@@ -75,11 +75,7 @@ fn binaries(host: &Host, out: &mut Vec<Finding>) {
 /// no one else; and a copy from another build than this one is worth a word.
 pub fn installed_binary(check: &str, p: &Path) -> Finding {
     if let Err(e) = crate::common::trust::check_root_owned("nvhook", p) {
-        return Finding::fail(
-            check,
-            e.to_string(),
-            "make the path the message names root's and not writable by group or others (chown root:root, chmod go-w)",
-        );
+        return Finding::fail(check, e.to_string(), super::FIX_OWNERSHIP);
     }
     let version = super::output_within(
         std::process::Command::new(p).arg("--version").env_clear(),
@@ -149,6 +145,7 @@ fn loaded_finding(l: &Loaded) -> Finding {
 
 /// The log file the hook appends to, checked without creating it.
 pub fn log_file(cfg: &LogConfig) -> Finding {
+    use std::os::unix::fs::OpenOptionsExt;
     let (path, configured) = match &cfg.file {
         Some(p) => (p.as_path(), true),
         None => (Path::new(DEFAULT_FILE), false),
@@ -159,7 +156,7 @@ pub fn log_file(cfg: &LogConfig) -> Finding {
         }
         Ok(_) => std::fs::OpenOptions::new()
             .append(true)
-            .custom_flags_nofollow()
+            .custom_flags(super::NO_FOLLOW_NO_WAIT)
             .open(path)
             .err()
             .map(|e| format!("cannot be opened for appending: {e}")),
@@ -183,17 +180,6 @@ pub fn log_file(cfg: &LogConfig) -> Finding {
         Finding::fail("nvhook.log", saw, fix)
     } else {
         Finding::warn("nvhook.log", saw, fix)
-    }
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
     }
 }
 
