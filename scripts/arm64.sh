@@ -86,12 +86,12 @@ apply::ldconfig::tests::refuses_script_and_untrusted_paths
 apply::ldconfig::tests::static_detection
 apply::tests::proc_view_holds_exactly_the_files
 common::rootfs::tests::symlink_created_once
-doctor::setup::tests::a_sealed_program_that_is_no_ldconfig_fails_in_the_sandbox
-doctor::setup::tests::the_hosts_ldconfig_runs_in_its_sandbox
 common::rootfs::tests::symlinks_stay_inside
 common::rootfs::tests::wrong_types_named
 container::image::tests::debian_and_rhel
 container::image::tests::debian_version_link_to_host_is_not_followed_out
+doctor::setup::tests::a_sealed_program_that_is_no_ldconfig_fails_in_the_sandbox
+doctor::setup::tests::the_hosts_ldconfig_runs_in_its_sandbox
 host::ldcache::tests::real_host_cache_parses
 host::ldcache::tests::real_ldconfig_formats"
 

@@ -28,9 +28,9 @@ case $arch in
 arm64)
     scripts/arm64.sh deps >&2
     scripts/arm64.sh binfmt >&2
+    # the cross build as arm64.sh makes it (Debian's cargo and rustc, the cross linker)
+    scripts/arm64.sh build >&2
     triple=aarch64-unknown-linux-gnu
-    RUSTC=/usr/bin/rustc CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-        /usr/bin/cargo build --release --workspace --target $triple
     bin=target/$triple/release
     ;;
 *) echo "package.sh: --arch must be amd64 or arm64 (this machine is $native)" >&2; exit 2 ;;
