@@ -388,10 +388,6 @@ impl Report {
         self.count(Verdict::Fail) > 0
     }
 
-    pub fn get(&self, check: &str) -> Option<&Finding> {
-        self.findings.iter().find(|f| f.check == check)
-    }
-
     /// One line per finding (`ok`, `warn`, `FAIL`, the check, what was seen), the fix
     /// indented under it, and a count at the end.
     pub fn text(&self) -> String {
